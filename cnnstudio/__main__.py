@@ -1,0 +1,3 @@
+from cnnstudio.cli import main
+
+raise SystemExit(main())

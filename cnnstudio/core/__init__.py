@@ -1,0 +1,1 @@
+"""The headless core: datasets, models, training, evaluation and bundles. Never imports Qt."""

@@ -1,0 +1,30 @@
+"""Errors a user can act on. Their message is shown as is: one line, naming the file and the reason."""
+
+
+class StudioError(Exception):
+    """Base of every error whose message is meant for the user."""
+
+
+class DatasetError(StudioError):
+    """The dataset folder cannot be used (missing, fewer than two classes, ...)."""
+
+
+class SpecError(StudioError):
+    """A model spec is invalid; the message names the field and the reason."""
+
+
+class WeightsError(StudioError):
+    """Pretrained weights cannot be loaded (no internet, a file that does not fit the architecture)."""
+
+
+class BundleError(StudioError):
+    """A model bundle is missing, incomplete or unreadable."""
+
+
+class ImageError(StudioError):
+    """One image cannot be used. ``path`` and ``reason`` are kept apart for tables and JSON."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason

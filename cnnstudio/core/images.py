@@ -1,0 +1,142 @@
+"""The one image loader used for scanning, training, evaluation and prediction.
+
+A photo dropped on the window must get exactly the pixels the model was trained on, so every
+path through the studio decodes with :func:`load_rgb` and resizes with :func:`load_array`.
+The backbone's own ``preprocess_input`` runs inside the model (see ``core.layers``), so the
+arrays here are plain RGB ``uint8``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from cnnstudio.core.errors import ImageError
+
+# Images above this many pixels are refused before decoding (decompression-bomb guard).
+# 12,000 x 12,000 covers every camera; Pillow's own guard stays on above it.
+MAX_PIXELS = 144_000_000
+
+# Transparent pixels are composited onto this colour, the same way everywhere.
+BACKGROUND = (255, 255, 255)
+
+# How the image is fitted to the model's square input: stretched, the whole image kept
+# (as keras.utils.image_dataset_from_directory does by default).
+RESIZE = "squash-bilinear"
+
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "MPO")
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def open_checked(path: str | os.PathLike) -> Image.Image:
+    """Open ``path`` lazily and check what can be checked from the header.
+
+    Raises :class:`ImageError` with a reason a person understands.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageError(path, f"unreadable ({exc.strerror or exc})") from exc
+    if size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    try:
+        img = Image.open(path)
+    except UnidentifiedImageError as exc:
+        raise ImageError(path, "not an image (content is not a recognised image format)") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(path, f"image too large ({exc})") from exc
+    except PermissionError as exc:
+        raise ImageError(path, "unreadable (permission denied)") from exc
+    except OSError as exc:
+        raise ImageError(path, f"unreadable ({exc})") from exc
+    if img.format not in FORMATS:
+        fmt = img.format
+        img.close()
+        raise ImageError(path, f"unsupported image format {fmt}")
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        img.close()
+        raise ImageError(
+            path, f"image too large ({w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is {MAX_PIXELS / 1e6:.0f})"
+        )
+    if w < 1 or h < 1:
+        img.close()
+        raise ImageError(path, "image has no pixels")
+    return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any mode to 8-bit RGB, EXIF orientation applied, transparency on white."""
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, "L")
+    elif mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("LA", "La", "PA"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "RGBa"):
+        background = Image.new("RGBA", img.size, BACKGROUND + (255,))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
+def load_rgb(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:
+    """Decode ``path`` fully into an RGB image.
+
+    ``draft_size`` lets JPEG decode at a reduced scale (never below that size), which is
+    much faster for large photos and still reads the whole stream, so truncation is found.
+    """
+    return _decode(open_checked(path), path, draft_size)
+
+
+def _decode(img: Image.Image, path, draft_size: int | None) -> Image.Image:
+    try:
+        if draft_size and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img.seek(0)  # GIF / animated WebP: the first frame
+        img.load()
+        return to_rgb(img)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(path, f"image too large ({exc})") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        msg = str(exc) or type(exc).__name__
+        if "truncated" in msg or isinstance(exc, EOFError) or "broken data stream" in msg:
+            raise ImageError(path, f"truncated or corrupt ({msg})") from exc
+        raise ImageError(path, f"corrupt image data ({msg})") from exc
+    finally:
+        img.close()
+
+
+def load_array(path: str | os.PathLike, size: int) -> np.ndarray:
+    """The model's input for ``path``: ``(size, size, 3)`` ``uint8`` RGB, squashed bilinearly."""
+    img = load_rgb(path, draft_size=size)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def verify(path: str | os.PathLike) -> tuple[int, int]:
+    """Decode ``path`` completely to prove it is usable; return its (width, height).
+
+    Raises :class:`ImageError` with the reason. Used by the dataset scan.
+    """
+    img = open_checked(path)
+    size = img.size
+    _decode(img, path, draft_size=64)
+    return size

@@ -1,0 +1,20 @@
+"""Where the studio keeps its own files (sample data, caches), overridable for tests and servers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+
+def data_dir() -> Path:
+    """The user's data folder for CNN Studio (``CNNSTUDIO_DATA_DIR`` overrides it)."""
+    override = os.environ.get("CNNSTUDIO_DATA_DIR")
+    return Path(override) if override else Path(platformdirs.user_data_dir("cnnstudio", appauthor=False))
+
+
+def cache_dir() -> Path:
+    """The user's cache folder for CNN Studio (``CNNSTUDIO_CACHE_DIR`` overrides it)."""
+    override = os.environ.get("CNNSTUDIO_CACHE_DIR")
+    return Path(override) if override else Path(platformdirs.user_cache_dir("cnnstudio", appauthor=False))
