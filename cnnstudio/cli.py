@@ -1,2 +1,433 @@
-def main(argv=None):
-    raise NotImplementedError
+"""The ``cnnstudio`` command line: everything the window does, for scripts and servers.
+
+Command names and options are a public contract. TensorFlow is imported only by the commands
+that need it, so ``cnnstudio --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from cnnstudio import __version__
+from cnnstudio.core.errors import StudioError
+
+
+class CliError(StudioError):
+    """A usage problem found after parsing (e.g. a folder that does not exist)."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _print_json(obj) -> None:
+    from cnnstudio.core.atomic import _json_default
+
+    print(json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default))
+
+
+def _progress_bar(desc: str, total: int | None = None, unit: str = "it"):
+    """A tqdm bar on an interactive terminal, nothing otherwise (logs stay clean)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
+
+
+def _scan(data_dir: str, quiet: bool = False):
+    from cnnstudio.core.dataset import scan_dataset
+
+    bar = _progress_bar("Scanning", unit="files") if not quiet else None
+
+    def progress(done, total):
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    try:
+        return scan_dataset(data_dir, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _dataset_dir(args) -> str:
+    if getattr(args, "sample", False):
+        from cnnstudio.core.sample import sample_dataset_path
+
+        if args.data_dir:
+            raise CliError("give either DATA_DIR or --sample, not both")
+        print("Using the built-in sample dataset", file=sys.stderr)
+        return str(sample_dataset_path())
+    if not args.data_dir:
+        raise CliError("give a DATA_DIR (a folder with one sub-folder per class) or --sample")
+    return args.data_dir
+
+
+def _registry():
+    from cnnstudio.plugins import default_manager
+
+    return default_manager().registry
+
+
+# ----------------------------------------------------------------------------- scan
+
+
+def cmd_scan(args) -> int:
+    index = _scan(args.data_dir, quiet=args.json)
+    if args.json:
+        _print_json(
+            {
+                "root": str(index.root),
+                "classes": [{"name": n, "images": c} for n, c in zip(index.class_names, index.counts())],
+                "images": len(index.items),
+                "problems": [p.to_dict() for p in index.problems],
+            }
+        )
+    else:
+        width = max([len(n) for n in index.class_names] + [5])
+        print(f"{index.root}: {len(index.items)} images in {len(index.class_names)} classes")
+        for name, count in zip(index.class_names, index.counts()):
+            print(f"  {name:<{width}}  {count:>6}")
+        if index.problems:
+            print(f"{len(index.problems)} problem(s):")
+            for p in index.problems:
+                where = p.path or str(index.root)
+                print(f"  {p.level}: {where}: {p.reason}")
+    # Bad files are listed but do not make the dataset unusable; missing classes do.
+    return 1 if any(p.scope != "file" for p in index.errors) else 0
+
+
+# ----------------------------------------------------------------------------- train
+
+
+class TerminalState:
+    """Reports training on the terminal; the first Ctrl-C asks training to stop at the next batch."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.stop = threading.Event()
+        self.bar = None
+
+    def _say(self, text):
+        if not self.quiet:
+            if self.bar is not None:
+                self.bar.write(text, file=sys.stderr)
+            else:
+                print(text, file=sys.stderr)
+
+    def on_status(self, message):
+        self._say(message)
+
+    def on_begin(self, e):
+        self.epochs = e.epochs
+        self._say(f"Training on {e.device}: {e.n_train} training and {e.n_val} validation images, "
+                  f"{e.steps_per_epoch} batches per epoch")
+
+    def on_batch(self, e):
+        if self.quiet:
+            return
+        if self.bar is None:
+            self.bar = _progress_bar(f"Epoch {e.epoch + 1}/{self.epochs}", total=e.steps, unit="batch")
+        self.bar.n = e.batch
+        post = {k: f"{v:.4f}" for k, v in e.logs.items() if k in ("loss", "accuracy")}
+        if e.eta is not None:
+            post["eta"] = f"{e.eta:.0f}s"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.refresh()
+
+    def on_epoch_end(self, e):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        parts = [f"{k} {v:.4f}" for k, v in e.logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")]
+        eta = f", eta {e.eta:.0f}s" if e.eta else ""
+        self._say(f"Epoch {e.epoch + 1}/{self.epochs}: " + ", ".join(parts) + f" ({e.elapsed:.1f}s{eta})")
+
+    def on_end(self, e):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        what = {"completed": "finished", "early_stopped": "stopped early", "cancelled": "stopped"}[e.reason]
+        self._say(f"Training {what} after {e.epochs_run} epoch(s) in {e.elapsed:.1f}s")
+
+    def should_stop(self):
+        return self.stop.is_set()
+
+
+def cmd_train(args) -> int:
+    from cnnstudio.core.dataset import Split, make_split
+    from cnnstudio.core.runs import RunPaths, read_config
+    from cnnstudio.core.spec import ModelSpec, resolve_spec
+    from cnnstudio.core.training import TrainConfig, Trainer
+
+    out = Path(args.out)
+    paths = RunPaths(out)
+    registry = _registry()
+
+    if args.resume:
+        if not paths.config.exists():
+            raise CliError(f"{out}: nothing to resume (no config.json)")
+        saved = read_config(out)
+        data_dir = args.data_dir or saved["dataset"]["root"]
+        index = _scan(data_dir, quiet=args.json)
+        index.raise_for_errors()
+        split = Split.from_dict(saved["split"], index)
+        spec = ModelSpec.from_dict(saved["spec"])
+        config = TrainConfig.from_dict(saved["train"])
+        if args.epochs is not None:
+            config.epochs = args.epochs
+    else:
+        if paths.config.exists():
+            hint = "pass --resume to continue it" if paths.train_state.exists() and not paths.metrics.exists() else \
+                "choose another --out"
+            raise CliError(f"{out} already holds a run; {hint}")
+        data_dir = _dataset_dir(args)
+        index = _scan(data_dir, quiet=args.json)
+        index.raise_for_errors()
+        split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=args.seed)
+        spec = resolve_spec(registry, args.model, input_size=args.image_size, weights=args.weights)
+        config = TrainConfig(
+            epochs=args.epochs if args.epochs is not None else 10,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            learning_rate=args.lr,
+            patience=args.patience,
+            class_weight=args.class_weights,
+            seed=args.seed,
+            cache=args.cache,
+        )
+
+    state = TerminalState(quiet=args.json)
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        if state.stop.is_set():  # a second Ctrl-C stops at once
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        state._say("Stopping after this batch (Ctrl-C again to abort)...")
+        state.stop.set()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = Trainer(index, split, spec, config, out, registry, state=state).run(resume=args.resume)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    metrics = result.metrics or {}
+    if args.json:
+        _print_json({"run_dir": str(out), "status": result.reason, "epochs_run": result.epochs_run,
+                     "train_seconds": result.train_seconds, **metrics})
+    else:
+        if metrics.get("test_accuracy") is not None:
+            print(f"Test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f} "
+                  f"on {metrics['test_images']} images")
+        if result.skipped_files:
+            print(f"{len(result.skipped_files)} file(s) could not be read and were skipped:")
+            for d in result.skipped_files:
+                print(f"  {d['path']}: {d['reason']}")
+        print(f"Run saved in {out}; model bundle in {paths.bundle}")
+    return 130 if result.reason == "cancelled" else 0
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def _expand_images(items: list[str]) -> list[str]:
+    files: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            for root, dirs, names in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files.extend(str(Path(root) / n) for n in sorted(names) if not n.startswith("."))
+        else:
+            files.append(item)
+    return files
+
+
+def cmd_predict(args) -> int:
+    from cnnstudio.core.bundle import Bundle
+
+    files = _expand_images(args.images)
+    if not files:
+        raise CliError("no image files given")
+    bundle = Bundle(args.bundle)
+    results = bundle.predict_paths(files, top_k=args.top_k)
+    if args.json:
+        _print_json([
+            {"path": r.path, "top": [{"class": c, "probability": p} for c, p in r.top] if r.top else None,
+             "error": r.error}
+            for r in results
+        ])
+    else:
+        for r in results:
+            if r.error:
+                print(f"{r.path}: error: {r.error}")
+            else:
+                print(f"{r.path}: " + ", ".join(f"{c} {p * 100:.2f}%" for c, p in r.top))
+    return 1 if all(r.error for r in results) else 0
+
+
+# ----------------------------------------------------------------------------- plugins and models
+
+
+def cmd_plugins(args) -> int:
+    from cnnstudio.plugins import default_manager
+
+    manager = default_manager()
+    infos = manager.plugins
+    if args.json:
+        _print_json([
+            {"name": i.name, "origin": i.origin, "distribution": i.distribution, "version": i.version,
+             "status": i.status, "provides": i.provides,
+             "errors": [{"cause": e.cause, "traceback": e.traceback} for e in i.errors]}
+            for i in infos
+        ])
+        return 0
+    for i in infos:
+        version = f" {i.version}" if i.version else ""
+        print(f"{i.name}{version} [{i.origin}] {i.status}")
+        if i.provides:
+            print("  provides: " + ", ".join(i.provides))
+        for e in i.errors:
+            print(f"  error: {e.cause}")
+    return 0
+
+
+def _param_dict(p) -> dict:
+    d = {"name": p.name, "kind": p.kind, "default": p.default}
+    for key in ("minimum", "maximum", "step"):
+        if getattr(p, key) is not None:
+            d[key] = getattr(p, key)
+    if p.choices:
+        d["choices"] = list(p.choices)
+    if p.help:
+        d["help"] = p.help
+    return d
+
+
+def cmd_models(args) -> int:
+    registry = _registry()
+    backbones = [
+        {"id": b.id, "name": b.display_name, "pretrained": b.pretrained, "default_input_size": b.default_input_size,
+         "min_input_size": b.min_input_size, "preprocessing": b.preprocessing,
+         "origin": registry.origin("backbone", b.id), "params": [_param_dict(p) for p in b.params],
+         "description": b.description}
+        for b in registry.backbones.values()
+    ]
+    presets = [
+        {"id": p.id, "name": p.display_name, "backbone": p.spec.get("backbone"), "description": p.description,
+         "origin": registry.origin("preset", p.id), "spec": p.spec}
+        for p in registry.presets.values()
+    ]
+    if args.json:
+        _print_json({"backbones": backbones, "presets": presets})
+        return 0
+    print("Backbones:")
+    for b in backbones:
+        tag = ", pretrained weights available" if b["pretrained"] else ""
+        print(f"  {b['id']:<22} {b['name']} (input {b['default_input_size']} px, min {b['min_input_size']}{tag})")
+        for p in b["params"]:
+            print(f"      {p['name']} = {p['default']!r}" + (f"  {p.get('help')}" if p.get("help") else ""))
+    print("Presets:")
+    for p in presets:
+        print(f"  {p['id']:<22} {p['description'] or p['name']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnstudio",
+        description="CNN Studio: train image classifiers from a folder of images (one sub-folder per class).",
+        epilog="Without a command, cnnstudio opens the window: 'cnnstudio [PROJECT_FILE]', or "
+        "'cnnstudio --sample' to start on the built-in sample dataset.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnstudio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("scan", help="check a dataset folder: classes, counts and problem files")
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("train", help="train a model on a dataset folder into a run folder")
+    p.add_argument("data_dir", metavar="DATA_DIR", nargs="?", help="folder with one sub-folder per class")
+    p.add_argument("--sample", action="store_true", help="use the built-in sample dataset instead of DATA_DIR")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for this run (config, history, model)")
+    p.add_argument("--model", default="seed-model-2", metavar="ID_OR_PRESET",
+                   help="a backbone id or preset name (see 'cnnstudio models'; default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: 10)")
+    p.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
+    p.add_argument("--image-size", type=int, default=None, metavar="N", help="input size in pixels (default: the model's)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and shuffling")
+    p.add_argument("--val-split", type=float, default=0.15, metavar="F", help="validation fraction (default: %(default)s)")
+    p.add_argument("--test-split", type=float, default=0.15, metavar="F", help="test fraction (default: %(default)s)")
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs, 0 for off (default: %(default)s)")
+    p.add_argument("--weights", default=None, metavar="imagenet|none|PATH",
+                   help="weights of a pretrained backbone: ImageNet (downloaded once), none (random), or a local file")
+    p.add_argument("--class-weights", choices=["none", "auto"], default="none",
+                   help="'auto' weights classes by inverse frequency (for imbalanced data)")
+    p.add_argument("--cache", choices=["auto", "memory", "disk", "none"], default="auto",
+                   help="cache of decoded images between epochs (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="classify images with a trained model bundle")
+    p.add_argument("bundle", metavar="BUNDLE", help="a model bundle folder (RUN_DIR/model)")
+    p.add_argument("images", metavar="IMAGE_OR_DIR", nargs="+")
+    p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes to show per image (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("plugins", help="list plugins with their origin, version, providers and errors")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("models", help="list backbones and presets with their parameters")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+COMMANDS = ("scan", "train", "predict", "plugins", "models")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        # `cnnstudio`, `cnnstudio PROJECT_FILE`, `cnnstudio --sample`: the window.
+        return _open_window(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        return _open_window([])
+    try:
+        return args.func(args)
+    except StudioError as exc:
+        print(f"cnnstudio {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"cnnstudio {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _open_window(argv: list[str]) -> int:
+    try:
+        from cnnstudio.gui.app import run
+    except ImportError:
+        print("cnnstudio: the window is not available in this build; use a command (cnnstudio --help)",
+              file=sys.stderr)
+        return 2
+    return run(argv)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from cnnstudio.core.errors import ImageError
 
@@ -30,6 +30,17 @@ RESIZE = "squash-bilinear"
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "MPO")
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# EXIF orientation -> the transposition that shows the image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def open_checked(path: str | os.PathLike) -> Image.Image:
@@ -52,8 +63,12 @@ def open_checked(path: str | os.PathLike) -> Image.Image:
         raise ImageError(path, f"image too large ({exc})") from exc
     except PermissionError as exc:
         raise ImageError(path, "unreadable (permission denied)") from exc
-    except OSError as exc:
-        raise ImageError(path, f"unreadable ({exc})") from exc
+    except (OSError, SyntaxError, EOFError) as exc:
+        # Pillow reads the header here: a file cut short often fails already ("Truncated File Read").
+        msg = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if "truncated" in msg.lower() or isinstance(exc, EOFError):
+            raise ImageError(path, f"truncated or corrupt ({msg})") from exc
+        raise ImageError(path, f"unreadable ({msg})") from exc
     if img.format not in FORMATS:
         fmt = img.format
         img.close()
@@ -71,8 +86,15 @@ def open_checked(path: str | os.PathLike) -> Image.Image:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any mode to 8-bit RGB, EXIF orientation applied, transparency on white."""
-    img = ImageOps.exif_transpose(img)
+    """Convert any mode to 8-bit RGB, EXIF orientation applied, transparency on white.
+
+    Always returns a new image, so the caller may close ``img``.
+    """
+    original = img
+    img.load()
+    method = _UPRIGHT.get(_orientation(img))
+    if method is not None:
+        img = img.transpose(method)
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
@@ -93,7 +115,20 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img = Image.alpha_composite(background, img.convert("RGBA"))
     if img.mode != "RGB":
         img = img.convert("RGB")
-    return img
+    return img.copy() if img is original else img
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1 to 8), 1 where there is none or the EXIF block cannot be read.
+
+    A damaged EXIF block is common in edited photos and says nothing about the pixels, so it
+    must not make an otherwise good image unusable.
+    """
+    try:
+        value = img.getexif().get(ExifTags.Base.Orientation, 1)
+        return value if value in _UPRIGHT else 1
+    except Exception:  # Pillow's EXIF parser raises many kinds on malformed data
+        return 1
 
 
 def load_rgb(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:
@@ -102,16 +137,17 @@ def load_rgb(path: str | os.PathLike, draft_size: int | None = None) -> Image.Im
     ``draft_size`` lets JPEG decode at a reduced scale (never below that size), which is
     much faster for large photos and still reads the whole stream, so truncation is found.
     """
-    return _decode(open_checked(path), path, draft_size)
+    return _decode(open_checked(path), path, draft_size)[0]
 
 
-def _decode(img: Image.Image, path, draft_size: int | None) -> Image.Image:
+def _decode(img: Image.Image, path, draft_size: int | None) -> tuple[Image.Image, int]:
+    """Decode and convert ``img`` (closing it); return the RGB image and the EXIF orientation."""
     try:
-        if draft_size and img.format == "JPEG":
+        if draft_size and img.format in ("JPEG", "MPO"):
             img.draft("RGB", (draft_size, draft_size))
         img.seek(0)  # GIF / animated WebP: the first frame
         img.load()
-        return to_rgb(img)
+        return to_rgb(img), _orientation(img)
     except Image.DecompressionBombError as exc:
         raise ImageError(path, f"image too large ({exc})") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -132,11 +168,12 @@ def load_array(path: str | os.PathLike, size: int) -> np.ndarray:
 
 
 def verify(path: str | os.PathLike) -> tuple[int, int]:
-    """Decode ``path`` completely to prove it is usable; return its (width, height).
+    """Decode ``path`` completely to prove it is usable; return its upright (width, height).
 
-    Raises :class:`ImageError` with the reason. Used by the dataset scan.
+    The size is the one :func:`load_rgb` gives, EXIF orientation applied, so a portrait photo
+    reads as portrait. Raises :class:`ImageError` with the reason. Used by the dataset scan.
     """
     img = open_checked(path)
-    size = img.size
-    _decode(img, path, draft_size=64)
-    return size
+    width, height = img.size
+    _, orientation = _decode(img, path, draft_size=64)
+    return (height, width) if orientation >= 5 else (width, height)

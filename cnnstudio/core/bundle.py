@@ -1,0 +1,121 @@
+"""The model bundle: a folder that alone turns image files into classes.
+
+```
+model/
+  model.keras     the whole model, from raw RGB pixels to class probabilities
+  bundle.json     class names, input size, colour mode, resize and preprocessing
+```
+
+The backbone's preprocessing is the model's first layer, so the bundle cannot be used with the
+wrong one; ``bundle.json`` records it for people and other tools. Bundles load with Keras'
+safe mode on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnstudio import __version__
+from cnnstudio.core.atomic import atomic_save_model, atomic_write_json
+from cnnstudio.core.errors import BundleError, ImageError
+from cnnstudio.core.images import RESIZE, load_array
+from cnnstudio.core.tf import keras
+
+BUNDLE_FORMAT = 1
+MODEL_FILE = "model.keras"
+META_FILE = "bundle.json"
+
+
+def save_bundle(model, folder, *, class_names: list[str], spec) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_save_model(model, folder / MODEL_FILE)
+    preprocessing = _preprocessing_of(model)
+    atomic_write_json(
+        folder / META_FILE,
+        {
+            "format": BUNDLE_FORMAT,
+            "class_names": list(class_names),
+            "input_size": int(spec.input_size),
+            "color_mode": "rgb",
+            "input_range": [0, 255],
+            "resize": RESIZE,
+            "preprocessing": preprocessing,
+            "preprocessing_in_model": True,
+            "spec": spec.to_dict(),
+            "cnnstudio_version": __version__,
+        },
+    )
+    return folder
+
+
+def _preprocessing_of(model) -> str | None:
+    from cnnstudio.core.layers import Preprocess
+
+    for layer in model.layers:
+        if isinstance(layer, Preprocess):
+            return layer.mode
+    return None
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]] | None  # (class, probability), best first
+    error: str | None = None
+    probs: np.ndarray | None = None
+
+
+class Bundle:
+    """A loaded bundle: the model stays in memory between predictions."""
+
+    def __init__(self, folder):
+        folder = Path(folder)
+        if folder.is_file() and folder.name == MODEL_FILE:
+            folder = folder.parent
+        meta_path = folder / META_FILE
+        if not folder.is_dir():
+            raise BundleError(f"{folder}: no such model bundle folder")
+        if not meta_path.exists() or not (folder / MODEL_FILE).exists():
+            raise BundleError(f"{folder}: not a model bundle (needs {MODEL_FILE} and {META_FILE})")
+        try:
+            self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{meta_path}: unreadable ({exc})") from exc
+        if self.meta.get("format", 0) > BUNDLE_FORMAT:
+            raise BundleError(f"{meta_path}: made by a newer CNN Studio (format {self.meta['format']})")
+        self.folder = folder
+        self.class_names: list[str] = list(self.meta["class_names"])
+        self.input_size = int(self.meta["input_size"])
+        try:
+            self.model = keras().saving.load_model(folder / MODEL_FILE, safe_mode=True)
+        except Exception as exc:
+            raise BundleError(f"{folder / MODEL_FILE}: cannot load the model ({exc})") from exc
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities for a batch of ``(n, size, size, 3)`` uint8 RGB images."""
+        x = images.astype(np.float32)
+        return np.asarray(self.model(x, training=False))
+
+    def predict_paths(self, paths, top_k: int = 3, batch_size: int = 32) -> list[Prediction]:
+        """Predict files; a file that cannot be read gets its own error and the rest still predict."""
+        results: list[Prediction | None] = [None] * len(paths)
+        good, arrays = [], []
+        for i, path in enumerate(paths):
+            try:
+                arrays.append(load_array(path, self.input_size))
+                good.append(i)
+            except ImageError as exc:
+                results[i] = Prediction(str(path), None, exc.reason)
+        k = max(1, min(top_k, len(self.class_names)))
+        for start in range(0, len(good), batch_size):
+            chunk = good[start:start + batch_size]
+            probs = self.predict_arrays(np.stack(arrays[start:start + batch_size]))
+            for i, p in zip(chunk, probs):
+                order = np.argsort(-p)[:k]
+                results[i] = Prediction(str(paths[i]), [(self.class_names[j], float(p[j])) for j in order], None, p)
+        return results

@@ -1,0 +1,369 @@
+"""Light descriptors of what plugins contribute: backbones, blocks and presets.
+
+A descriptor holds everything the window and ``cnnstudio models`` show (id, name, parameter
+schema, input sizes, preprocessing) and a ``build`` / ``apply`` callable that imports
+TensorFlow only when a model is actually built (npe2's lazy contributions). So listing every
+architecture never imports TensorFlow, and this module must not either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cnnstudio.core.errors import SpecError, StudioError
+
+PARAM_KINDS = ("int", "float", "bool", "choice", "str", "weights", "blocks")
+
+# Provider and preset ids: what a user types after ``--model`` and what a project file stores.
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+_PARAM_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+# ``preprocess_input`` is only ever taken from keras.applications (see core.layers).
+APPLICATION_MODULE = re.compile(r"keras\.applications\.[a-z][a-z0-9_]*")
+
+# Spellings a command line or a settings file may use for booleans.
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+WEIGHTS_SUFFIXES = (".weights.h5", ".h5")
+
+
+class BuildError(StudioError):
+    """A plugin's ``build`` / ``apply`` failed; the message names the provider and its plugin."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One entry of a parameter schema; the window turns a tuple of these into a form.
+
+    ``kind`` is one of :data:`PARAM_KINDS`. ``weights`` takes ``"imagenet"``, ``"none"`` or the
+    path of a ``.weights.h5`` / ``.h5`` file of the convolutional base; ``blocks`` takes a list
+    of ``{"type": <block id>, <block params>...}`` dicts (checked against the registry by
+    :meth:`cnnstudio.core.spec.ModelSpec.validate`).
+    """
+
+    name: str
+    kind: str
+    default: Any
+    label: str = ""
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: tuple = ()
+
+    def coerce(self, value: Any) -> Any:
+        """Return ``value`` as this parameter's type, or raise ``SpecError("<name>: <reason>")``.
+
+        Strings are accepted for numbers and booleans, as a command line gives them.
+        """
+        coerce = getattr(self, f"_coerce_{self.kind}", None)
+        if coerce is None:
+            raise SpecError(f"{self.name}: unknown parameter kind {self.kind!r}")
+        return coerce(value)
+
+    def _fail(self, reason: str) -> SpecError:
+        return SpecError(f"{self.name}: {reason}")
+
+    def _check_range(self, value):
+        if self.minimum is not None and value < self.minimum:
+            raise self._fail(f"{value} is below the minimum of {_number(self.minimum)}")
+        if self.maximum is not None and value > self.maximum:
+            raise self._fail(f"{value} is above the maximum of {_number(self.maximum)}")
+        return value
+
+    def _coerce_int(self, value):
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise self._fail(f"expected a whole number, got {value!r}") from None
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._fail(f"expected a whole number, got {value!r}")
+        return self._check_range(value)
+
+    def _coerce_float(self, value):
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise self._fail(f"expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self._fail(f"expected a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise self._fail(f"expected a finite number, got {value}")
+        return self._check_range(value)
+
+    def _coerce_bool(self, value):
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        if not isinstance(value, bool):
+            raise self._fail(f"expected true or false, got {value!r}")
+        return value
+
+    def _coerce_choice(self, value):
+        if value in self.choices:
+            return value
+        by_text = {str(c): c for c in self.choices}
+        if isinstance(value, str) and value in by_text:
+            return by_text[value]
+        options = ", ".join(str(c) for c in self.choices)
+        raise self._fail(f"expected one of {options}, got {value!r}")
+
+    def _coerce_str(self, value):
+        if not isinstance(value, str):
+            raise self._fail(f"expected text, got {value!r}")
+        return value
+
+    def _coerce_weights(self, value):
+        if value is None:
+            return "none"
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, str) or not value.strip():
+            raise self._fail(f"expected 'imagenet', 'none' or a weights file, got {value!r}")
+        if value.strip().lower() in ("imagenet", "none"):
+            return value.strip().lower()
+        if not value.lower().endswith(WEIGHTS_SUFFIXES):
+            raise self._fail(
+                f"expected 'imagenet', 'none' or the path of a .weights.h5 / .h5 file, got {value!r}"
+            )
+        return value
+
+    def _coerce_blocks(self, value):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise self._fail("expected a non-empty list of blocks")
+        blocks = []
+        for i, block in enumerate(value, 1):
+            if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+                raise self._fail(f"block {i} must be a mapping with a 'type', got {block!r}")
+            blocks.append(copy.deepcopy(block))
+        return blocks
+
+
+@dataclass(frozen=True)
+class BackboneProvider:
+    """A feature extractor: preprocessed ``(s, s, 3)`` float32 images -> a 4D feature map.
+
+    ``build(params, input_size, registry)`` returns a ``keras.Model`` named ``"backbone"``; it
+    receives params already coerced and completed with defaults. ``preprocessing`` is
+    ``"rescale"`` (x / 255) or the dotted module of a ``keras.applications`` ``preprocess_input``
+    (e.g. ``"keras.applications.vgg16"``); it runs inside the model, so a saved model carries
+    it. A ``pretrained`` provider has a ``weights`` parameter; a ``trainable`` bool parameter
+    set to False freezes the base.
+    """
+
+    id: str
+    display_name: str
+    build: Callable
+    params: tuple[Param, ...] = ()
+    default_input_size: int = 224
+    min_input_size: int = 32
+    preprocessing: str = "rescale"
+    pretrained: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class BlockProvider:
+    """A block usable in scratch stacks: ``apply(x, params, name) -> x`` with Keras' functional API.
+
+    Convention the spec checks rely on: a block whose params have a ``pooling`` value other than
+    ``"none"`` halves the spatial size (2x2 pooling).
+    """
+
+    id: str
+    display_name: str
+    apply: Callable
+    params: tuple[Param, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model spec (a :meth:`ModelSpec.to_dict` mapping), e.g. a seed report's network."""
+
+    id: str
+    display_name: str
+    spec: dict
+    description: str = ""
+
+
+_KINDS = {"backbone": BackboneProvider, "block": BlockProvider, "preset": Preset}
+
+
+class Registry:
+    """Everything the loaded plugins provide, keyed by id, each remembering its plugin.
+
+    Plugins fill it through their registration hooks (``registry.add_backbone(...)``). Each
+    ``add_*`` validates the descriptor and raises ``ValueError`` with a readable message;
+    while the plugin manager registers a plugin (:meth:`registering`), the error is handed to
+    the manager instead, so one bad provider does not take the plugin's others with it.
+    """
+
+    def __init__(self):
+        self.backbones: dict[str, BackboneProvider] = {}
+        self.blocks: dict[str, BlockProvider] = {}
+        self.presets: dict[str, Preset] = {}
+        self._origins: dict[tuple[str, str], str] = {}
+        self._plugin: str | None = None
+        self._on_error: Callable[[ValueError], None] | None = None
+
+    @contextlib.contextmanager
+    def registering(
+        self, plugin: str, on_error: Callable[[ValueError], None] | None = None
+    ) -> Iterator[Registry]:
+        """Attribute what is added inside the block to ``plugin``; route validation errors to ``on_error``."""
+        previous = self._plugin, self._on_error
+        self._plugin, self._on_error = plugin, on_error
+        try:
+            yield self
+        finally:
+            self._plugin, self._on_error = previous
+
+    def add_backbone(self, provider: BackboneProvider) -> None:
+        self._add("backbone", provider, self.backbones, _check_backbone)
+
+    def add_block(self, provider: BlockProvider) -> None:
+        self._add("block", provider, self.blocks, _check_block)
+
+    def add_preset(self, preset: Preset) -> None:
+        self._add("preset", preset, self.presets, self._check_preset)
+
+    def origin(self, kind: str, id: str) -> str:
+        """The name of the plugin that registered ``kind`` (backbone, block, preset) ``id``."""
+        try:
+            return self._origins[(kind, id)]
+        except KeyError:
+            raise KeyError(f"no {kind} {id!r} is registered") from None
+
+    def provided_by(self, plugin: str) -> list[str]:
+        """What ``plugin`` registered, as ``"kind:id"`` strings."""
+        return [f"{kind}:{id}" for (kind, id), name in self._origins.items() if name == plugin]
+
+    def _add(self, kind: str, item, table: dict, check: Callable) -> None:
+        try:
+            expected = _KINDS[kind]
+            if not isinstance(item, expected):
+                raise ValueError(f"expected a {expected.__name__}, got {type(item).__name__}")
+            _check_id(kind, item.id)
+            if item.id in table:
+                raise ValueError(
+                    f"{kind} {item.id!r} is already registered by plugin "
+                    f"{self._origins[(kind, item.id)]!r}"
+                )
+            if not isinstance(item.display_name, str) or not item.display_name.strip():
+                raise ValueError(f"{kind} {item.id!r} has no display name")
+            check(item)
+        except ValueError as exc:
+            if self._on_error is None:
+                raise
+            self._on_error(exc)
+            return
+        table[item.id] = item
+        self._origins[(kind, item.id)] = self._plugin or "unknown"
+
+    def _check_preset(self, preset: Preset) -> None:
+        # Presets come after every backbone and block is registered, so they are checked whole:
+        # a preset that cannot be built is refused here rather than when a user picks it.
+        from cnnstudio.core.spec import ModelSpec
+
+        if not isinstance(preset.spec, dict):
+            raise ValueError(f"preset {preset.id!r}: spec must be a mapping")
+        try:
+            ModelSpec.from_dict(preset.spec).validate(self)
+        except SpecError as exc:
+            raise ValueError(f"preset {preset.id!r}: {exc}") from None
+
+
+def _check_id(kind: str, id) -> None:
+    if not isinstance(id, str) or not ID_PATTERN.fullmatch(id):
+        raise ValueError(
+            f"{kind} id {id!r} is invalid: use lower-case letters, digits, '_', '.', '-', "
+            "starting with a letter or digit"
+        )
+
+
+def _check_params(owner: str, params) -> None:
+    if not isinstance(params, tuple):
+        raise ValueError(f"{owner}: params must be a tuple of Param, got {type(params).__name__}")
+    seen = set()
+    for param in params:
+        if not isinstance(param, Param):
+            raise ValueError(f"{owner}: params must be Param objects, got {type(param).__name__}")
+        if not isinstance(param.name, str) or not _PARAM_NAME.fullmatch(param.name):
+            raise ValueError(f"{owner}: parameter name {param.name!r} is not an identifier")
+        if param.name in seen:
+            raise ValueError(f"{owner}: parameter {param.name!r} is defined twice")
+        seen.add(param.name)
+        if param.kind not in PARAM_KINDS:
+            raise ValueError(
+                f"{owner}: parameter {param.name!r} has unknown kind {param.kind!r} "
+                f"(expected one of {', '.join(PARAM_KINDS)})"
+            )
+        if param.kind == "choice" and (not isinstance(param.choices, tuple) or not param.choices):
+            raise ValueError(f"{owner}: choice parameter {param.name!r} needs a tuple of choices")
+        if (
+            param.minimum is not None
+            and param.maximum is not None
+            and param.minimum > param.maximum
+        ):
+            raise ValueError(f"{owner}: parameter {param.name!r} has minimum > maximum")
+        try:
+            param.coerce(param.default)
+        except SpecError as exc:
+            raise ValueError(f"{owner}: default of parameter {exc}") from None
+
+
+def _check_sizes(owner: str, provider: BackboneProvider) -> None:
+    for field in ("default_input_size", "min_input_size"):
+        value = getattr(provider, field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{owner}: {field} must be a positive whole number, got {value!r}")
+    if provider.default_input_size < provider.min_input_size:
+        raise ValueError(
+            f"{owner}: default_input_size {provider.default_input_size} is below "
+            f"min_input_size {provider.min_input_size}"
+        )
+
+
+def _check_backbone(provider: BackboneProvider) -> None:
+    owner = f"backbone {provider.id!r}"
+    if not callable(provider.build):
+        raise ValueError(f"{owner}: build is not callable")
+    _check_params(owner, provider.params)
+    _check_sizes(owner, provider)
+    if provider.preprocessing != "rescale" and not (
+        isinstance(provider.preprocessing, str)
+        and APPLICATION_MODULE.fullmatch(provider.preprocessing)
+    ):
+        raise ValueError(
+            f"{owner}: preprocessing must be 'rescale' or a keras.applications module "
+            f"such as 'keras.applications.vgg16', got {provider.preprocessing!r}"
+        )
+    if provider.pretrained and not any(
+        p.name == "weights" and p.kind == "weights" for p in provider.params
+    ):
+        raise ValueError(f"{owner}: a pretrained backbone needs a 'weights' parameter of kind 'weights'")
+
+
+def _check_block(provider: BlockProvider) -> None:
+    owner = f"block {provider.id!r}"
+    if not callable(provider.apply):
+        raise ValueError(f"{owner}: apply is not callable")
+    _check_params(owner, provider.params)
+    if any(p.name == "type" for p in provider.params):
+        raise ValueError(f"{owner}: 'type' is reserved for the block id")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)

@@ -1,0 +1,165 @@
+"""The run folder: one folder per training run, every file written atomically.
+
+```
+RUN_DIR/
+  config.json        spec, hyper-parameters, dataset, split (seed and file lists), device, versions
+  history.csv        one row per epoch
+  checkpoints/       last.keras, best.weights.h5, state.json (what resume needs)
+  metrics.json       test metrics, status, timings
+  predictions.csv    per test image: true class, predicted class, confidence, probabilities
+  problems.json      files skipped while training
+  model/             the bundle (see core.bundle)
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnstudio import __version__
+from cnnstudio.core.atomic import atomic_write_csv, atomic_write_json, read_json
+
+CONFIG_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.keras"
+
+    @property
+    def best_weights(self) -> Path:
+        return self.checkpoints / "best.weights.h5"
+
+    @property
+    def train_state(self) -> Path:
+        return self.checkpoints / "state.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.csv"
+
+    @property
+    def problems(self) -> Path:
+        return self.root / "problems.json"
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "model"
+
+
+def versions() -> dict:
+    import keras
+    import numpy
+    import tensorflow
+
+    return {
+        "cnnstudio": __version__,
+        "python": platform.python_version(),
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def write_config(p: RunPaths, index, split, spec, config, device: str) -> None:
+    atomic_write_json(
+        p.config,
+        {
+            "format": CONFIG_FORMAT,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "dataset": {"root": str(index.root), "class_names": index.class_names, "counts": index.counts()},
+            "split": split.to_dict(index),
+            "spec": spec.to_dict(),
+            "train": config.to_dict(),
+            "device": device,
+            "versions": versions(),
+        },
+    )
+
+
+def read_config(run_dir) -> dict:
+    return read_json(RunPaths(Path(run_dir)).config)
+
+
+def load_train_state(p: RunPaths) -> dict | None:
+    if not (p.train_state.exists() and p.last_checkpoint.exists()):
+        return None
+    return read_json(p.train_state)
+
+
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+
+
+def write_history(p: RunPaths, history: list[dict]) -> None:
+    extra = sorted({k for row in history for k in row} - set(HISTORY_COLUMNS))
+    header = [c for c in HISTORY_COLUMNS if any(c in row for row in history)] + extra
+    atomic_write_csv(p.history, header, [[row.get(c, "") for c in header] for row in history])
+
+
+def read_history(run_dir) -> list[dict]:
+    with open(RunPaths(Path(run_dir)).history, encoding="utf-8", newline="") as f:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_predictions(p: RunPaths, result) -> None:
+    names = result.class_names
+    header = ["path", "true", "predicted", "confidence", "correct"] + [f"p_{n}" for n in names]
+    rows = []
+    for path, true, probs in zip(result.paths, result.y_true, result.probs):
+        pred = int(probs.argmax())
+        rows.append([path, names[true], names[pred], f"{probs[pred]:.6f}", int(pred == true)] + [f"{x:.6f}" for x in probs])
+    atomic_write_csv(p.predictions, header, rows)
+
+
+def write_results(p: RunPaths, model, index, spec, *, reason, epochs_run, history, train_seconds, device,
+                  metrics, skipped, n_classes) -> None:
+    from cnnstudio.core.bundle import save_bundle
+
+    save_bundle(model, p.bundle, class_names=index.class_names, spec=spec)
+    atomic_write_json(p.problems, {"skipped_during_training": skipped})
+    out = {
+        "status": reason,
+        "epochs_run": epochs_run,
+        "train_seconds": round(train_seconds, 3),
+        "device": device,
+        "class_names": index.class_names,
+        "best_epoch": _best_epoch(history),
+        "final": history[-1] if history else None,
+        "skipped_files": len(skipped),
+    }
+    if metrics:
+        out.update(metrics)
+    atomic_write_json(p.metrics, out)
+
+
+def _best_epoch(history):
+    rows = [r for r in history if r.get("val_loss") is not None] or [r for r in history if "loss" in r]
+    if not rows:
+        return None
+    key = "val_loss" if "val_loss" in rows[0] else "loss"
+    return int(min(rows, key=lambda r: r[key])["epoch"])

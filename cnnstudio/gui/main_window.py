@@ -1,0 +1,642 @@
+"""The main window: a start page, then Data -> Model -> Train -> Evaluate -> Predict.
+
+Panels are created the first time they are shown, so the window appears quickly (pyqtgraph and
+TensorFlow load later). They share one :class:`Session` and never talk to each other.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QSize, Qt, qVersion
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QStackedWidget,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cnnstudio import __version__
+from cnnstudio.gui import errors, widgets
+from cnnstudio.gui.session import PROJECT_SUFFIX, Session
+from cnnstudio.gui.start_page import StartPage
+from cnnstudio.gui.workers import FunctionWorker
+
+MAX_RECENT = 8
+
+# (key, sidebar title, icon); Ctrl+1..5 go to the five workflow panels.
+PAGES = (
+    ("start", "Start", "home"),
+    ("data", "Data", "data"),
+    ("model", "Model", "model"),
+    ("train", "Train", "train"),
+    ("evaluate", "Evaluate", "evaluate"),
+    ("predict", "Predict", "predict"),
+)
+
+PROJECT_FILTER = f"CNN Studio projects (*{PROJECT_SUFFIX});;All files (*)"
+
+
+def _load_tensorflow() -> dict:
+    """Import TensorFlow and Keras (seconds) and name the compute device; runs in a worker."""
+    from cnnstudio.core.tf import device_description, keras, tf
+
+    return {
+        "tensorflow": tf().__version__,
+        "keras": keras().__version__,
+        "device": device_description(),
+    }
+
+
+def _default_manager():
+    from cnnstudio.plugins import default_manager
+
+    return default_manager()
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, manager=None, parent=None):
+        super().__init__(parent)
+        self.manager = manager if manager is not None else _default_manager()
+        self.session = Session(self.manager.registry, self)
+        self.tf_info: dict | None = None
+        self._tf_worker: FunctionWorker | None = None
+        self._panels: dict[str, QWidget] = {}
+        self._containers: dict[str, QWidget] = {}
+
+        self.setWindowIcon(widgets.icon("app"))
+        self.setAcceptDrops(True)
+        self.setMinimumSize(960, 600)
+        self._build_body()
+        self._build_actions()
+        self._build_menus()
+        self._build_status_bar()
+
+        self.session.projectChanged.connect(self._update_title)
+        self.session.jobChanged.connect(self._show_job)
+        self._update_title()
+        self._refresh_recent()
+        self.show_page("start")
+
+    # ------------------------------------------------------------------ layout
+
+    def _build_body(self) -> None:
+        body = QWidget()
+        layout = QHBoxLayout(body)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+
+        self.sidebar = QListWidget()
+        self.sidebar.setObjectName("sidebar")
+        self.sidebar.setIconSize(QSize(22, 22))
+        self.sidebar.setFrameShape(QListWidget.Shape.NoFrame)
+        self.sidebar.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.sidebar.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        # The sidebar sits on the window colour, not the base colour of list views.
+        self.sidebar.setBackgroundRole(self.sidebar.palette().ColorRole.Window)
+        self.sidebar.viewport().setBackgroundRole(self.sidebar.palette().ColorRole.Window)
+        font = self.sidebar.font()
+        font.setPointSizeF(font.pointSizeF() * 1.1)
+        self.sidebar.setFont(font)
+        self.stack = QStackedWidget()
+        for key, title, icon_name in PAGES:
+            item = QListWidgetItem(widgets.icon(icon_name), title)
+            item.setSizeHint(QSize(0, 40))
+            item.setData(Qt.ItemDataRole.UserRole, key)
+            self.sidebar.addItem(item)
+            container = QWidget()
+            container.setLayout(QVBoxLayout())
+            container.layout().setContentsMargins(0, 0, 0, 0)
+            self._containers[key] = container
+            self.stack.addWidget(container)
+        self.sidebar.setFixedWidth(self.sidebar.sizeHintForColumn(0) + 48)
+        self.sidebar.currentRowChanged.connect(self._on_sidebar_row)
+
+        self.start_page = StartPage()
+        self.start_page.sampleRequested.connect(self.open_sample)
+        self.start_page.openFolderRequested.connect(self.choose_dataset)
+        self.start_page.openProjectRequested.connect(self.choose_project)
+        self.start_page.recentRequested.connect(self.open_project)
+        self._set_panel("start", self.start_page)
+
+        layout.addWidget(self.sidebar)
+        layout.addWidget(_vertical_line())
+        layout.addWidget(self.stack, 1)
+        self.setCentralWidget(body)
+
+    def _build_actions(self) -> None:
+        def action(text, slot, shortcut=None, icon_name=None):
+            a = QAction(widgets.icon(icon_name) if icon_name else widgets.icon(""), text, self)
+            if shortcut is not None:
+                a.setShortcut(QKeySequence(shortcut))
+            a.triggered.connect(slot)
+            self.addAction(a)
+            return a
+
+        self.new_action = action("&New Project", self.new_project, QKeySequence.StandardKey.New)
+        self.open_action = action("&Open Project...", self.choose_project, QKeySequence.StandardKey.Open)
+        self.open_dataset_action = action("Open &Dataset Folder...", self.choose_dataset, "Ctrl+Shift+O")
+        self.sample_action = action("Open the &Sample Dataset", self.open_sample)
+        self.save_action = action("&Save", self.save, QKeySequence.StandardKey.Save)
+        self.save_as_action = action("Save &As...", self.save_as, QKeySequence("Ctrl+Shift+S"))
+        self.export_action = action("&Export Model...", self.export_model, "Ctrl+E")
+        self.quit_action = action("&Quit", self.close, QKeySequence("Ctrl+Q"))
+        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+        self.page_actions = []
+        for number, (key, title, icon_name) in enumerate(PAGES):
+            shortcut = f"Ctrl+{number}" if number else None
+            a = action(title, lambda checked=False, k=key: self.show_page(k), shortcut, icon_name)
+            self.page_actions.append(a)
+        self.about_action = action("&About CNN Studio", self.show_about)
+        self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
+        self.plugins_action = action("&Plugins...", self.show_plugins)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addAction(self.new_action)
+        file_menu.addAction(self.open_action)
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addSeparator()
+        file_menu.addAction(self.open_dataset_action)
+        file_menu.addAction(self.sample_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.save_action)
+        file_menu.addAction(self.save_as_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.export_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+
+        go_menu = bar.addMenu("&Go")
+        for a in self.page_actions:
+            go_menu.addAction(a)
+
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.plugins_action)
+        help_menu.addAction(self.about_action)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.job_label = QLabel()
+        self.device_label = QLabel("TensorFlow not loaded")
+        self.device_label.setToolTip("The compute device training will use")
+        bar.addWidget(self.job_label, 1)
+        bar.addPermanentWidget(self.device_label)
+        plugin_errors = getattr(self.manager, "errors", [])
+        if plugin_errors:
+            n = len(plugin_errors)
+            bar.showMessage(f"{n} plugin error{'s' if n > 1 else ''}: see Help > Plugins", 10000)
+
+    # ------------------------------------------------------------------ pages
+
+    def _set_panel(self, key: str, widget: QWidget) -> None:
+        self._panels[key] = widget
+        self._containers[key].layout().addWidget(widget)
+
+    def panel(self, key: str) -> QWidget:
+        """The panel for ``key`` (see PAGES), created on first use."""
+        if key not in self._panels:
+            self._set_panel(key, self._create_panel(key))
+        return self._panels[key]
+
+    def _create_panel(self, key: str) -> QWidget:
+        if key == "data":
+            from cnnstudio.gui.data_panel import DataPanel
+
+            return DataPanel(self.session)
+        if key == "model":
+            from cnnstudio.gui.model_panel import ModelPanel
+
+            return ModelPanel(self.session)
+        module, name = {
+            "train": ("cnnstudio.gui.train_panel", "TrainPanel"),
+            "evaluate": ("cnnstudio.gui.evaluate_panel", "EvaluatePanel"),
+            "predict": ("cnnstudio.gui.predict_panel", "PredictPanel"),
+        }[key]
+        import importlib
+
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            label = QLabel(f"The {key} panel is not part of this build yet.")
+            label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            return label
+        return cls(self.session)
+
+    def show_page(self, key: str) -> QWidget:
+        """Show page ``key`` (creating its panel) and return the panel."""
+        keys = [k for k, _, _ in PAGES]
+        row = keys.index(key)
+        panel = self.panel(key)
+        if self.sidebar.currentRow() != row:
+            self.sidebar.setCurrentRow(row)  # -> _on_sidebar_row
+        self.stack.setCurrentIndex(row)
+        return panel
+
+    def current_page(self) -> str:
+        return PAGES[self.stack.currentIndex()][0]
+
+    def _on_sidebar_row(self, row: int) -> None:
+        if row >= 0:
+            self.show_page(PAGES[row][0])
+
+    @property
+    def data_panel(self):
+        return self.panel("data")
+
+    @property
+    def model_panel(self):
+        return self.panel("model")
+
+    # ------------------------------------------------------------------ TensorFlow
+
+    def load_tensorflow_in_background(self) -> FunctionWorker:
+        """Start importing TensorFlow off the GUI thread; the device shows in the status bar."""
+        if self._tf_worker is None:
+            self.device_label.setText("Loading TensorFlow...")
+            self._tf_worker = FunctionWorker(_load_tensorflow)
+            self._tf_worker.signals.finished.connect(self._tensorflow_loaded)
+            self._tf_worker.signals.errored.connect(self._tensorflow_failed)
+            self._tf_worker.start()
+        return self._tf_worker
+
+    def _tensorflow_loaded(self, info: dict) -> None:
+        self.tf_info = info
+        self.device_label.setText(info["device"])
+        self.device_label.setToolTip(f"TensorFlow {info['tensorflow']}, Keras {info['keras']}")
+
+    def _tensorflow_failed(self, message: str, details: str) -> None:
+        self.device_label.setText("TensorFlow unavailable")
+        errors.show_error(self, "TensorFlow could not be loaded", message, details)
+
+    # ------------------------------------------------------------------ datasets
+
+    def choose_dataset(self) -> None:
+        start = str(self.session.dataset_root or "")
+        folder = QFileDialog.getExistingDirectory(self, "Open a dataset folder (one sub-folder per class)", start)
+        if folder:
+            self.open_dataset(folder)
+
+    def open_dataset(self, folder) -> FunctionWorker:
+        """Scan ``folder`` as the dataset (in a worker); shows the Data panel."""
+        panel = self.show_page("data")
+        return panel.load_folder(folder)
+
+    def open_sample(self) -> FunctionWorker:
+        """Generate the built-in shapes dataset on first use (a worker), then open it."""
+        from cnnstudio.core.sample import sample_dataset_path
+
+        self.session.set_job("Preparing the sample dataset...")
+        worker = FunctionWorker(sample_dataset_path)
+        worker.signals.finished.connect(self._sample_ready)
+        worker.signals.errored.connect(self._sample_failed)
+        return worker.start()
+
+    def _sample_ready(self, path) -> None:
+        self.session.set_job("")
+        self.open_dataset(path)
+
+    def _sample_failed(self, message: str, details: str) -> None:
+        self.session.set_job("")
+        errors.show_error(self, "The sample dataset could not be prepared", message, details)
+
+    # ------------------------------------------------------------------ projects
+
+    def new_project(self) -> None:
+        if not self._maybe_save():
+            return
+        self.session.reset()
+        self.show_page("start")
+
+    def choose_project(self) -> None:
+        if not self._maybe_save():
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Open a project", self._project_folder(), PROJECT_FILTER)
+        if path:
+            self.open_project(path)
+
+    def open_project(self, path) -> bool:
+        """Read ``path`` into the session and rescan its dataset; False (after a message) on error."""
+        path = Path(path)
+        try:
+            self.session.load_project(path)
+        except Exception as exc:  # noqa: BLE001 - a bad file is a message, not a crash
+            message, details = errors.describe(exc)
+            errors.show_error(self, "The project could not be opened", message, details)
+            self._forget_recent(path)
+            return False
+        self._add_recent(path)
+        if self.session.dataset_root is not None:
+            self.show_page("data").load_folder(self.session.dataset_root, touch=False)
+        else:
+            self.show_page("data")
+        self.statusBar().showMessage(f"Opened {path.name}", 5000)
+        return True
+
+    def reopen_last_project(self) -> None:
+        last = QSettings().value("project/last", "", str)
+        if last and Path(last).is_file():
+            self.open_project(last)
+
+    def save(self) -> bool:
+        if self.session.project_path is None:
+            return self.save_as()
+        return self._save_to(self.session.project_path)
+
+    def save_as(self) -> bool:
+        suggested = self.session.project_path or Path(self._project_folder()) / f"untitled{PROJECT_SUFFIX}"
+        path, _ = QFileDialog.getSaveFileName(self, "Save the project", str(suggested), PROJECT_FILTER)
+        if not path:
+            return False
+        if not path.endswith(PROJECT_SUFFIX):
+            path = path.removesuffix(".json") + PROJECT_SUFFIX
+        return self._save_to(Path(path))
+
+    def _save_to(self, path: Path) -> bool:
+        try:
+            self.session.save_project(path)
+        except OSError as exc:
+            errors.show_error(self, "The project could not be saved", f"{path}: {exc.strerror or exc}")
+            return False
+        self._add_recent(path)
+        self.statusBar().showMessage(f"Saved {path.name}", 5000)
+        return True
+
+    def _project_folder(self) -> str:
+        if self.session.project_path is not None:
+            return str(self.session.project_path.parent)
+        recent = self.recent_projects()
+        return str(Path(recent[0]).parent) if recent else str(Path.home())
+
+    def _maybe_save(self) -> bool:
+        """Ask to save unsaved changes; False when the user cancels."""
+        if not self.session.modified:
+            return True
+        buttons = (QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                   | QMessageBox.StandardButton.Cancel)
+        answer = widgets.ask(self, "Unsaved changes", "Save the changes to this project first?",
+                             buttons, QMessageBox.StandardButton.Save)
+        if answer == QMessageBox.StandardButton.Save:
+            return self.save()
+        return answer == QMessageBox.StandardButton.Discard
+
+    def _update_title(self) -> None:
+        path = self.session.project_path
+        name = path.name.removesuffix(PROJECT_SUFFIX) if path else "Untitled"
+        self.setWindowTitle(f"CNN Studio - {name}[*]")
+        self.setWindowModified(self.session.modified)
+
+    # ------------------------------------------------------------------ recent projects
+
+    def recent_projects(self) -> list[str]:
+        value = QSettings().value("project/recent", [])
+        if isinstance(value, str):  # QSettings gives a lone string for a one-item list
+            value = [value]
+        return [str(v) for v in value or []]
+
+    def _add_recent(self, path: Path) -> None:
+        path = str(Path(path).absolute())
+        recent = [path] + [p for p in self.recent_projects() if p != path]
+        settings = QSettings()
+        settings.setValue("project/recent", recent[:MAX_RECENT])
+        settings.setValue("project/last", path)
+        self._refresh_recent()
+
+    def _forget_recent(self, path: Path) -> None:
+        path = str(Path(path).absolute())
+        QSettings().setValue("project/recent", [p for p in self.recent_projects() if p != path])
+        self._refresh_recent()
+
+    def _refresh_recent(self) -> None:
+        self.start_page.set_recent(self.recent_projects())
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = self.recent_projects()
+        for path in recent:
+            a = self.recent_menu.addAction(Path(path).name.removesuffix(PROJECT_SUFFIX))
+            a.setToolTip(path)
+            a.triggered.connect(lambda checked=False, p=path: self._open_recent(p))
+        if not recent:
+            self.recent_menu.addAction("No recent projects").setEnabled(False)
+        else:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear the List", self._clear_recent)
+
+    def _open_recent(self, path: str) -> None:
+        if self._maybe_save():
+            self.open_project(path)
+
+    def _clear_recent(self) -> None:
+        QSettings().setValue("project/recent", [])
+        self._refresh_recent()
+
+    # ------------------------------------------------------------------ export, about, plugins
+
+    def export_model(self) -> FunctionWorker | None:
+        """Copy the current run's model bundle folder to a folder the user chooses."""
+        from cnnstudio.core.runs import RunPaths
+
+        run = self.session.current_run
+        if not run:
+            errors.show_error(self, "Nothing to export", "Train a model first, or select a run.")
+            return None
+        bundle = RunPaths(Path(run)).bundle
+        if not bundle.is_dir():
+            errors.show_error(self, "Nothing to export", f"{bundle}: this run has no model bundle (yet)")
+            return None
+        folder = QFileDialog.getExistingDirectory(self, "Export the model bundle into", str(Path.home()))
+        if not folder:
+            return None
+        target = Path(folder) / f"{Path(run).name}-model"
+        if target.exists():
+            errors.show_error(self, "Not exported", f"{target} already exists; choose another folder")
+            return None
+        self.session.set_job(f"Exporting the model to {target}...")
+        worker = FunctionWorker(shutil.copytree, bundle, target)
+        worker.signals.finished.connect(lambda _: self._exported(target))
+        worker.signals.errored.connect(self._export_failed)
+        return worker.start()
+
+    def _exported(self, target: Path) -> None:
+        self.session.set_job("")
+        self.statusBar().showMessage(f"Model exported to {target}", 8000)
+
+    def _export_failed(self, message: str, details: str) -> None:
+        self.session.set_job("")
+        errors.show_error(self, "The model could not be exported", message, details)
+
+    def about_text(self) -> str:
+        import PySide6
+
+        info = self.tf_info
+        if info is None:
+            tensorflow = keras = device = "loading..." if self._tf_worker is not None else "not loaded yet"
+        else:
+            tensorflow, keras, device = info["tensorflow"], info["keras"], info["device"]
+        rows = [
+            ("CNN Studio", __version__),
+            ("TensorFlow", tensorflow),
+            ("Keras", keras),
+            ("Qt", f"{qVersion()} (PySide6 {PySide6.__version__})"),
+            ("Python", f"{platform.python_version()} ({sys.platform})"),
+            ("Compute device", device),
+        ]
+        table = "".join(f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{v}</td></tr>" for k, v in rows)
+        return (
+            "<p>Train image classifiers from a folder of images: data, model, live training, "
+            "evaluation and prediction.</p>"
+            f"<table>{table}</table>"
+        )
+
+    def show_about(self) -> None:
+        if self.tf_info is None:
+            self.load_tensorflow_in_background()
+        QMessageBox.about(self, "About CNN Studio", self.about_text())
+
+    def show_plugins(self) -> None:
+        PluginsDialog(self.manager, self).exec()
+
+    # ------------------------------------------------------------------ settings and closing
+
+    def restore_settings(self) -> None:
+        """Window size and layout from the last session; a sensible size the first time."""
+        settings = QSettings()
+        geometry = settings.value("window/geometry")
+        if geometry is None or not self.restoreGeometry(geometry):
+            screen = self.screen().availableGeometry()
+            width = min(1440, int(screen.width() * 0.92))
+            height = min(920, int(screen.height() * 0.92))
+            self.resize(max(width, self.minimumWidth()), max(height, self.minimumHeight()))
+            frame = self.frameGeometry()
+            frame.moveCenter(screen.center())
+            self.move(frame.topLeft())
+        state = settings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+
+    def save_settings(self) -> None:
+        settings = QSettings()
+        settings.setValue("window/geometry", self.saveGeometry())
+        settings.setValue("window/state", self.saveState())
+        if self.session.project_path is not None:
+            settings.setValue("project/last", str(self.session.project_path.absolute()))
+
+    def is_training(self) -> bool:
+        train = self._panels.get("train")
+        return bool(train is not None and hasattr(train, "is_training") and train.is_training())
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if self.is_training():
+            answer = widgets.ask(
+                self, "Training is running", "A model is training. Stop the training and quit?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No,
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+            self._panels["train"].stop()
+        if not self._maybe_save():
+            event.ignore()
+            return
+        self.save_settings()
+        event.accept()
+
+    # ------------------------------------------------------------------ drag and drop
+
+    @staticmethod
+    def _dropped_target(mime) -> Path | None:
+        """The first dropped local folder or project file, if any."""
+        if not mime.hasUrls():
+            return None
+        for url in mime.urls():
+            if not url.isLocalFile():
+                continue
+            path = Path(url.toLocalFile())
+            if path.is_dir() or (path.is_file() and path.name.endswith(PROJECT_SUFFIX)):
+                return path
+        return None
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if self._dropped_target(event.mimeData()) is not None:
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802
+        self.dragEnterEvent(event)
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        target = self._dropped_target(event.mimeData())
+        if target is None:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        if target.is_dir():
+            self.open_dataset(target)
+        elif self._maybe_save():
+            self.open_project(target)
+
+    # ------------------------------------------------------------------ status bar
+
+    def _show_job(self, text: str) -> None:
+        self.job_label.setText(text)
+
+
+class PluginsDialog(QDialog):
+    """Every plugin with its version, origin, status, what it provides and its errors."""
+
+    def __init__(self, manager, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Plugins")
+        self.resize(720, 420)
+        tree = QTreeWidget()
+        tree.setHeaderLabels(["Plugin", "Version", "Origin", "Status"])
+        tree.setAlternatingRowColors(True)
+        for info in getattr(manager, "plugins", []):
+            item = QTreeWidgetItem([info.name, info.version or "", info.origin, info.status])
+            for provided in info.provides:
+                item.addChild(QTreeWidgetItem([f"provides {provided}"]))
+            for error in info.errors:
+                child = QTreeWidgetItem([f"error: {error.cause}"])
+                child.setToolTip(0, getattr(error, "traceback", "") or error.cause)
+                item.addChild(child)
+            if info.errors:
+                item.setExpanded(True)
+            tree.addTopLevelItem(item)
+        for column in range(4):
+            tree.resizeColumnToContents(column)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(tree)
+        layout.addWidget(buttons)
+
+
+def _vertical_line() -> QWidget:
+    from PySide6.QtWidgets import QFrame
+
+    line = QFrame()
+    line.setFrameShape(QFrame.Shape.VLine)
+    line.setFrameShadow(QFrame.Shadow.Sunken)
+    return line
+

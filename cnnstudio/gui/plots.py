@@ -1,0 +1,245 @@
+"""Drawing pieces shared by the panels: live curves, the confusion-matrix heatmap, thumbnails.
+
+Live curves follow pyqtgraph's ``scrollingPlots`` example: points go into preallocated NumPy
+arrays and the curve is redrawn with one ``setData`` on a view of them, so a long run never
+reallocates per point and never rebuilds the plot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QFont, QImage, QImageReader, QPalette
+from PySide6.QtWidgets import QWidget
+
+TRAIN_COLOUR = "#1f77b4"
+VAL_COLOUR = "#ff7f0e"
+
+
+def style_plot(plot: pg.PlotWidget, palette: QPalette | None = None) -> None:
+    """Colour a plot from the widget palette, so it follows the system's light or dark theme."""
+    palette = palette or plot.palette()
+    plot.setBackground(palette.color(QPalette.ColorRole.Base))
+    text = palette.color(QPalette.ColorRole.Text)
+    item = plot.getPlotItem()
+    for name in ("left", "bottom", "top", "right"):
+        axis = item.getAxis(name)
+        axis.setPen(pg.mkPen(text))
+        axis.setTextPen(pg.mkPen(text))
+    item.titleLabel.setAttr("color", text.name())
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``m:ss`` or ``h:mm:ss``; an em dash when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "\u2014"
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class LiveSeries:
+    """One curve fed point by point into a preallocated buffer that doubles when full."""
+
+    def __init__(self, item: pg.PlotDataItem, capacity: int = 64):
+        self.item = item
+        self._buf = np.empty((2, max(1, capacity)), dtype=np.float64)
+        self.n = 0
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._buf[0, : self.n]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._buf[1, : self.n]
+
+    def reserve(self, capacity: int) -> None:
+        if capacity > self._buf.shape[1]:
+            grown = np.empty((2, capacity), dtype=np.float64)
+            grown[:, : self.n] = self._buf[:, : self.n]
+            self._buf = grown
+
+    def append(self, x: float, y: float) -> None:
+        if self.n == self._buf.shape[1]:
+            self.reserve(2 * self.n)
+        self._buf[0, self.n] = x
+        self._buf[1, self.n] = y
+        self.n += 1
+        self.item.setData(self.x, self.y)
+
+    def clear(self) -> None:
+        self.n = 0
+        self.item.setData([], [])
+
+
+class LiveCurves:
+    """A plot of one metric: training and validation per epoch, plus the current epoch's trace.
+
+    Epoch ``e`` (0-based) is drawn at x = e + 1; within it, the running value after batch ``b`` of
+    ``steps`` at x = e + b / steps, dotted, so the trace ends where the epoch's point lands.
+    """
+
+    def __init__(self, plot: pg.PlotWidget, title: str, y_label: str):
+        self.plot = plot
+        item = plot.getPlotItem()
+        item.setTitle(title)
+        item.setLabel("bottom", "epoch")
+        item.setLabel("left", y_label)
+        item.showGrid(x=True, y=True, alpha=0.2)
+        item.setMenuEnabled(False)
+        plot.setMouseEnabled(x=False, y=False)
+        item.hideButtons()
+        legend = item.addLegend(offset=(-10, 10))
+        self.train = LiveSeries(plot.plot(
+            pen=pg.mkPen(TRAIN_COLOUR, width=2), symbol="o", symbolSize=6,
+            symbolBrush=TRAIN_COLOUR, symbolPen=None, name="training",
+        ))
+        self.val = LiveSeries(plot.plot(
+            pen=pg.mkPen(VAL_COLOUR, width=2), symbol="o", symbolSize=6,
+            symbolBrush=VAL_COLOUR, symbolPen=None, name="validation",
+        ))
+        self.current = LiveSeries(plot.plot(
+            pen=pg.mkPen(TRAIN_COLOUR, width=1.5, style=Qt.PenStyle.DotLine), name="current epoch",
+        ), capacity=256)
+        legend.setLabelTextColor(plot.palette().color(QPalette.ColorRole.Text))
+
+    def reset(self, epochs: int) -> None:
+        for series in (self.train, self.val, self.current):
+            series.clear()
+        self.train.reserve(epochs)
+        self.val.reserve(epochs)
+        self.plot.setXRange(0, max(1, epochs), padding=0.02)
+
+    def add_batch(self, epoch: int, batch: int, steps: int, value: float | None) -> None:
+        if value is None:
+            return
+        if self.current.n == 0 and self.train.n:  # start from the previous epoch's point
+            self.current.append(self.train.x[-1], self.train.y[-1])
+        self.current.append(epoch + batch / max(1, steps), value)
+
+    def add_epoch(self, epoch: int, train: float | None, val: float | None) -> None:
+        self.current.clear()
+        if train is not None:
+            self.train.append(epoch + 1, train)
+        if val is not None:
+            self.val.append(epoch + 1, val)
+
+
+class _MatrixImage(pg.ImageItem):
+    clicked = Signal(int, int)  # row, column
+
+    def mouseClickEvent(self, ev):
+        if ev.button() != Qt.MouseButton.LeftButton or self.image is None:
+            return
+        pos = ev.pos()
+        rows, cols = self.image.shape[:2]
+        row, col = int(np.floor(pos.y())), int(np.floor(pos.x()))
+        if 0 <= row < rows and 0 <= col < cols:
+            ev.accept()
+            self.clicked.emit(row, col)
+
+
+class ConfusionMatrixPlot(pg.PlotWidget):
+    """A confusion matrix as a heatmap: true class down the side, predicted across, a count per cell.
+
+    The colour of a cell is its share of its row (the class's recall on the diagonal), so a
+    small class is as readable as a big one. ``cellClicked(true, predicted)`` on a click.
+    """
+
+    cellClicked = Signal(int, int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        style_plot(self)
+        item = self.getPlotItem()
+        item.setMenuEnabled(False)
+        item.hideButtons()
+        self.setMouseEnabled(x=False, y=False)
+        item.getViewBox().invertY(True)
+        item.getViewBox().setAspectLocked(False)
+        item.setLabel("bottom", "predicted")
+        item.setLabel("left", "true")
+        self.image = _MatrixImage(axisOrder="row-major")
+        self.image.setColorMap(pg.colormap.get("CET-L12"))  # white to blue
+        self.image.clicked.connect(self.cellClicked)
+        item.addItem(self.image)
+        self._texts: list[pg.TextItem] = []
+        self.matrix = np.zeros((0, 0), dtype=int)
+        self.selected: tuple[int, int] | None = None
+        self._frame = pg.QtWidgets.QGraphicsRectItem()
+        self._frame.setPen(pg.mkPen("#d62728", width=3))
+        self._frame.setZValue(10)
+        self._frame.setVisible(False)
+        item.addItem(self._frame)
+
+    def set_matrix(self, matrix, class_names: list[str]) -> None:
+        item = self.getPlotItem()
+        for text in self._texts:
+            item.removeItem(text)
+        self._texts = []
+        self.matrix = cm = np.asarray(matrix, dtype=int).reshape(len(class_names), len(class_names))
+        self.select(None)
+        k = len(class_names)
+        if k == 0:
+            self.image.clear()
+            return
+        rows = cm.sum(axis=1, keepdims=True)
+        share = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
+        self.image.setImage(share, levels=(0.0, 1.0))
+        self.image.setRect(0, 0, k, k)
+        font = QFont(self.font())
+        font.setPointSizeF(max(7.0, min(14.0, 120.0 / k)))
+        if k <= 40:  # beyond that the numbers cannot be read anyway; the colours still can
+            for r in range(k):
+                for c in range(k):
+                    colour = "#ffffff" if share[r, c] > 0.55 else "#202020"
+                    text = pg.TextItem(str(cm[r, c]), color=colour, anchor=(0.5, 0.5))
+                    text.setFont(font)
+                    text.setPos(c + 0.5, r + 0.5)
+                    item.addItem(text)
+                    self._texts.append(text)
+        ticks = [[(i + 0.5, _short(name)) for i, name in enumerate(class_names)]]
+        item.getAxis("bottom").setTicks(ticks)
+        item.getAxis("left").setTicks(ticks)
+        item.setRange(xRange=(0, k), yRange=(0, k), padding=0)
+
+    def select(self, cell: tuple[int, int] | None) -> None:
+        """Outline one cell (row, column), or none."""
+        self.selected = cell
+        if cell is None:
+            self._frame.setVisible(False)
+            return
+        r, c = cell
+        self._frame.setRect(c, r, 1, 1)
+        self._frame.setVisible(True)
+
+    def cell_center(self, row: int, col: int):
+        """The viewport point at the centre of a cell (for tests that click it)."""
+        scene = self.getPlotItem().getViewBox().mapViewToScene(pg.Point(col + 0.5, row + 0.5))
+        return self.mapFromScene(scene)
+
+
+def _short(name: str, limit: int = 14) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "\u2026"
+
+
+def load_thumbnail(path, size: int) -> QImage | None:
+    """``path`` decoded at most ``size`` px on its longer side, upright; None when unreadable.
+
+    Safe off the GUI thread (a QImage, not a QPixmap), and cheap for big JPEGs: the reader
+    decodes at the reduced size.
+    """
+    reader = QImageReader(str(path))
+    reader.setAutoTransform(True)
+    full = reader.size()
+    if full.isValid() and (full.width() > size or full.height() > size):
+        reader.setScaledSize(full.scaled(QSize(size, size), Qt.AspectRatioMode.KeepAspectRatio))
+    image = reader.read()
+    return None if image.isNull() else image
+
+
+def load_thumbnails(paths, size: int) -> list[QImage | None]:
+    return [load_thumbnail(p, size) for p in paths]

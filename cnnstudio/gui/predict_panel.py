@@ -1,0 +1,391 @@
+"""The Predict panel: drop image files or folders, see each one's top classes.
+
+The model bundle is loaded once, off the GUI thread, and kept (:class:`BundleCache`) until
+another model is chosen, so every later drop costs only the prediction. Images go through the
+core's one loader (``Bundle.predict_paths``), so a dropped photo gets exactly the training
+preprocessing; a file that is no image, or a broken one, gets its own message while the rest
+still predict.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cnnstudio.core.bundle import Bundle
+from cnnstudio.core.runs import RunPaths
+from cnnstudio.gui import errors
+from cnnstudio.gui.errors import describe
+from cnnstudio.gui.plots import load_thumbnail
+from cnnstudio.gui.workers import FunctionWorker
+
+THUMB = 112
+IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
+
+
+class BundleCache:
+    """The loaded bundle, shared by the load and predict workers (thread-safe).
+
+    A bundle is loaded once per folder and kept until another folder is asked for; the lock
+    also keeps two predictions from running on the model at once.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.folder: Path | None = None
+        self.bundle: Bundle | None = None
+
+    def get(self, folder) -> Bundle:
+        with self._lock:
+            return self._get(Path(folder))
+
+    def _get(self, folder: Path) -> Bundle:
+        if self.bundle is None or folder != self.folder:
+            self.bundle = None
+            self.bundle = Bundle(folder)
+            self.folder = folder
+        return self.bundle
+
+    def predict(self, folder, paths: list[str], top_k: int):
+        with self._lock:
+            return self._get(Path(folder)).predict_paths(paths, top_k=top_k)
+
+    def is_loaded(self, folder) -> bool:
+        return self.bundle is not None and self.folder == Path(folder)
+
+
+def expand_paths(items) -> list[str]:
+    """Files as given; folders replaced by their files (recursively, sorted, hidden ones left out)."""
+    files: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            for root, dirs, names in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files.extend(str(Path(root) / n) for n in sorted(names) if not n.startswith("."))
+        else:
+            files.append(str(p))
+    return files
+
+
+def _predict_job(cache: BundleCache, job: int, folder, paths: list[str], top_k: int):
+    """(job, predictions, thumbnails, None) or, when the model cannot be used, (job, None, None, message).
+
+    A failure is returned rather than raised so that the cards of this very drop get the message.
+    """
+    try:
+        predictions = cache.predict(folder, paths, top_k)
+    except Exception as exc:  # noqa: BLE001 - shown on the cards of the drop
+        return job, None, None, describe(exc)[0]
+    thumbs = [load_thumbnail(p, THUMB) if pr.error is None else None for p, pr in zip(paths, predictions, strict=True)]
+    return job, predictions, thumbs, None
+
+
+class ResultCard(QFrame):
+    """One file: its thumbnail, name, and either its top classes as bars or why it failed."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        layout = QHBoxLayout(self)
+        self.thumb = QLabel()
+        self.thumb.setFixedSize(THUMB, THUMB)
+        self.thumb.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.thumb.setFrameShape(QFrame.Shape.NoFrame)
+        layout.addWidget(self.thumb)
+        body = QVBoxLayout()
+        self.name = QLabel(Path(path).name)
+        font = self.name.font()
+        font.setBold(True)
+        self.name.setFont(font)
+        self.name.setToolTip(path)
+        self.name.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        body.addWidget(self.name)
+        self.detail = QLabel("Predicting\u2026")
+        self.detail.setWordWrap(True)
+        self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        body.addWidget(self.detail)
+        self.bars_layout = QGridLayout()
+        self.bars_layout.setColumnStretch(1, 1)
+        body.addLayout(self.bars_layout)
+        body.addStretch(1)
+        layout.addLayout(body, 1)
+        self.top: list[tuple[str, float]] | None = None
+        self.error: str | None = None
+        self.bars: list[QProgressBar] = []
+
+    def show_prediction(self, prediction, image) -> None:
+        if image is not None:
+            self.thumb.setPixmap(QPixmap.fromImage(image))
+        if prediction.error is not None:
+            self.show_error(prediction.error)
+            return
+        self.top = prediction.top
+        best, p = prediction.top[0]
+        self.detail.setText(f"{best} ({p:.1%})")
+        for row, (name, prob) in enumerate(prediction.top):
+            label = QLabel(name)
+            label.setToolTip(name)
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setValue(round(prob * 1000))
+            bar.setFormat(f"{prob:.1%}")
+            bar.setTextVisible(True)
+            bar.setMaximumHeight(18)
+            self.bars_layout.addWidget(label, row, 0)
+            self.bars_layout.addWidget(bar, row, 1)
+            self.bars.append(bar)
+
+    def show_error(self, message: str) -> None:
+        self.error = message
+        self.thumb.setText("\u26a0")
+        self.detail.setText(message)
+        self.detail.setStyleSheet("color: #c62828;")
+
+
+class PredictPanel(QWidget):
+    """Drop files or folders (or use Open), with the current run's model or one opened from disk."""
+
+    predicted = Signal(list)  # the cards of one drop, once they show their results
+    modelLoaded = Signal(str)  # the bundle folder
+
+    def __init__(self, session, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.cache = BundleCache()
+        self.opened: Path | None = None  # a bundle chosen with Open model...; None follows the run
+        self.cards: list[ResultCard] = []
+        self._jobs: dict[int, list[ResultCard]] = {}
+        self._next_job = 0
+        self._loading: Path | None = None
+        self.setAcceptDrops(True)
+
+        top = QHBoxLayout()
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        self.model_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        top.addWidget(self.model_label, 1)
+        self.open_model_button = QPushButton("Open model\u2026")
+        self.open_model_button.setToolTip("Use a model bundle folder from disk instead of the current run")
+        self.open_model_button.clicked.connect(self._ask_bundle)
+        self.use_run_button = QPushButton("Use current run")
+        self.use_run_button.clicked.connect(self.use_current_run)
+        top.addWidget(self.open_model_button)
+        top.addWidget(self.use_run_button)
+
+        actions = QHBoxLayout()
+        self.open_images_button = QPushButton("Open images\u2026")
+        self.open_images_button.clicked.connect(self._ask_images)
+        actions.addWidget(self.open_images_button)
+        actions.addWidget(QLabel("Top"))
+        self.top_k = QSpinBox()
+        self.top_k.setRange(1, 10)
+        self.top_k.setValue(3)
+        self.top_k.setSuffix(" classes")
+        actions.addWidget(self.top_k)
+        actions.addStretch(1)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.clicked.connect(self.clear)
+        actions.addWidget(self.clear_button)
+
+        self.hint = QLabel("Drop images or a folder here, or use Open images\u2026")
+        self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.hint.setMinimumHeight(80)
+        self.hint.setStyleSheet("QLabel { border: 2px dashed palette(mid); border-radius: 8px; padding: 16px; }")
+
+        self.cards_widget = QWidget()
+        self.cards_layout = QVBoxLayout(self.cards_widget)
+        self.cards_layout.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setWidget(self.cards_widget)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(actions)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.scroll, 1)
+
+        session.currentRunChanged.connect(self._on_run_changed)
+        self._update_model_label()
+
+    # -- which model ----------------------------------------------------------------------
+
+    def model_folder(self) -> Path | None:
+        if self.opened is not None:
+            return self.opened
+        if self.session.current_run:
+            return RunPaths(Path(self.session.current_run)).bundle
+        return None
+
+    def open_bundle(self, path) -> None:
+        """Use the bundle in ``path`` (a folder, or its model.keras) and load it now."""
+        path = Path(path)
+        if path.is_file():
+            path = path.parent
+        self.opened = path
+        self._update_model_label()
+        self._load(path)
+
+    def use_current_run(self) -> None:
+        self.opened = None
+        self._update_model_label()
+        if self.isVisible():
+            self._preload()
+
+    def _on_run_changed(self, _path: str) -> None:
+        if self.opened is None:
+            self._update_model_label()
+            if self.isVisible():
+                self._preload()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._preload()
+
+    def _preload(self) -> None:
+        folder = self.model_folder()
+        if folder is not None and folder.is_dir():
+            self._load(folder)
+
+    def _load(self, folder: Path) -> None:
+        if self.cache.is_loaded(folder) or self._loading == folder:
+            return
+        self._loading = folder
+        self._update_model_label()
+        worker = FunctionWorker(_load_job, self.cache, folder)
+        worker.signals.finished.connect(self._on_loaded)
+        worker.signals.errored.connect(self._on_load_failed)
+        worker.start()
+
+    def _on_loaded(self, folder) -> None:
+        if self._loading == folder:
+            self._loading = None
+        self._update_model_label()
+        self.modelLoaded.emit(str(folder))
+
+    def _on_load_failed(self, message: str, details: str) -> None:
+        self._loading = None
+        self._update_model_label()
+        errors.show_error(self, "Cannot load the model", message, details)
+
+    def _update_model_label(self) -> None:
+        folder = self.model_folder()
+        self.use_run_button.setVisible(self.opened is not None and bool(self.session.current_run))
+        if folder is None:
+            self.model_label.setText("No model yet: train a run, or open a model bundle.")
+            return
+        where = f"model bundle {folder}" if self.opened is not None else f"run {folder.parent.name}"
+        if self.cache.is_loaded(folder):
+            b = self.cache.bundle
+            names = ", ".join(b.class_names[:8]) + (", \u2026" if len(b.class_names) > 8 else "")
+            self.model_label.setText(
+                f"Model: {where} \u00b7 {len(b.class_names)} classes ({names}) \u00b7 {b.input_size} px input")
+        elif self._loading == folder:
+            self.model_label.setText(f"Model: {where} (loading\u2026)")
+        else:
+            self.model_label.setText(f"Model: {where}")
+
+    # -- predicting -----------------------------------------------------------------------
+
+    def predict_files(self, paths) -> list[ResultCard]:
+        """Predict files and the files inside folders; returns their cards (filled when done)."""
+        files = expand_paths(paths)
+        if not files:
+            return []
+        folder = self.model_folder()
+        if folder is None:
+            errors.show_error(self, "No model", "Train a model first, or open a model bundle (Open model\u2026).")
+            return []
+        self._load(folder)
+        cards = [ResultCard(f) for f in files]
+        self.hint.setVisible(False)
+        for card in reversed(cards):  # newest drop on top, in the order given
+            self.cards_layout.insertWidget(0, card)
+        self.cards = cards + self.cards
+        self.scroll.verticalScrollBar().setValue(0)
+        job = self._next_job = self._next_job + 1
+        self._jobs[job] = cards
+        worker = FunctionWorker(_predict_job, self.cache, job, folder, files, self.top_k.value())
+        worker.signals.finished.connect(self._on_predicted)
+        worker.start()
+        return cards
+
+    def _on_predicted(self, result) -> None:
+        job, predictions, thumbs, failure = result
+        cards = self._jobs.pop(job, [])
+        if failure is not None:
+            for card in cards:
+                card.show_error(f"no prediction: {failure}")
+        else:
+            for card, prediction, image in zip(cards, predictions, thumbs, strict=True):
+                card.show_prediction(prediction, image)
+        self.predicted.emit(cards)
+
+    def clear(self) -> None:
+        for card in self.cards:
+            card.setParent(None)
+            card.deleteLater()
+        self.cards = []
+        self.hint.setVisible(True)
+
+    # -- dialogs and drops ----------------------------------------------------------------
+
+    def _ask_images(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Open images", "", IMAGE_FILTER)
+        if files:
+            self.predict_files(files)
+
+    def _ask_bundle(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a model bundle folder (with model.keras)")
+        if folder:
+            self.open_bundle(folder)
+
+    def dragEnterEvent(self, event) -> None:
+        if _local_files(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:
+        self.dragEnterEvent(event)
+
+    def dropEvent(self, event) -> None:
+        files = _local_files(event.mimeData())
+        if not files:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.predict_files(files)
+
+
+def _load_job(cache: BundleCache, folder: Path) -> Path:
+    cache.get(folder)
+    return folder
+
+
+def _local_files(mime) -> list[str]:
+    if not mime.hasUrls():
+        return []
+    return [url.toLocalFile() for url in mime.urls() if url.isLocalFile()]
+

@@ -1,0 +1,179 @@
+"""The window's shared state: one :class:`Session` that every panel reads and edits.
+
+Panels never talk to each other; they change the session and listen to its signals. The
+session is also what a project file saves and restores (:meth:`to_project`, :meth:`load_project`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from cnnstudio.core.atomic import atomic_write_json, read_json
+from cnnstudio.core.errors import StudioError
+from cnnstudio.core.training import TrainConfig
+
+PROJECT_FORMAT = 1
+PROJECT_SUFFIX = ".cnnstudio.json"
+
+
+class Session(QObject):
+    datasetChanged = Signal()  # dataset_root / index changed
+    splitChanged = Signal()  # val_fraction / test_fraction / seed changed
+    specChanged = Signal()  # spec changed (backbone, params, head, augmentation, input size)
+    configChanged = Signal()  # train_config changed
+    runsChanged = Signal()  # a run was added or removed
+    currentRunChanged = Signal(str)  # path of the selected run ("" for none)
+    projectChanged = Signal()  # project_path or modified flag changed
+    jobChanged = Signal(str)  # a short description of the running job ("" when idle)
+
+    def __init__(self, registry, parent=None):
+        super().__init__(parent)
+        from cnnstudio.core.spec import resolve_spec
+
+        self.registry = registry
+        self.project_path: Path | None = None
+        self.modified = False
+        self.dataset_root: Path | None = None
+        self.index = None  # cnnstudio.core.dataset.DatasetIndex once scanned
+        self.val_fraction = 0.15
+        self.test_fraction = 0.15
+        self.seed = 0
+        self.spec = resolve_spec(registry, "seed-model-2")
+        self.train_config = TrainConfig()
+        self.runs: list[dict] = []  # {"path": str, "name": str, "metrics": dict | None}
+        self.current_run: str = ""
+        self.job: str = ""
+
+    # -- changes -------------------------------------------------------------------------
+
+    def _touch(self):
+        self.modified = True
+        self.projectChanged.emit()
+
+    def set_dataset(self, root, index, touch: bool = True) -> None:
+        """Set the dataset folder and its scan. ``touch=False`` when the scan only restores what
+        an opened project already names, so the project does not read as modified."""
+        self.dataset_root = Path(root) if root else None
+        self.index = index
+        if touch:
+            self._touch()
+        self.datasetChanged.emit()
+
+    def set_split(self, val_fraction: float, test_fraction: float, seed: int) -> None:
+        if (val_fraction, test_fraction, seed) == (self.val_fraction, self.test_fraction, self.seed):
+            return
+        self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
+        self._touch()
+        self.splitChanged.emit()
+
+    def set_spec(self, spec) -> None:
+        """Set a spec; it is validated against the registry (raises SpecError when invalid)."""
+        self.spec = spec.validate(self.registry)
+        self._touch()
+        self.specChanged.emit()
+
+    def set_train_config(self, config: TrainConfig) -> None:
+        self.train_config = config
+        self._touch()
+        self.configChanged.emit()
+
+    def add_run(self, path, metrics: dict | None = None) -> None:
+        path = str(path)
+        self.runs = [r for r in self.runs if r["path"] != path]
+        self.runs.append({"path": path, "name": Path(path).name, "metrics": metrics})
+        self._touch()
+        self.runsChanged.emit()
+        self.select_run(path)
+
+    def select_run(self, path: str) -> None:
+        self.current_run = str(path or "")
+        self.currentRunChanged.emit(self.current_run)
+
+    def set_job(self, text: str) -> None:
+        self.job = text
+        self.jobChanged.emit(text)
+
+    def make_split(self):
+        from cnnstudio.core.dataset import make_split
+
+        if self.index is None:
+            raise StudioError("no dataset is loaded")
+        return make_split(self.index, self.val_fraction, self.test_fraction, self.seed)
+
+    def runs_folder(self) -> Path:
+        """Where new runs go: beside the project file, else in the user's data folder."""
+        if self.project_path is not None:
+            return self.project_path.parent / (self.project_path.name.removesuffix(PROJECT_SUFFIX) + "-runs")
+        from cnnstudio.core.paths import data_dir
+
+        return data_dir() / "runs"
+
+    def reset(self) -> None:
+        """Back to a new, unsaved project with the defaults (File > New)."""
+        from cnnstudio.core.spec import resolve_spec
+
+        self.project_path = None
+        self.modified = False
+        self.dataset_root = None
+        self.index = None
+        self.val_fraction, self.test_fraction, self.seed = 0.15, 0.15, 0
+        self.spec = resolve_spec(self.registry, "seed-model-2")
+        self.train_config = TrainConfig()
+        self.runs = []
+        self.current_run = ""
+        for signal in (self.splitChanged, self.specChanged, self.configChanged, self.runsChanged,
+                       self.datasetChanged, self.projectChanged):
+            signal.emit()
+        self.currentRunChanged.emit(self.current_run)
+
+    # -- project files -------------------------------------------------------------------
+
+    def to_project(self) -> dict:
+        return {
+            "format": PROJECT_FORMAT,
+            "dataset": str(self.dataset_root) if self.dataset_root else None,
+            "split": {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction, "seed": self.seed},
+            "spec": self.spec.to_dict(),
+            "train": self.train_config.to_dict(),
+            "runs": self.runs,
+            "current_run": self.current_run,
+        }
+
+    def save_project(self, path) -> None:
+        path = Path(path)
+        atomic_write_json(path, self.to_project())
+        self.project_path = path
+        self.modified = False
+        self.projectChanged.emit()
+
+    def load_project(self, path) -> dict:
+        """Read a project file into the session. The dataset is NOT rescanned here: the caller
+        starts a scan of ``self.dataset_root`` (in a worker) and calls :meth:`set_dataset`."""
+        from cnnstudio.core.spec import ModelSpec
+
+        path = Path(path)
+        try:
+            data = read_json(path)
+        except (OSError, ValueError) as exc:
+            raise StudioError(f"{path}: cannot read the project ({exc})") from exc
+        if not isinstance(data, dict) or data.get("format", 0) > PROJECT_FORMAT:
+            raise StudioError(f"{path}: not a CNN Studio project, or made by a newer version")
+        split = data.get("split", {})
+        self.val_fraction = float(split.get("val_fraction", 0.15))
+        self.test_fraction = float(split.get("test_fraction", 0.15))
+        self.seed = int(split.get("seed", 0))
+        self.spec = ModelSpec.from_dict(data["spec"]).validate(self.registry)
+        self.train_config = TrainConfig.from_dict(data.get("train", {}))
+        self.runs = [r for r in data.get("runs", []) if isinstance(r, dict) and "path" in r]
+        self.current_run = data.get("current_run", "") or ""
+        self.dataset_root = Path(data["dataset"]) if data.get("dataset") else None
+        self.index = None
+        self.project_path = path
+        self.modified = False
+        for signal in (self.splitChanged, self.specChanged, self.configChanged, self.runsChanged,
+                       self.datasetChanged, self.projectChanged):
+            signal.emit()
+        self.currentRunChanged.emit(self.current_run)
+        return data

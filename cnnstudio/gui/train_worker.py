@@ -1,0 +1,125 @@
+"""One training run on its own thread: the core :class:`~cnnstudio.core.training.Trainer` driven
+by a :class:`TrainWorker` that is the trainer's ``TrainState``.
+
+The trainer calls the worker's ``on_*`` methods on the training thread; each becomes a Qt
+signal, delivered queued on the GUI thread, so slots may touch widgets. ``should_stop`` reads a
+``threading.Event`` that :meth:`TrainWorker.stop` sets from the GUI thread: the core's relay
+checks it after every batch, so Stop takes effect within a batch and the core still saves the
+model trained so far. Every exception raised on the thread reaches the window as
+``errored(message, details)``; nothing dies silently.
+
+A ``QThread`` with a worker object, rather than a pooled ``QRunnable``: a run takes minutes to
+hours and must not hold one of the pool's few threads that scans and summaries need.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
+
+from cnnstudio.gui.errors import describe
+
+
+class TrainWorker(QObject):
+    """Trains ``spec`` on ``split`` of ``index`` into ``run_dir``; start it with :meth:`start`.
+
+    Signals: ``started()``; ``begin(BeginEvent)``; ``batch(BatchEvent)`` (at most ~10 a second,
+    the core throttles them); ``epoch_end(EpochEvent)``; ``ended(EndEvent)`` when fitting is over
+    (evaluation on the test split follows); ``status(str)``; then exactly one of
+    ``finished(RunResult)`` (also after Stop: the result's reason is ``"cancelled"``, preceded by
+    ``aborted()``) or ``errored(message, details)``.
+    """
+
+    started = Signal()
+    begin = Signal(object)
+    batch = Signal(object)
+    epoch_end = Signal(object)
+    ended = Signal(object)
+    status = Signal(str)
+    finished = Signal(object)
+    errored = Signal(str, str)
+    aborted = Signal()
+
+    def __init__(self, index, split, spec, config, run_dir, registry, resume: bool = False):
+        super().__init__()
+        self.index = index
+        self.split = split
+        self.spec = spec
+        self.config = config
+        self.run_dir = run_dir
+        self.registry = registry
+        self.resume = resume
+        self._stop = threading.Event()
+        self._thread: QThread | None = None
+
+    # -- control, from the GUI thread ----------------------------------------------------
+
+    def start(self) -> QThread:
+        """Move to a new thread and train there. Returns the thread (it quits when the run ends)."""
+        if self._thread is not None:
+            raise RuntimeError("a TrainWorker runs once")
+        thread = QThread()
+        thread.setObjectName("cnnstudio-training")
+        self.moveToThread(thread)
+        thread.started.connect(self.run)
+        self._thread = thread
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current batch; the model trained so far is saved."""
+        self._stop.set()
+
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.isRunning()
+
+    def wait(self, msecs: int = 60_000) -> bool:
+        """Block until the thread has ended (True) or ``msecs`` passed (False)."""
+        return self._thread is None or self._thread.wait(msecs)
+
+    # -- the run, on the training thread -------------------------------------------------
+
+    @Slot()
+    def run(self) -> None:
+        self.started.emit()
+        try:
+            # TensorFlow loads inside Trainer.run(), on this thread, never on the GUI's.
+            from cnnstudio.core.training import Trainer
+
+            self.status.emit("preparing the data and the model")
+            trainer = Trainer(
+                self.index, self.split, self.spec, self.config, self.run_dir, self.registry, state=self
+            )
+            result = trainer.run(resume=self.resume)
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the window
+            message, details = describe(exc)
+            self.errored.emit(message, details)
+        else:
+            if result.reason == "cancelled":
+                self.aborted.emit()
+            self.finished.emit(result)
+        finally:
+            # Back to the GUI thread, so the worker may be dropped there once the thread is gone.
+            self.moveToThread(QCoreApplication.instance().thread())
+            self._thread.quit()
+
+    # -- the core's TrainState protocol (called on the training thread) -------------------
+
+    def on_begin(self, event) -> None:
+        self.begin.emit(event)
+
+    def on_batch(self, event) -> None:
+        self.batch.emit(event)
+
+    def on_epoch_end(self, event) -> None:
+        self.epoch_end.emit(event)
+
+    def on_end(self, event) -> None:
+        self.ended.emit(event)
+
+    def on_status(self, message: str) -> None:
+        self.status.emit(message)
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()

@@ -1,0 +1,234 @@
+"""Find, load and register plugins so that one broken plugin never stops the studio.
+
+Stock pluggy does not isolate plugins: ``load_setuptools_entrypoints`` stops at the first
+failing import and a raising hook implementation raises through ``pm.hook.x()``. So entry
+points are loaded one at a time and each registration hook is called one implementation at a
+time, each in try/except, recording a :class:`PluginError` (napari-plugin-engine's
+``discover(ignore_errors=True)``, glue's ``load_plugins``). The built-ins go through the same
+path, but their failure is a bug and raises.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import logging
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pluggy
+
+from cnnstudio.core.providers import Registry
+from cnnstudio.plugins import hookspecs
+from cnnstudio.plugins.hookspecs import API_VERSION, PROJECT
+
+ENTRY_POINT_GROUP = "cnnstudio.plugins"
+DISABLE_ENV = "CNNSTUDIO_DISABLE_PLUGINS"
+BUILTINS = "builtins"
+
+# In this order: presets are checked against every backbone and block.
+REGISTRATION_HOOKS = (
+    "cnnstudio_register_backbones",
+    "cnnstudio_register_blocks",
+    "cnnstudio_register_presets",
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PluginError:
+    """Why a plugin (or part of it) did not load; shown in the Plugins dialog and ``cnnstudio plugins``."""
+
+    plugin: str
+    distribution: str | None
+    cause: str
+    traceback: str = ""
+
+    def __str__(self) -> str:
+        source = f" ({self.distribution})" if self.distribution else ""
+        return f"plugin {self.plugin!r}{source}: {self.cause}"
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as the user sees it: where it comes from, whether it loaded, what it provides."""
+
+    name: str
+    origin: str  # "built-in" | "package"
+    distribution: str | None
+    version: str | None
+    status: str = "ok"  # "ok" | "disabled" | "error"
+    provides: list[str] = field(default_factory=list)  # e.g. "backbone:vgg16"
+    errors: list[PluginError] = field(default_factory=list)
+
+
+class PluginManager:
+    """Loads the built-ins and the installed plugins into one :class:`Registry`.
+
+    ``disabled`` names entry points not to import (the user's settings); ``autoload`` False (or
+    the ``CNNSTUDIO_DISABLE_PLUGINS`` environment variable when it is None) loads the built-ins
+    only, as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``.
+    """
+
+    def __init__(self, disabled: Iterable[str] = (), autoload: bool | None = None):
+        self.disabled = frozenset(disabled)
+        self.autoload = not os.environ.get(DISABLE_ENV) if autoload is None else autoload
+        self.plugins: list[PluginInfo] = []
+        self.errors: list[PluginError] = []
+        self.registry = Registry()
+        self._pm = pluggy.PluginManager(PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._infos: dict[str, PluginInfo] = {}
+        self._loaded = False
+
+    def load(self) -> Registry:
+        """Register the built-ins, then every enabled plugin; errors end up in :attr:`errors`."""
+        if self._loaded:
+            return self.registry
+        self._loaded = True
+
+        import cnnstudio
+        import cnnstudio.builtins
+
+        builtins = PluginInfo(BUILTINS, "built-in", "cnnstudio", cnnstudio.__version__)
+        self._add_plugin(builtins)
+        self._register(cnnstudio.builtins, builtins)
+        if self.autoload:
+            for entry_point in sorted(
+                importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name
+            ):
+                self._load_entry_point(entry_point)
+
+        for hook_name in REGISTRATION_HOOKS:
+            for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+                self._call(hook_name, impl)
+
+        for info in self.plugins:
+            info.provides = self.registry.provided_by(info.name)
+        return self.registry
+
+    def _add_plugin(self, info: PluginInfo) -> None:
+        self.plugins.append(info)
+        self._infos.setdefault(info.name, info)
+
+    def _load_entry_point(self, entry_point) -> None:
+        dist = getattr(entry_point, "dist", None)
+        info = PluginInfo(
+            entry_point.name,
+            "package",
+            dist.name if dist is not None else None,
+            dist.version if dist is not None else None,
+        )
+        if entry_point.name in self._infos:
+            self._add_plugin(info)
+            self._fail(info, f"a plugin named {entry_point.name!r} is already loaded "
+                             f"(from {self._infos[entry_point.name].distribution}); this one is skipped")
+            return
+        self._add_plugin(info)
+        if entry_point.name in self.disabled:
+            info.status = "disabled"
+            return
+        try:
+            plugin = entry_point.load()
+        except (Exception, SystemExit) as exc:
+            self._fail(info, f"failed to import {entry_point.value}: {_describe(exc)}", traceback.format_exc())
+            return
+        refusal = _api_refusal(plugin)
+        if refusal:
+            self._fail(info, refusal)
+            return
+        self._register(plugin, info)
+
+    def _register(self, plugin, info: PluginInfo) -> None:
+        try:
+            self._pm.register(plugin, name=info.name)
+        except Exception as exc:
+            if info.origin == "built-in":
+                raise
+            self._fail(info, f"cannot be registered: {_describe(exc)}", traceback.format_exc())
+            return
+        for caller in self._pm.get_hookcallers(plugin) or ():
+            if not caller.has_spec():
+                cause = f"implements unknown hook {caller.name!r} (known: {', '.join(REGISTRATION_HOOKS)})"
+                if info.origin == "built-in":
+                    raise RuntimeError(f"built-in plugin {cause}")
+                self._fail(info, cause)
+
+    def _call(self, hook_name: str, impl) -> None:
+        info = self._infos[impl.plugin_name]
+        builtin = info.origin == "built-in"
+
+        def refuse(exc: ValueError) -> None:
+            if builtin:
+                raise exc
+            self._fail(info, f"{hook_name}: {exc}")
+
+        if impl.hookwrapper or impl.wrapper:
+            refuse(ValueError("hook wrappers are not supported by registration hooks"))
+            return
+        kwargs = {"registry": self.registry}
+        try:
+            with self.registry.registering(info.name, on_error=refuse):
+                impl.function(*(kwargs[name] for name in impl.argnames))
+        except (Exception, SystemExit) as exc:
+            if builtin:
+                raise
+            self._fail(info, f"{hook_name} raised {_describe(exc)}", traceback.format_exc())
+
+    def _fail(self, info: PluginInfo, cause: str, tb: str = "") -> None:
+        error = PluginError(info.name, info.distribution, cause, tb)
+        info.errors.append(error)
+        if info.status != "disabled":
+            info.status = "error"
+        self.errors.append(error)
+        log.warning("%s", error)
+
+
+def _api_refusal(plugin) -> str | None:
+    """Why a plugin written for another plugin API cannot load, or None."""
+    module = plugin if inspect.ismodule(plugin) else sys.modules.get(getattr(plugin, "__module__", ""))
+    version = getattr(plugin, "CNNSTUDIO_API_VERSION", getattr(module, "CNNSTUDIO_API_VERSION", None))
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        return f"CNNSTUDIO_API_VERSION must be a positive whole number, got {version!r}"
+    if version > API_VERSION:
+        return (
+            f"needs plugin API version {version}, but this CNN Studio provides version "
+            f"{API_VERSION}; update CNN Studio or install an older version of the plugin"
+        )
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+_default: PluginManager | None = None
+_default_lock = threading.Lock()
+
+
+def default_manager(disabled: Iterable[str] | None = None) -> PluginManager:
+    """The process-wide manager the CLI and the window share, loaded on first use.
+
+    ``disabled`` None keeps the current one (or loads with nothing disabled); a different set
+    of disabled names loads a new one.
+    """
+    global _default
+    with _default_lock:
+        if _default is None or (disabled is not None and frozenset(disabled) != _default.disabled):
+            manager = PluginManager(disabled or ())
+            manager.load()
+            _default = manager
+        return _default
+
+
+def load_registry(disabled: Iterable[str] | None = None) -> Registry:
+    """The registry of :func:`default_manager`."""
+    return default_manager(disabled).registry

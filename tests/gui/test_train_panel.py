@@ -1,0 +1,153 @@
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from helpers import make_session
+from PySide6.QtCore import Qt
+from tinydata import make_dataset
+
+from cnnstudio.core.bundle import Bundle
+from cnnstudio.core.errors import StudioError
+from cnnstudio.core.training import Trainer
+from cnnstudio.gui import errors
+from cnnstudio.gui.train_panel import TrainPanel
+from cnnstudio.gui.train_worker import TrainWorker
+
+TIMEOUT = 180_000  # ms; the first run in a process also imports TensorFlow
+
+
+@pytest.fixture
+def shown_errors(monkeypatch):
+    calls = []
+    monkeypatch.setattr(errors, "show_error", lambda parent, title, message, details="": calls.append(
+        (title, message, details)))
+    return calls
+
+
+@pytest.fixture
+def panel(qtbot, tmp_path, data_dir):
+    session = make_session(make_dataset(tmp_path / "data"))
+    panel = TrainPanel(session)
+    qtbot.addWidget(panel)
+    yield panel
+    panel.stop()
+    assert panel.wait(60_000)
+
+
+def test_form_follows_and_sets_the_session_config(panel):
+    session = panel.session
+    panel.epochs.setValue(7)
+    panel.optimizer.setCurrentText("sgd")
+    panel.class_weight.setCurrentIndex(panel.class_weight.findData("auto"))
+    assert (session.train_config.epochs, session.train_config.optimizer) == (7, "sgd")
+    assert session.train_config.class_weight == "auto"
+    session.set_train_config(dataclasses.replace(session.train_config, batch_size=8, patience=0))
+    assert panel.batch_size.value() == 8
+    assert panel.patience.text() == "off"
+
+
+def test_training_draws_one_point_per_epoch_and_saves_the_run(qtbot, panel):
+    session = panel.session
+    with qtbot.waitSignal(panel.trainingFinished, timeout=TIMEOUT) as blocker:
+        worker = panel.start()
+        assert worker is not None and panel.is_training()
+        assert not panel.start_button.isEnabled()
+    run_dir = Path(blocker.args[0])
+
+    epochs = session.train_config.epochs
+    for curves in panel.curves.values():
+        assert curves.train.n == epochs and curves.val.n == epochs
+        assert list(curves.train.x) == [1.0, 2.0, 3.0]
+        x, _ = curves.train.item.getData()
+        assert len(x) == epochs
+        assert curves.current.n == 0  # the dotted trace is only for the epoch under way
+    assert (run_dir / "metrics.json").is_file()
+    assert (run_dir / "model" / "model.keras").is_file()
+    assert run_dir.parent == session.runs_folder()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert session.runs[-1]["path"] == str(run_dir)
+    assert session.runs[-1]["metrics"]["test_accuracy"] == metrics["test_accuracy"]
+    assert session.current_run == str(run_dir)
+    assert not panel.is_training() and panel.start_button.isEnabled()
+    assert "Test accuracy" in panel.log.toPlainText()
+    assert "accuracy" in panel.result_label.text().lower()
+    assert session.job == ""
+
+
+def test_stop_mid_epoch_ends_within_a_few_batches_and_keeps_a_usable_model(qtbot, panel, monkeypatch):
+    session = panel.session
+    session.set_train_config(dataclasses.replace(session.train_config, epochs=200, batch_size=2))
+    checks = []  # one should_stop() call per training batch, on the training thread
+    real = TrainWorker.should_stop
+
+    def counting(self):
+        checks.append(1)
+        return real(self)
+
+    monkeypatch.setattr(TrainWorker, "should_stop", counting)
+    worker = panel.start()
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT) as blocker:
+        qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=TIMEOUT)  # the first batch event
+        at_stop = len(checks)
+        qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    result = blocker.args[0]
+    assert result.reason == "cancelled"
+    assert len(checks) - at_stop <= 3
+    assert result.epochs_run < 200
+    qtbot.waitUntil(lambda: not panel.is_training())
+    assert panel.start_button.isEnabled()
+
+    bundle = Bundle(Path(result.run_dir) / "model")
+    image = next(session.index.root.rglob("*.png"))
+    (prediction,) = bundle.predict_paths([image], top_k=2)
+    assert prediction.error is None and len(prediction.top) == 2
+
+
+def test_an_exception_in_the_worker_shows_an_error_and_the_panel_starts_again(qtbot, panel, monkeypatch, shown_errors):
+    def boom(self, resume=False):
+        raise RuntimeError("boom in the trainer")
+
+    monkeypatch.setattr(Trainer, "run", boom)
+    worker = panel.start()
+    with qtbot.waitSignal(worker.errored, timeout=TIMEOUT):
+        pass
+    qtbot.waitUntil(lambda: bool(shown_errors))
+    title, message, details = shown_errors[0]
+    assert "boom in the trainer" in message
+    assert "Traceback" in details and "RuntimeError" in details
+    assert not panel.is_training() and panel.start_button.isEnabled()
+    assert panel.session.job == ""
+
+    monkeypatch.undo()
+    panel.session.set_train_config(dataclasses.replace(panel.session.train_config, epochs=1))
+    with qtbot.waitSignal(panel.trainingFinished, timeout=TIMEOUT):
+        panel.start()
+    assert len(panel.session.runs) == 1
+
+
+def test_a_studio_error_reads_as_is(qtbot, panel, monkeypatch):
+    def refuse(self, resume=False):
+        raise StudioError("data: the training split is empty")
+
+    monkeypatch.setattr(Trainer, "run", refuse)
+    s = panel.session
+    worker = TrainWorker(s.index, s.make_split(), s.spec, s.train_config, panel.session.runs_folder() / "r", s.registry)
+    with qtbot.waitSignal(worker.errored, timeout=TIMEOUT) as blocker:
+        worker.start()
+    assert blocker.args == ["data: the training split is empty", ""]
+    assert worker.wait(10_000)
+
+
+def test_start_without_a_dataset_explains_why(qtbot, data_dir, shown_errors):
+    panel = TrainPanel(make_session(None))
+    qtbot.addWidget(panel)
+    assert not panel.start_button.isEnabled()
+    assert panel.start() is None
+    assert shown_errors and "dataset" in shown_errors[0][1].lower()
+    assert not panel.is_training()

@@ -1,0 +1,117 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from tinydata import make_dataset
+
+from cnnstudio import __version__
+from cnnstudio.cli import main
+
+
+def run_cli(*args):
+    """Run the command line in a fresh process, as a user or a script does."""
+    return subprocess.run([sys.executable, "-m", "cnnstudio", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = make_dataset(tmp_path_factory.mktemp("cli") / "data", per_class=12)
+    (root / "red" / "empty.jpg").write_bytes(b"")
+    (root / "blue" / "readme.png").write_text("not an image")
+    return root
+
+
+def test_version():
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"cnnstudio {__version__}"
+
+
+def test_every_command_has_help():
+    for command in ("scan", "train", "predict", "plugins", "models"):
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+
+
+def test_scan_json_lists_classes_and_problems(data, capsys):
+    assert main(["scan", str(data), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(c["name"], c["images"]) for c in out["classes"]] == [("blue", 12), ("green", 12), ("red", 12)]
+    reasons = {p["path"]: p["reason"] for p in out["problems"]}
+    assert "empty file" in reasons["red/empty.jpg"] and "not an image" in reasons["blue/readme.png"]
+
+
+def test_scan_text_output_names_problem_files(data, capsys):
+    main(["scan", str(data)])
+    out = capsys.readouterr().out
+    assert "36 images in 3 classes" in out and "red/empty.jpg: empty file" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["scan", "/no/such/folder"], "no such folder"),
+        (["train", "/no/such/folder", "--out", "{tmp}/r"], "no such folder"),
+        (["train", "{one}", "--out", "{tmp}/r"], "at least two"),
+        (["train", "{data}", "--out", "{tmp}/r", "--model", "vgg16", "--image-size", "16", "--weights", "none"],
+         "minimum"),
+        (["train", "{data}", "--out", "{tmp}/r", "--model", "no-such-net"], "no-such-net"),
+        (["train", "{data}", "--out", "{tmp}/r", "--epochs", "0"], "epochs"),
+        (["predict", "{tmp}/nothing", "{data}"], "no such model bundle"),
+    ],
+)
+def test_bad_input_gives_one_clear_line_and_exit_1(args, message, data, tmp_path, capsys):
+    one = make_dataset(tmp_path / "one", classes=("red",), per_class=3)
+    args = [a.format(tmp=tmp_path, data=data, one=one) for a in args]
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "x", "--out", "r", "--optimizer", "rmsprop"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.slow
+def test_train_then_predict_end_to_end(data, tmp_path):
+    run = tmp_path / "run"
+    out = run_cli("train", data, "--out", run, "--model", "keras-small-convnet", "--image-size", "16",
+                  "--epochs", "2", "--batch-size", "8", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["status"] == "completed" and result["epochs_run"] == 2
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "confusion_matrix", "class_names", "per_class", "epochs_run",
+                "train_seconds"):
+        assert key in metrics
+    assert (run / "model" / "model.keras").exists()
+
+    again = run_cli("train", data, "--out", run)
+    assert again.returncode == 1 and "already holds a run" in again.stderr
+
+    broken = tmp_path / "b.png"
+    broken.write_bytes(b"")
+    good = sorted((data / "green").glob("*.png"))[0]
+    pred = run_cli("predict", run / "model", good, broken, "--top-k", "2")
+    lines = pred.stdout.strip().splitlines()
+    assert pred.returncode == 0 and len(lines) == 2
+    assert lines[0].startswith(f"{good}: ") and lines[0].count("%") == 2
+    assert lines[1].startswith(f"{broken}: error: empty file")
+
+
+def test_plugins_and_models_json(capsys):
+    assert main(["plugins", "--json"]) == 0
+    plugins = json.loads(capsys.readouterr().out)
+    builtin = next(p for p in plugins if p["origin"] == "built-in")
+    assert builtin["status"] == "ok" and "backbone:vgg16" in builtin["provides"]
+
+    assert main(["models", "--json"]) == 0
+    models = json.loads(capsys.readouterr().out)
+    ids = {b["id"] for b in models["backbones"]}
+    assert {"scratch", "vgg16", "vgg19", "resnet50"} <= ids
+    presets = {p["id"] for p in models["presets"]}
+    assert {f"seed-model-{i}" for i in range(1, 7)} | {"keras-small-convnet"} <= presets

@@ -1,0 +1,303 @@
+"""Plugin discovery through real entry points, isolation of broken plugins, the registry's checks."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cnnstudio.core.errors import StudioError
+from cnnstudio.core.spec import ModelSpec
+from cnnstudio.plugins import (
+    API_VERSION,
+    BackboneProvider,
+    BlockProvider,
+    BuildError,
+    Param,
+    PluginManager,
+    Preset,
+    Registry,
+    default_manager,
+    load_registry,
+    manager,
+)
+
+BUILTIN_BACKBONES = {"scratch", "vgg16", "vgg19", "resnet50"}
+
+TINY_PLUGIN = """
+from cnnstudio.plugins import BackboneProvider, Param, hookimpl
+
+def build_tiny(params, input_size, registry):
+    from cnnstudio.core.tf import keras
+    keras = keras()
+    inputs = keras.Input((input_size, input_size, 3))
+    x = keras.layers.Conv2D(params["filters"], 3, padding="same", activation="relu")(inputs)
+    return keras.Model(inputs, x, name="backbone")
+
+@hookimpl
+def cnnstudio_register_backbones(registry):
+    registry.add_backbone(BackboneProvider(
+        id="tiny", display_name="Tiny", build=build_tiny,
+        params=(Param("filters", "int", 4, minimum=1),),
+        default_input_size=16, min_input_size=8,
+    ))
+"""
+
+
+@pytest.fixture
+def install_plugin(tmp_path, monkeypatch):
+    """Install a plugin the way pip would leave it: a module and a ``*.dist-info`` with entry points."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    modules = []
+
+    def install(entry_name: str, source: str, distribution: str | None = None) -> str:
+        module = f"cnnstudio_test_{entry_name.replace('-', '_')}"
+        distribution = distribution or f"cnnstudio-test-{entry_name}"
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+        # As a wheel names it: the distribution name normalised, '-' separating the version.
+        info = tmp_path / f"{distribution.replace('-', '_')}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1\n", encoding="utf-8"
+        )
+        (info / "entry_points.txt").write_text(
+            f"[cnnstudio.plugins]\n{entry_name} = {module}\n", encoding="utf-8"
+        )
+        modules.append(module)
+        return module
+
+    yield install
+    for module in modules:
+        sys.modules.pop(module, None)
+
+
+def errors_by_plugin(manager_: PluginManager) -> dict[str, str]:
+    """Each failing plugin's causes, joined."""
+    causes: dict[str, list[str]] = {}
+    for error in manager_.errors:
+        causes.setdefault(error.plugin, []).append(error.cause)
+    return {plugin: " | ".join(found) for plugin, found in causes.items()}
+
+
+def info(manager_: PluginManager, name: str):
+    return next(p for p in manager_.plugins if p.name == name)
+
+
+def test_builtins_are_registered_as_a_plugin():
+    manager_ = PluginManager(autoload=False)
+    registry = manager_.load()
+    assert BUILTIN_BACKBONES <= set(registry.backbones)
+    assert "conv" in registry.blocks
+    assert {f"seed-model-{i}" for i in range(1, 7)} | {"keras-small-convnet"} <= set(registry.presets)
+    assert registry.origin("backbone", "vgg16") == "builtins"
+    assert registry.origin("preset", "seed-model-6") == "builtins"
+    builtins = info(manager_, "builtins")
+    assert (builtins.origin, builtins.status, builtins.distribution) == ("built-in", "ok", "cnnstudio")
+    assert "backbone:resnet50" in builtins.provides and "block:conv" in builtins.provides
+    assert manager_.errors == []
+    assert manager_.load() is registry  # loading twice changes nothing
+
+
+def test_third_party_backbone_through_a_real_entry_point(install_plugin):
+    install_plugin("tiny", TINY_PLUGIN, distribution="cnnstudio-tiny")
+    found = {ep.name: ep for ep in importlib.metadata.entry_points(group="cnnstudio.plugins")}
+    assert found["tiny"].dist.name == "cnnstudio-tiny"
+
+    manager_ = PluginManager()
+    registry = manager_.load()
+    assert manager_.errors == []
+    assert registry.origin("backbone", "tiny") == "tiny"
+    tiny = info(manager_, "tiny")
+    assert (tiny.origin, tiny.distribution, tiny.version, tiny.status) == ("package", "cnnstudio-tiny", "0.1", "ok")
+    assert tiny.provides == ["backbone:tiny"]
+
+    from cnnstudio.core.models import build_model
+
+    model = build_model(ModelSpec("tiny", params={"filters": 3}, input_size=8), 3, registry)
+    assert model.get_layer("backbone").output.shape[-1] == 3
+    assert model.output.shape[-1] == 3
+
+
+def test_broken_plugins_are_reported_by_name_and_the_rest_still_loads(install_plugin):
+    install_plugin("no-import", "import cnnstudio_no_such_module_anywhere\n")
+    install_plugin("raises", """
+        from cnnstudio.plugins import hookimpl
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            raise RuntimeError("boom in the hook")
+    """)
+    install_plugin("invalid", """
+        from cnnstudio.plugins import BackboneProvider, BlockProvider, hookimpl
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            registry.add_backbone(BackboneProvider(id="Bad Id", display_name="Bad", build=print))
+            registry.add_backbone(BackboneProvider(id="vgg16", display_name="Again", build=print))
+            registry.add_backbone(BackboneProvider(id="fine", display_name="Fine", build=print))
+
+        @hookimpl
+        def cnnstudio_register_blocks(registry):
+            registry.add_block(BlockProvider(id="noapply", display_name="No apply", apply=None))
+    """)
+    install_plugin("future", """
+        from cnnstudio.plugins import BackboneProvider, hookimpl
+
+        CNNSTUDIO_API_VERSION = 99
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            registry.add_backbone(BackboneProvider(id="future", display_name="Future", build=print))
+    """)
+    install_plugin("typo", """
+        from cnnstudio.plugins import hookimpl
+
+        @hookimpl
+        def cnnstudio_register_backbone(registry):
+            pass
+    """)
+    install_plugin("tiny", TINY_PLUGIN)
+
+    manager_ = PluginManager()
+    registry = manager_.load()
+    errors = errors_by_plugin(manager_)
+
+    assert "failed to import" in errors["no-import"]
+    assert "cnnstudio_no_such_module_anywhere" in errors["no-import"]
+    assert "cnnstudio_register_backbones raised RuntimeError: boom in the hook" in errors["raises"]
+    assert "'Bad Id' is invalid" in errors["invalid"]
+    assert "'vgg16' is already registered by plugin 'builtins'" in errors["invalid"]
+    assert "block 'noapply': apply is not callable" in errors["invalid"]
+    assert f"needs plugin API version 99, but this CNN Studio provides version {API_VERSION}" in errors["future"]
+    assert "unknown hook 'cnnstudio_register_backbone'" in errors["typo"]
+    for name in ("no-import", "raises", "invalid", "future", "typo"):
+        assert info(manager_, name).status == "error"
+        assert all(e.distribution == f"cnnstudio-test-{name}" for e in info(manager_, name).errors)
+    assert "RuntimeError: boom in the hook" in next(e for e in manager_.errors if e.plugin == "raises").traceback
+
+    # The invalid plugin's valid provider still registered; the refused ones did not.
+    assert registry.origin("backbone", "fine") == "invalid"
+    assert registry.origin("backbone", "vgg16") == "builtins"
+    assert "future" not in registry.backbones and "noapply" not in registry.blocks
+    # The built-ins and the good plugin are unaffected.
+    assert BUILTIN_BACKBONES | {"tiny"} <= set(registry.backbones)
+    assert info(manager_, "builtins").status == "ok" and info(manager_, "tiny").status == "ok"
+    assert "seed-model-6" in registry.presets
+
+
+def test_a_disabled_plugin_is_not_imported(install_plugin):
+    module = install_plugin("tiny", TINY_PLUGIN)
+    manager_ = PluginManager(disabled=["tiny"])
+    registry = manager_.load()
+    assert info(manager_, "tiny").status == "disabled"
+    assert "tiny" not in registry.backbones
+    assert module not in sys.modules
+    assert manager_.errors == []
+
+
+def test_environment_variable_turns_discovery_off(install_plugin, monkeypatch):
+    install_plugin("tiny", TINY_PLUGIN)
+    monkeypatch.setenv("CNNSTUDIO_DISABLE_PLUGINS", "1")
+    manager_ = PluginManager()
+    registry = manager_.load()
+    assert [p.name for p in manager_.plugins] == ["builtins"]
+    assert "tiny" not in registry.backbones and BUILTIN_BACKBONES <= set(registry.backbones)
+    assert "tiny" in PluginManager(autoload=True).load().backbones
+
+
+def test_a_failing_build_names_the_plugin(install_plugin):
+    install_plugin("exploding", """
+        from cnnstudio.plugins import BackboneProvider, BlockProvider, hookimpl
+
+        def build(params, input_size, registry):
+            raise RuntimeError("kaput")
+
+        def apply(x, params, name):
+            raise ValueError("bad block")
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            registry.add_backbone(BackboneProvider(
+                id="explodes", display_name="Explodes", build=build, default_input_size=32))
+
+        @hookimpl
+        def cnnstudio_register_blocks(registry):
+            registry.add_block(BlockProvider(id="breaks", display_name="Breaks", apply=apply))
+    """)
+    registry = PluginManager().load()
+    from cnnstudio.core.models import build_model
+
+    with pytest.raises(BuildError) as caught:
+        build_model(ModelSpec("explodes"), 2, registry)
+    assert str(caught.value) == "backbone 'explodes' from plugin 'exploding' failed to build: RuntimeError: kaput"
+    assert isinstance(caught.value, StudioError)
+
+    spec = ModelSpec("scratch", params={"blocks": [{"type": "breaks"}]}, input_size=8)
+    with pytest.raises(BuildError, match="block 'breaks' from plugin 'exploding' failed to build: ValueError: bad block"):
+        build_model(spec, 2, registry)
+
+
+def test_default_manager_is_shared_until_the_disabled_set_changes(monkeypatch):
+    monkeypatch.setattr(manager, "_default", None)
+    first = default_manager()
+    assert default_manager() is first
+    assert load_registry() is first.registry
+    other = default_manager(disabled=["something"])
+    assert other is not first and other.disabled == {"something"}
+    assert default_manager() is other
+
+
+def test_importing_the_plugin_system_imports_no_qt_and_no_tensorflow():
+    code = textwrap.dedent("""
+        import sys
+        import cnnstudio.plugins, cnnstudio.core.spec, cnnstudio.core.providers
+        from cnnstudio.core.spec import resolve_spec
+        registry = cnnstudio.plugins.PluginManager().load()
+        resolve_spec(registry, "seed-model-6")
+        heavy = [m for m in ("PySide6", "pyqtgraph", "tensorflow", "keras") if m in sys.modules]
+        print(",".join(heavy))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+# The registry's own checks, as a plugin author meets them.
+
+def _build(params, input_size, registry):  # never called
+    raise AssertionError
+
+
+@pytest.mark.parametrize(
+    ("provider", "message"),
+    [
+        (BackboneProvider("UPPER", "x", _build), "backbone id 'UPPER' is invalid"),
+        (BackboneProvider("ok", "", _build), "has no display name"),
+        (BackboneProvider("ok", "x", "not callable"), "build is not callable"),
+        (BackboneProvider("ok", "x", _build, params=[Param("a", "int", 1)]), "params must be a tuple"),
+        (BackboneProvider("ok", "x", _build, params=(Param("a", "colour", 1),)), "unknown kind 'colour'"),
+        (BackboneProvider("ok", "x", _build, params=(Param("a", "int", 1), Param("a", "int", 2))), "defined twice"),
+        (BackboneProvider("ok", "x", _build, params=(Param("a", "choice", "x"),)), "needs a tuple of choices"),
+        (BackboneProvider("ok", "x", _build, params=(Param("a", "int", 0, minimum=1),)), "default of parameter a: 0 is below"),
+        (BackboneProvider("ok", "x", _build, min_input_size=64, default_input_size=32), "below min_input_size"),
+        (BackboneProvider("ok", "x", _build, preprocessing="os.system"), "preprocessing must be 'rescale'"),
+        (BackboneProvider("ok", "x", _build, pretrained=True), "needs a 'weights' parameter"),
+        (BlockProvider("ok", "x", print), "expected a BackboneProvider, got BlockProvider"),
+    ],
+)
+def test_registry_refuses_malformed_backbones(provider, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        Registry().add_backbone(provider)
+
+
+def test_registry_checks_presets_against_what_is_registered():
+    registry = PluginManager(autoload=False).load()
+    with pytest.raises(ValueError, match="preset 'p': unknown backbone 'nope'"):
+        registry.add_preset(Preset("p", "P", {"backbone": "nope"}))
+    with pytest.raises(ValueError, match="preset 'q': input size 16 is smaller"):
+        registry.add_preset(Preset("q", "Q", {"backbone": "vgg16", "input_size": 16}))
+    registry.add_preset(Preset("r", "R", {"backbone": "vgg16", "input_size": 48}))
+    with pytest.raises(KeyError):
+        registry.origin("preset", "missing")

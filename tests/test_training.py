@@ -1,0 +1,138 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+from coretrain import RecordingState, tiny_spec, train
+from tinydata import make_dataset, truncate
+
+from cnnstudio.core.bundle import Bundle
+from cnnstudio.core.dataset import make_split, scan_dataset
+from cnnstudio.core.errors import StudioError
+from cnnstudio.core.runs import RunPaths
+from cnnstudio.core.training import TrainConfig, Trainer
+from cnnstudio.plugins import load_registry
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"), per_class=15)
+
+
+def test_run_writes_metrics_history_config_and_bundle(data, tmp_path):
+    state = RecordingState()
+    result = train(data, tmp_path / "run", state=state, epochs=3)
+    p = RunPaths(tmp_path / "run")
+
+    assert result.reason == "completed" and result.epochs_run == 3
+    metrics = json.loads(p.metrics.read_text())
+    for key in ("test_accuracy", "test_loss", "confusion_matrix", "class_names", "per_class", "epochs_run",
+                "train_seconds", "macro_avg", "weighted_avg", "device"):
+        assert key in metrics, key
+    assert metrics["class_names"] == ["blue", "green", "red"]
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.shape == (3, 3) and cm.sum() == metrics["test_images"] == 9
+    assert metrics["test_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert metrics["per_class"]["red"]["support"] == cm[2].sum()
+    # Colour classes are easy: three epochs learn them.
+    assert metrics["test_accuracy"] >= 0.66
+
+    with open(p.history) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
+
+    config = json.loads(p.config.read_text())
+    assert config["split"]["seed"] == 0
+    assert sum(len(config["split"][k]) for k in ("train", "val", "test")) == 45
+    assert config["spec"]["backbone"] == "scratch" and config["train"]["epochs"] == 3
+
+    with open(p.predictions) as f:
+        preds = list(csv.DictReader(f))
+    assert len(preds) == 9 and all(r["true"] in ("blue", "green", "red") for r in preds)
+
+    # events: one begin, one epoch event per epoch with all metrics, one end
+    assert len(state.of("begin")) == 1 and len(state.of("end")) == 1
+    epochs = state.of("epoch")
+    assert [e.epoch for e in epochs] == [0, 1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(epochs[0].logs)
+    assert epochs[-1].eta == pytest.approx(0, abs=1e-6) and epochs[0].eta > 0
+    assert all(b.elapsed >= 0 and 1 <= b.batch <= b.steps for b in state.of("batch"))
+
+    bundle = Bundle(p.bundle)
+    assert bundle.class_names == ["blue", "green", "red"] and bundle.input_size == 16
+
+
+def test_cancel_stops_at_next_batch_and_leaves_usable_model(data, tmp_path):
+    state = RecordingState(stop_after_batches=1)
+    result = train(data, tmp_path / "run", state=state, epochs=50, batch_size=2)
+    assert result.reason == "cancelled"
+    # Asked after the first batch: the second batch is the last one run.
+    assert state.of("batch")[-1].batch == 2 and state.of("batch")[-1].steps == 14
+    assert result.epochs_run == 0
+    preds = Bundle(tmp_path / "run" / "model").predict_paths([str(next((data / "red").iterdir()))])
+    assert preds[0].error is None and len(preds[0].top) == 3
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "cancelled"
+
+
+def test_early_stopping_ends_before_the_last_epoch(data, tmp_path):
+    # A learning rate this high makes the loss blow up, so validation loss stops improving.
+    result = train(data, tmp_path / "run", epochs=30, patience=2, learning_rate=9.0, optimizer="sgd")
+    assert result.reason == "early_stopped"
+    assert result.epochs_run < 30
+
+
+def test_resume_continues_from_last_checkpoint(data, tmp_path):
+    run = tmp_path / "run"
+    # Interrupt in the third epoch: two complete epochs are checkpointed.
+    first = train(data, run, state=RecordingState(stop_after_epochs=2), epochs=4)
+    assert first.reason == "cancelled" and first.epochs_run == 2
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epochs_done"] == 2
+    early = first.history[:2]
+
+    resumed = RecordingState()
+    second = train(data, run, state=resumed, epochs=4, resume=True)
+    assert second.reason == "completed" and second.epochs_run == 4
+    assert [h["epoch"] for h in second.history] == [1, 2, 3, 4]
+    assert second.history[:2] == early  # the first two epochs are kept, not retrained
+    assert [e.epoch for e in resumed.of("epoch")] == [2, 3]
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 4
+
+
+def test_resume_without_checkpoint_is_a_clear_error(data, tmp_path):
+    with pytest.raises(StudioError, match="nothing to resume"):
+        train(data, tmp_path / "empty", resume=True)
+
+
+def test_bad_file_met_mid_training_is_skipped_and_recorded(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=15, fmt="JPEG")
+    registry = load_registry()
+    index = scan_dataset(data)
+    split = make_split(index, 0.2, 0.2, seed=0)
+    # The file was fine when scanned and breaks before training reads it.
+    victim = index.abspath(split.train[0])
+    truncate(victim, 0.3)
+    result = Trainer(index, split, tiny_spec(), TrainConfig(epochs=2, batch_size=4, patience=0), tmp_path / "run",
+                     registry).run()
+    assert result.reason == "completed" and result.epochs_run == 2
+    assert [d["path"] for d in result.skipped_files] == [str(victim)]
+    assert "truncated" in result.skipped_files[0]["reason"]
+    problems = json.loads((tmp_path / "run" / "problems.json").read_text())
+    assert problems["skipped_during_training"][0]["path"] == str(victim)
+
+
+def test_auto_class_weights_balance_an_imbalanced_split(tmp_path):
+    data = make_dataset(tmp_path / "data", classes=("red", "green"), per_class=10)
+    for extra in range(10, 30):  # red gets 30 images, green 10
+        (data / "red" / f"red_{extra:03d}.png").write_bytes((data / "red" / "red_000.png").read_bytes())
+    index = scan_dataset(data)
+    split = make_split(index, 0.2, 0.2, seed=0)
+    trainer = Trainer(index, split, tiny_spec(), TrainConfig(class_weight="auto"), tmp_path / "run", load_registry())
+    weights = trainer._class_weight()
+    labels = np.array(index.labels(split.train))
+    counts = np.bincount(labels)
+    # Each class contributes the same total weight.
+    assert weights[0] * counts[0] == pytest.approx(weights[1] * counts[1])
+    assert weights[0] > weights[1]  # green (label 0, 10 images) is the rarer class
