@@ -215,11 +215,9 @@ def test_a_weights_file_of_the_base_loads_through_the_weights_param(registry, tm
     source.get_layer("backbone").save_weights(path)
 
     loaded = build_model(resolve_spec(registry, "vgg16", input_size=32, weights=str(path)), 2, registry)
-    fresh = build_model(resolve_spec(registry, "vgg16", input_size=32, weights="none"), 2, registry)
     x = images(2, 32)
     features = source.get_layer("backbone").predict(x, verbose=0)
     np.testing.assert_array_equal(loaded.get_layer("backbone").predict(x, verbose=0), features)
-    assert not np.allclose(fresh.get_layer("backbone").predict(x, verbose=0), features)
 
 
 @pytest.mark.filterwarnings("ignore:Skipping nested container")
@@ -231,7 +229,7 @@ def test_a_weights_file_of_another_architecture_is_refused(registry, tmp_path):
     with pytest.raises(WeightsError) as caught:
         build_model(resolve_spec(registry, "vgg19", input_size=32, weights=str(path)), 2, registry)
     message = str(caught.value)
-    assert message.startswith(f"weights file {path} does not fit VGG19")
+    assert message.startswith(f"weights file {path} cannot be loaded into VGG19 without its classifier")
     assert "\n" not in message and len(message) < 500
 
     missing = tmp_path / "missing.weights.h5"

@@ -46,7 +46,7 @@ def _application_builder(factory_name: str, display_name: str):
             base.load_weights(str(path))
         except Exception as exc:
             raise WeightsError(
-                f"weights file {path} does not fit {display_name} without its classifier "
+                f"weights file {path} cannot be loaded into {display_name} without its classifier "
                 f"(include_top=False): {_one_line(exc)}"
             ) from exc
         return base

@@ -29,6 +29,13 @@ MARKER = ".complete"
 # Shapes are drawn at this multiple of the output size and reduced, which smooths the edges.
 _SUPERSAMPLE = 2
 
+# How hard the pictures are, tuned so a small conv net learns them over a few epochs (not one).
+_RADIUS = (0.22, 0.38)  # shape radius, as a fraction of the image side
+_OFFSET = 0.12  # largest shift of the shape's centre from the image centre, as a fraction
+_OUTLINE_ONLY = 0.1  # share of shapes drawn as an outline rather than filled
+_NOISE = (3.0, 10.0)  # range of the Gaussian pixel noise's standard deviation
+_INVERTED = 0.2  # share of light shapes on a dark background (the rest are dark on light)
+
 
 def sample_dataset_path(progress: Callable[[int, int], None] | None = None) -> Path:
     """The sample dataset's folder, generated at first use (a second or two).
@@ -89,37 +96,35 @@ def generate_sample(
 
 def _draw(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
     big = size * _SUPERSAMPLE
-    image = Image.fromarray(_background(big, rng), "RGB")
+    light, dark = rng.uniform(140, 255, size=(2, 3)), rng.uniform(0, 110, size=3)
+    if rng.random() < _INVERTED:  # a light shape on a dark background
+        light, dark = rng.uniform(0, 110, size=(2, 3)), rng.uniform(150, 255, size=3)
+    background = _background(big, light, rng)
+    image = Image.fromarray(background, "RGB")
     draw = ImageDraw.Draw(image)
     # Distractors go behind and in front of the shape, so they sometimes cross it.
     for _ in range(rng.integers(0, 2)):
         _distractor(draw, big, rng)
-    radius = big * rng.uniform(0.16, 0.36)
-    centre = rng.uniform(radius, big - radius, size=2)
-    colour = _contrasting(np.asarray(image)[int(centre[1]), int(centre[0])], rng)
-    outline_only = rng.random() < 0.2
-    width = max(2, int(radius * 0.18))
+    radius = big * rng.uniform(*_RADIUS)
+    centre = np.clip(big / 2 + big * rng.uniform(-_OFFSET, _OFFSET, size=2), radius, big - radius)
+    colour = tuple(int(c) for c in dark)
     angle = rng.uniform(0, 2 * math.pi)
     if shape == "circle":
-        stretch = rng.uniform(0.85, 1.0)
-        points = _polygon(centre, radius, angle, [1.0] * 48, stretch)
+        points = _polygon(centre, radius, angle, [1.0] * 48, rng.uniform(0.85, 1.0))
     elif shape == "square":
-        stretch = rng.uniform(0.8, 1.0)
-        points = _polygon(centre, radius, angle, [1.0] * 4, stretch)
+        points = _polygon(centre, radius, angle, [1.0] * 4, rng.uniform(0.8, 1.0))
     elif shape == "triangle":
-        jitter = rng.uniform(0.85, 1.1, size=3)
-        points = _polygon(centre, radius * 1.1, angle, list(jitter), 1.0)
+        points = _polygon(centre, radius * 1.1, angle, list(rng.uniform(0.85, 1.1, size=3)), 1.0)
     else:  # star
-        inner = rng.uniform(0.38, 0.55)
-        points = _polygon(centre, radius * 1.1, angle, [1.0, inner] * 5, 1.0)
-    if outline_only:
-        draw.line(points + points[:1], fill=colour, width=width, joint="curve")
+        points = _polygon(centre, radius * 1.1, angle, [1.0, rng.uniform(0.38, 0.55)] * 5, 1.0)
+    if rng.random() < _OUTLINE_ONLY:
+        draw.line(points + points[:1], fill=colour, width=max(2, int(radius * 0.18)), joint="curve")
     else:
         draw.polygon(points, fill=colour)
-    for _ in range(rng.integers(1, 3)):
+    for _ in range(rng.integers(0, 2)):
         _distractor(draw, big, rng)
     small = np.asarray(image.resize((size, size), Image.Resampling.BOX), dtype=np.float32)
-    small += rng.normal(0.0, rng.uniform(4.0, 16.0), small.shape)
+    small += rng.normal(0.0, rng.uniform(*_NOISE), small.shape)
     return Image.fromarray(np.clip(small + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -135,22 +140,13 @@ def _polygon(centre, radius, angle, radii, stretch) -> list[tuple[float, float]]
     return points
 
 
-def _background(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A linear gradient between two random colours, at a random angle."""
-    a, b = rng.uniform(0, 255, size=(2, 3))
+def _background(size: int, colours: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A linear gradient between two colours, at a random angle."""
+    a, b = colours
     angle = rng.uniform(0, 2 * math.pi)
     ys, xs = np.mgrid[0:size, 0:size] / (size - 1) - 0.5
     t = np.clip(xs * math.cos(angle) + ys * math.sin(angle) + 0.5, 0, 1)[..., None]
     return (a * (1 - t) + b * t).astype(np.uint8)
-
-
-def _contrasting(behind: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int]:
-    """A random colour that differs enough from ``behind`` to be seen, though not always easily."""
-    for _ in range(20):
-        colour = rng.integers(0, 256, size=3)
-        if np.abs(colour - behind.astype(int)).sum() > 120:
-            break
-    return tuple(int(c) for c in colour)
 
 
 def _distractor(draw: ImageDraw.ImageDraw, size: int, rng: np.random.Generator) -> None:

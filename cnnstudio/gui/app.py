@@ -47,8 +47,13 @@ def run(argv: list[str] | None = None) -> int:
         print(NO_DISPLAY_HINT, file=sys.stderr)
         return 2
 
-    from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication
+    try:
+        from PySide6.QtCore import QTimer
+        from PySide6.QtWidgets import QApplication
+    except ImportError as exc:  # e.g. a server install without the Qt libraries
+        print(f"cnnstudio: the window cannot start ({exc}); use the command line (cnnstudio --help)",
+              file=sys.stderr)
+        return 2
 
     from cnnstudio.gui.errors import install_excepthook
     from cnnstudio.gui.widgets import icon

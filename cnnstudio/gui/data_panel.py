@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QSlider,
     QSpinBox,
     QSplitter,
+    QStackedWidget,
     QStyle,
     QTableWidget,
     QTableWidgetItem,
@@ -61,13 +62,18 @@ MAX_SPLIT_PERCENT = 50
 
 
 def _thumbnail(path: str, size: int) -> QImage:
-    """A thumbnail of ``path`` through the studio's one image loader (EXIF orientation applied)."""
+    """A ``size``-pixel thumbnail of ``path`` (aspect kept; small images are enlarged to be seen),
+    decoded by the studio's one image loader (EXIF orientation applied)."""
     from PIL import Image
 
     from cnnstudio.core.images import load_rgb
 
     img = load_rgb(path, draft_size=size)
-    img.thumbnail((size, size), Image.Resampling.BILINEAR)
+    scale = size / max(img.size)
+    if scale != 1:
+        target = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        resample = Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.BILINEAR
+        img = img.resize(target, resample, reducing_gap=2.0 if scale < 1 else None)
     data = img.tobytes()
     qimage = QImage(data, img.width, img.height, 3 * img.width, QImage.Format.Format_RGB888)
     return qimage.copy()  # own the pixels: ``data`` goes away with this frame
@@ -206,7 +212,10 @@ def augment_previews(path: str, spec, count: int = PREVIEW_COUNT) -> list[np.nda
     K = keras()
     size = spec.input_size or 224
     image = load_array(path, size).astype("float32")
-    layers = models.augmentation_layers(spec.augmentation)
+    # The very layers build_model puts in front of the model, so the preview is what training sees.
+    # (core.models keeps the function private for now; the public name is used once it has one.)
+    make_layers = getattr(models, "augmentation_layers", None) or models._augmentation_layers
+    layers = make_layers(spec.augmentation)
     batch = np.repeat(image[None], count, axis=0)
     for layer in layers:
         batch = layer(batch, training=True)
@@ -313,9 +322,9 @@ class DataPanel(QWidget):
         layout.setSpacing(widgets.SPACING)
         layout.addWidget(widgets.section_label("Classes"))
         layout.addWidget(self.summary_label)
-        layout.addWidget(self.class_table, 3)
+        layout.addWidget(self.class_table, 1)
         layout.addWidget(widgets.section_label("Class balance"))
-        layout.addLayout(self.chart_box, 2)
+        layout.addLayout(self.chart_box, 1)
         layout.addWidget(widgets.section_label("Split"))
         layout.addLayout(self._build_split())
 
@@ -338,7 +347,8 @@ class DataPanel(QWidget):
         grid.addWidget(self.test_slider, 1, 1)
         grid.addWidget(self.test_spin, 1, 2)
         grid.addWidget(QLabel("Seed"), 2, 0)
-        grid.addWidget(self.seed_spin, 2, 1, 1, 2)
+        self.seed_spin.setMinimumWidth(120)
+        grid.addWidget(self.seed_spin, 2, 1, Qt.AlignmentFlag.AlignLeft)
         grid.addWidget(self.split_label, 3, 0, 1, 3)
         grid.setColumnStretch(1, 1)
         return grid
@@ -410,8 +420,11 @@ class DataPanel(QWidget):
         layout.addWidget(widgets.hint_label(
             "Files that cannot be decoded are left out of training; fix or remove them and Rescan."
         ))
-        layout.addWidget(self.problems, 1)
-        layout.addWidget(self.no_problems)
+        self.no_problems.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.problems_stack = QStackedWidget()
+        self.problems_stack.addWidget(self.problems)
+        self.problems_stack.addWidget(self.no_problems)
+        layout.addWidget(self.problems_stack, 1)
         row = QHBoxLayout()
         row.addStretch(1)
         row.addWidget(self.show_button)
@@ -482,17 +495,19 @@ class DataPanel(QWidget):
         widgets.set_error(self.error, "")
         self._set_job(f"Scanning {folder.name}...")
         worker.signals.progress.connect(self._on_scan_progress)
-        worker.signals.finished.connect(lambda index: self._on_scanned(worker, folder, index, touch))
-        worker.signals.errored.connect(lambda m, d: self._on_scan_failed(worker, m, d))
+        # Bound methods, not lambdas: Qt drops the connection if this panel goes away first.
+        worker.signals.finished.connect(self._on_scanned)
+        worker.signals.errored.connect(self._on_scan_failed)
+        self._scan_folder, self._scan_touch = folder, touch
         return worker.start()
 
     def _on_scan_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
 
-    def _scan_done(self, worker) -> bool:
-        """Tidy up after ``worker``; False when a newer scan replaced it (its result is stale)."""
-        if worker is not self._scan_worker:
+    def _scan_done(self) -> bool:
+        """Tidy up after the scan that signalled; False when a newer scan replaced it (stale)."""
+        if self._scan_worker is None or self.sender() is not self._scan_worker.signals:
             return False
         self._scan_worker = None
         self.progress.hide()
@@ -501,14 +516,14 @@ class DataPanel(QWidget):
         self._set_job("")
         return True
 
-    def _on_scanned(self, worker, folder: Path, index, touch: bool) -> None:
-        if not self._scan_done(worker):
+    def _on_scanned(self, index) -> None:
+        if not self._scan_done():
             return
-        self.session.set_dataset(folder, index, touch=touch)
+        self.session.set_dataset(self._scan_folder, index, touch=self._scan_touch)
         self.scanFinished.emit()
 
-    def _on_scan_failed(self, worker, message: str, details: str) -> None:
-        if not self._scan_done(worker):
+    def _on_scan_failed(self, message: str, details: str) -> None:
+        if not self._scan_done():
             return
         self._on_dataset()
         widgets.set_error(self.error, message)
@@ -648,8 +663,10 @@ class DataPanel(QWidget):
         title = f"Problems ({len(problems)})" if problems else "Problems"
         self.tabs.setTabText(self.problems_tab, title)
         self.tabs.setTabIcon(self.problems_tab, icons["error"] if n_err else (icons["warning"] if problems else widgets.icon("")))
-        self.problems.setVisible(bool(problems))
-        self.no_problems.setVisible(index is not None and not problems)
+        self.problems_stack.setCurrentWidget(self.problems if problems else self.no_problems)
+        self.no_problems.setText("No problems found: every file is a usable image." if index is not None
+                                 else "Open a dataset to check its images.")
+        self.show_button.setVisible(bool(problems))
         self._update_problem_buttons()
 
     def problem_rows(self) -> list[tuple[str, str, str]]:
@@ -762,12 +779,17 @@ class DataPanel(QWidget):
             self._preview_pending = True
             return None
         name = Path(path).name
-        what = "augmentation" if spec.augmentation.enabled() else "no augmentation (set it on the Model panel)"
-        self.preview_label.setText(f"{name} at {spec.input_size} px through the model's {what}")
+        if spec.augmentation.enabled():
+            self.preview_label.setText(f"{name} at {spec.input_size} px, {PREVIEW_COUNT} random draws of the "
+                                       "training augmentation (set on the Model panel)")
+        else:
+            self.preview_label.setText(f"{name} at {spec.input_size} px: the model has no augmentation; "
+                                       "set it on the Model panel")
         widgets.set_error(self.preview_error, "")
         worker = FunctionWorker(augment_previews, path, spec, PREVIEW_COUNT)
         self._preview_worker = worker
-        worker.signals.finished.connect(lambda arrays: self._on_preview(key, arrays))
+        self._preview_key = key
+        worker.signals.finished.connect(self._on_preview)
         worker.signals.errored.connect(self._on_preview_failed)
         return worker.start()
 
@@ -777,8 +799,8 @@ class DataPanel(QWidget):
             self._preview_pending = False
             self.preview_augmentation()
 
-    def _on_preview(self, key, arrays) -> None:
-        self._previewed = key
+    def _on_preview(self, arrays) -> None:
+        self._previewed = self._preview_key
         for cell, array in zip(self.preview_cells, arrays, strict=False):
             cell.setPixmap(_pixmap(array, PREVIEW_SIZE - 4))
         self.previewReady.emit()

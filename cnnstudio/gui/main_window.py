@@ -123,7 +123,8 @@ class MainWindow(QMainWindow):
             container.layout().setContentsMargins(0, 0, 0, 0)
             self._containers[key] = container
             self.stack.addWidget(container)
-        self.sidebar.setFixedWidth(self.sidebar.sizeHintForColumn(0) + 48)
+        widest = max(self.sidebar.fontMetrics().horizontalAdvance(title) for _, title, _ in PAGES)
+        self.sidebar.setFixedWidth(widest + self.sidebar.iconSize().width() + 56)
         self.sidebar.currentRowChanged.connect(self._on_sidebar_row)
 
         self.start_page = StartPage()
@@ -472,13 +473,14 @@ class MainWindow(QMainWindow):
             return None
         self.session.set_job(f"Exporting the model to {target}...")
         worker = FunctionWorker(shutil.copytree, bundle, target)
-        worker.signals.finished.connect(lambda _: self._exported(target))
+        self._export_target = target
+        worker.signals.finished.connect(self._exported)
         worker.signals.errored.connect(self._export_failed)
         return worker.start()
 
-    def _exported(self, target: Path) -> None:
+    def _exported(self, _result) -> None:
         self.session.set_job("")
-        self.statusBar().showMessage(f"Model exported to {target}", 8000)
+        self.statusBar().showMessage(f"Model exported to {self._export_target}", 8000)
 
     def _export_failed(self, message: str, details: str) -> None:
         self.session.set_job("")
@@ -523,8 +525,8 @@ class MainWindow(QMainWindow):
         geometry = settings.value("window/geometry")
         if geometry is None or not self.restoreGeometry(geometry):
             screen = self.screen().availableGeometry()
-            width = min(1440, int(screen.width() * 0.92))
-            height = min(920, int(screen.height() * 0.92))
+            width = min(1680, int(screen.width() * 0.92))
+            height = min(1050, int(screen.height() * 0.92))
             self.resize(max(width, self.minimumWidth()), max(height, self.minimumHeight()))
             frame = self.frameGeometry()
             frame.moveCenter(screen.center())

@@ -225,8 +225,8 @@ class BlockEditor(QWidget):
         if 0 <= current < len(self._blocks):
             table.setCurrentCell(current, 0)
         rows_height = table.verticalHeader().defaultSectionSize() * max(len(self._blocks), 2)
-        table.setFixedHeight(rows_height + table.horizontalHeader().sizeHint().height()
-                             + 2 * table.frameWidth() + table.horizontalScrollBar().sizeHint().height())
+        table.setFixedHeight(rows_height + table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth())
+        table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self._update_buttons()
 
     def _change_type(self, row: int, combo: QComboBox) -> None:
@@ -307,12 +307,12 @@ class ModelPanel(QWidget):
 
         header("Presets")
         for preset in self.registry.presets.values():
-            self.chooser.addItem(f"    {preset.display_name}", ("preset", preset.id))
+            self.chooser.addItem(f"    {preset.display_name}", f"preset:{preset.id}")
             self.chooser.setItemData(self.chooser.count() - 1, preset.description, Qt.ItemDataRole.ToolTipRole)
         self.chooser.insertSeparator(self.chooser.count())
         header("Backbones")
         for provider in self.registry.backbones.values():
-            self.chooser.addItem(f"    {provider.display_name}", ("backbone", provider.id))
+            self.chooser.addItem(f"    {provider.display_name}", f"backbone:{provider.id}")
             self.chooser.setItemData(self.chooser.count() - 1, provider.description, Qt.ItemDataRole.ToolTipRole)
         self.chooser.activated.connect(self._on_chosen)
         self.chooser_row = QHBoxLayout()
@@ -341,6 +341,7 @@ class ModelPanel(QWidget):
         self.input_size.setToolTip("Images are resized to this square size before the model sees them")
         self.input_size.valueChanged.connect(self._on_edit)
         self.input_hint = widgets.hint_label()
+        self.input_hint.setWordWrap(False)
         size_row = QHBoxLayout()
         size_row.addWidget(self.input_size)
         size_row.addWidget(self.input_hint, 1)
@@ -363,18 +364,13 @@ class ModelPanel(QWidget):
             e.changed.connect(self._on_edit)
 
         self.aug_editors = {p.name: widgets.param_editor(p) for p in AugmentSpec.PARAMS}
-        aug_grid = QGridLayout()
-        aug_grid.setHorizontalSpacing(widgets.MARGIN)
-        aug_grid.setVerticalSpacing(widgets.SPACING)
-        for i, p in enumerate(AugmentSpec.PARAMS):
-            row, col = divmod(i, 2)
+        aug_form = QFormLayout()
+        self._tune_form(aug_form)
+        for p in AugmentSpec.PARAMS:
             label = QLabel(widgets.param_label(p))
             label.setToolTip(p.help)
-            aug_grid.addWidget(label, row, col * 2)
-            aug_grid.addWidget(self.aug_editors[p.name], row, col * 2 + 1)
+            aug_form.addRow(label, self.aug_editors[p.name])
             self.aug_editors[p.name].changed.connect(self._on_edit)
-        aug_grid.setColumnStretch(1, 1)
-        aug_grid.setColumnStretch(3, 1)
 
         self.form_layout.addWidget(self.backbone_title)
         self.form_layout.addLayout(self.backbone_form)
@@ -386,7 +382,7 @@ class ModelPanel(QWidget):
         self.form_layout.addSpacing(widgets.SPACING)
         self.form_layout.addWidget(_line())
         self.form_layout.addWidget(widgets.section_label("Augmentation (training only)"))
-        self.form_layout.addLayout(aug_grid)
+        self.form_layout.addLayout(aug_form)
         self.form_layout.addStretch(1)
 
         self.form_scroll = QScrollArea()
@@ -438,10 +434,10 @@ class ModelPanel(QWidget):
     # ------------------------------------------------------------------ showing a spec
 
     def _select_in_chooser(self, spec) -> None:
-        target = ("preset", spec.preset) if spec.preset in self.registry.presets else ("backbone", spec.backbone)
+        target = f"preset:{spec.preset}" if spec.preset in self.registry.presets else f"backbone:{spec.backbone}"
         index = self.chooser.findData(target)
         if index < 0:
-            index = self.chooser.findData(("backbone", spec.backbone))
+            index = self.chooser.findData(f"backbone:{spec.backbone}")
         self.chooser.setCurrentIndex(index)
 
     def _show_spec(self, spec) -> None:
@@ -513,7 +509,7 @@ class ModelPanel(QWidget):
         data = self.chooser.itemData(index)
         if not data:
             return
-        kind, id_ = data
+        kind, _, id_ = data.partition(":")
         try:
             spec = resolve_spec(self.registry, id_)
             if kind == "backbone":  # a new backbone keeps the head and augmentation chosen so far
@@ -529,7 +525,7 @@ class ModelPanel(QWidget):
     def select_model(self, id_: str) -> None:
         """Choose preset or backbone ``id_`` as a user would in the combo box."""
         for kind in ("preset", "backbone"):
-            index = self.chooser.findData((kind, id_))
+            index = self.chooser.findData(f"{kind}:{id_}")
             if index >= 0:
                 self.chooser.setCurrentIndex(index)
                 self._on_chosen(index)
@@ -626,8 +622,10 @@ class ModelPanel(QWidget):
         self.summary_status.setText(f"{loading} the model...")
         worker = FunctionWorker(summarize, spec, n, self.registry)
         self._summary_worker = worker
-        worker.signals.finished.connect(lambda summary: self._on_summary(key, summary))
-        worker.signals.errored.connect(lambda m, d: self._on_summary_failed(key, m, d))
+        self._building_key = key
+        # Bound methods, not lambdas: Qt drops the connection if this panel goes away first.
+        worker.signals.finished.connect(self._on_summary)
+        worker.signals.errored.connect(self._on_summary_failed)
         return worker.start()
 
     def _summary_done(self) -> None:
@@ -636,8 +634,8 @@ class ModelPanel(QWidget):
             self._summary_stale = False
             self.build_summary()
 
-    def _on_summary(self, key, summary: dict) -> None:
-        self._summarized_key = key
+    def _on_summary(self, summary: dict) -> None:
+        self._summarized_key = self._building_key
         self.summary = summary
         for name, label in self.count_labels.items():
             label.setText(f"{summary['counts'][name]:,}")
@@ -660,8 +658,8 @@ class ModelPanel(QWidget):
             item.addChild(self._layer_item(child))
         return item
 
-    def _on_summary_failed(self, key, message: str, details: str) -> None:
-        self._summarized_key = key  # the same spec would fail the same way
+    def _on_summary_failed(self, message: str, details: str) -> None:
+        self._summarized_key = self._building_key  # the same spec would fail the same way
         self.summary = None
         for label in self.count_labels.values():
             label.setText("\u2014")

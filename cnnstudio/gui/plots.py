@@ -92,7 +92,7 @@ class LiveCurves:
         item.setMenuEnabled(False)
         plot.setMouseEnabled(x=False, y=False)
         item.hideButtons()
-        legend = item.addLegend(offset=(-10, 10))
+        item.addLegend(offset=(-10, 10), labelTextColor=plot.palette().color(QPalette.ColorRole.Text))
         self.train = LiveSeries(plot.plot(
             pen=pg.mkPen(TRAIN_COLOUR, width=2), symbol="o", symbolSize=6,
             symbolBrush=TRAIN_COLOUR, symbolPen=None, name="training",
@@ -104,7 +104,6 @@ class LiveCurves:
         self.current = LiveSeries(plot.plot(
             pen=pg.mkPen(TRAIN_COLOUR, width=1.5, style=Qt.PenStyle.DotLine), name="current epoch",
         ), capacity=256)
-        legend.setLabelTextColor(plot.palette().color(QPalette.ColorRole.Text))
 
     def reset(self, epochs: int) -> None:
         for series in (self.train, self.val, self.current):

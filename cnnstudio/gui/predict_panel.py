@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QSizePolicy,
     QSpinBox,
+    QStyle,
     QVBoxLayout,
     QWidget,
 )
@@ -38,6 +39,8 @@ from cnnstudio.gui.plots import load_thumbnail
 from cnnstudio.gui.workers import FunctionWorker
 
 THUMB = 112
+NAME_WIDTH = 150  # the class-name column, the same in every card so the bars line up
+BAR_WIDTH = 320
 IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
 
 
@@ -126,13 +129,16 @@ class ResultCard(QFrame):
         self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         body.addWidget(self.detail)
         self.bars_layout = QGridLayout()
-        self.bars_layout.setColumnStretch(1, 1)
+        self.bars_layout.setHorizontalSpacing(8)
+        self.bars_layout.setVerticalSpacing(4)
+        self.bars_layout.setColumnStretch(3, 1)
         body.addLayout(self.bars_layout)
         body.addStretch(1)
         layout.addLayout(body, 1)
         self.top: list[tuple[str, float]] | None = None
         self.error: str | None = None
         self.bars: list[QProgressBar] = []
+        self.percents: list[QLabel] = []
 
     def show_prediction(self, prediction, image) -> None:
         if image is not None:
@@ -143,22 +149,28 @@ class ResultCard(QFrame):
         self.top = prediction.top
         best, p = prediction.top[0]
         self.detail.setText(f"{best} ({p:.1%})")
+        metrics = self.fontMetrics()
         for row, (name, prob) in enumerate(prediction.top):
-            label = QLabel(name)
+            label = QLabel(metrics.elidedText(name, Qt.TextElideMode.ElideRight, NAME_WIDTH))
+            label.setFixedWidth(NAME_WIDTH)
             label.setToolTip(name)
             bar = QProgressBar()
             bar.setRange(0, 1000)
             bar.setValue(round(prob * 1000))
-            bar.setFormat(f"{prob:.1%}")
-            bar.setTextVisible(True)
-            bar.setMaximumHeight(18)
+            bar.setTextVisible(False)
+            bar.setFixedSize(BAR_WIDTH, 14)
+            percent = QLabel(f"{prob:.1%}")
+            percent.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            percent.setMinimumWidth(metrics.horizontalAdvance("100.0%") + 4)
             self.bars_layout.addWidget(label, row, 0)
             self.bars_layout.addWidget(bar, row, 1)
+            self.bars_layout.addWidget(percent, row, 2)
             self.bars.append(bar)
+            self.percents.append(percent)
 
     def show_error(self, message: str) -> None:
         self.error = message
-        self.thumb.setText("\u26a0")
+        self.thumb.setPixmap(self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning).pixmap(48, 48))
         self.detail.setText(message)
         self.detail.setStyleSheet("color: #c62828;")
 

@@ -57,6 +57,7 @@ class StartPage(QWidget):
         self.recent.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.recent.itemClicked.connect(self._open_item)
         self.no_recent = widgets.hint_label("Projects you save appear here.")
+        self.no_recent.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
 
         actions = QVBoxLayout()
         actions.setSpacing(widgets.SPACING)
@@ -68,8 +69,8 @@ class StartPage(QWidget):
         recent = QVBoxLayout()
         recent.setSpacing(widgets.SPACING)
         recent.addWidget(widgets.section_label("Recent projects"))
-        recent.addWidget(self.recent, 1)
         recent.addWidget(self.no_recent)
+        recent.addWidget(self.recent, 1)
 
         columns = QHBoxLayout()
         columns.setSpacing(widgets.MARGIN * 3)
@@ -77,7 +78,8 @@ class StartPage(QWidget):
         columns.addLayout(recent, 3)
 
         inner = QWidget()
-        inner.setMaximumWidth(1000)
+        inner.setMaximumWidth(1100)
+        inner.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         layout = QVBoxLayout(inner)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(widgets.MARGIN)
@@ -88,7 +90,9 @@ class StartPage(QWidget):
 
         outer = QHBoxLayout(self)
         outer.setContentsMargins(widgets.MARGIN * 4, widgets.MARGIN * 3, widgets.MARGIN * 4, widgets.MARGIN * 3)
-        outer.addWidget(inner, 1, Qt.AlignmentFlag.AlignHCenter)
+        outer.addStretch(1)
+        outer.addWidget(inner, 20)
+        outer.addStretch(1)
 
     @staticmethod
     def _big_button(text: str, icon_name: str, hint: str) -> QPushButton:
@@ -111,7 +115,6 @@ class StartPage(QWidget):
                 item.setText(f"{item.text()} (missing)")
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)
             self.recent.addItem(item)
-        self.recent.setVisible(bool(paths))
         self.no_recent.setVisible(not paths)
 
     def _open_item(self, item: QListWidgetItem) -> None:

@@ -71,6 +71,7 @@ class TrainPanel(QWidget):
         self.session = session
         self.worker: TrainWorker | None = None
         self.run_dir: Path | None = None
+        self.result = None  # the RunResult of the last run that finished
         self._syncing = False
         self._epochs = 0
         self._steps = 1
@@ -396,6 +397,7 @@ class TrainPanel(QWidget):
 
     def _on_finished(self, result) -> None:
         self._end_run()
+        self.result = result
         m = result.metrics or {}
         if result.reason == "cancelled":
             headline = f"Training stopped after {result.epochs_run} epoch(s); the model so far is saved."

@@ -11,9 +11,10 @@ import functools
 import math
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QIcon
+from PySide6.QtCore import QBuffer, QByteArray, QSize, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QIcon, QImageReader, QPalette, QPixmap
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -48,10 +49,28 @@ def resources_dir() -> Path:
     return package / "resources"
 
 
+# The icons' main stroke colour (see resources/icons); redrawn in the highlighted-text colour
+# for selected items, where it would otherwise vanish into the highlight.
+ICON_COLOUR = "#3d8fd6"
+_ICON_SIZES = (16, 20, 22, 24, 32, 48)
+
+
 def icon(name: str) -> QIcon:
     """An icon from ``resources/icons/<name>.svg`` (an empty icon when it is missing)."""
     path = resources_dir() / "icons" / f"{name}.svg"
-    return QIcon(str(path)) if path.is_file() else QIcon()
+    if not path.is_file():
+        return QIcon()
+    result = QIcon(str(path))
+    selected = QApplication.palette().color(QPalette.ColorRole.HighlightedText).name()
+    data = QByteArray(path.read_text(encoding="utf-8").replace(ICON_COLOUR, selected).encode())
+    for size in _ICON_SIZES:
+        buffer = QBuffer(data)
+        reader = QImageReader(buffer, b"svg")
+        reader.setScaledSize(QSize(size, size))
+        image = reader.read()
+        if not image.isNull():
+            result.addPixmap(QPixmap.fromImage(image), QIcon.Mode.Selected)
+    return result
 
 
 def show_in_folder(path) -> None:

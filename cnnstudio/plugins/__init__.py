@@ -11,7 +11,14 @@ A third-party plugin needs only this package::
 Importing it never imports TensorFlow or Qt.
 """
 
-from cnnstudio.core.providers import BackboneProvider, BlockProvider, BuildError, Param, Preset, Registry
+from cnnstudio.core.providers import (
+    BackboneProvider,
+    BlockProvider,
+    BuildError,
+    Param,
+    Preset,
+    Registry,
+)
 from cnnstudio.plugins.hookspecs import API_VERSION, hookimpl, hookspec
 from cnnstudio.plugins.manager import (
     PluginError,

@@ -81,7 +81,7 @@ def test_dropped_images_predict_and_bad_files_get_their_own_message(qtbot, run, 
     for card, expected in zip([cards[0], cards[2], cards[4]], direct, strict=True):
         assert card.error is None
         assert [name for name, _ in card.top] == [name for name, _ in expected.top]
-        assert len(card.bars) == 3 and card.bars[0].text() == f"{expected.top[0][1]:.1%}"
+        assert len(card.bars) == 3 and card.percents[0].text() == f"{expected.top[0][1]:.1%}"
         assert card.thumb.pixmap() is not None and not card.thumb.pixmap().isNull()
     assert "truncated" in cards[1].error or "corrupt" in cards[1].error
     assert "not an image" in cards[3].error

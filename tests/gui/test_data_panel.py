@@ -1,0 +1,132 @@
+"""The Data panel: scanning, classes, problems, thumbnails, split and the augmentation preview."""
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, QSize, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from cnnstudio.core.dataset import DatasetIndex, ImageItem
+from cnnstudio.core.spec import AugmentSpec
+from cnnstudio.gui import widgets
+from cnnstudio.gui.data_panel import DataPanel
+from cnnstudio.gui.session import Session
+from cnnstudio.plugins import load_registry
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture
+def panel(qtbot, shown_errors, wait_for_workers):
+    panel = DataPanel(Session(load_registry()))
+    qtbot.addWidget(panel)
+    panel.resize(1200, 760)
+    panel.show()
+    yield panel
+    panel.loader.forget_pending()
+    assert panel.loader.wait()
+    wait_for_workers()
+
+
+def load(qtbot, panel, folder):
+    with qtbot.waitSignal(panel.scanFinished, timeout=TIMEOUT):
+        panel.load_folder(folder)
+
+
+def test_loading_a_folder_shows_classes_counts_chart_and_problems(qtbot, panel, tiny_dataset):
+    load(qtbot, panel, tiny_dataset)
+    session = panel.session
+    assert session.dataset_root == tiny_dataset and len(session.index.items) == 15
+    assert panel.class_rows() == [("blue", 4), ("green", 5), ("red", 6)]
+    assert "15 images in 3 classes" in panel.summary_label.text()
+    assert not panel.progress.isVisible() and session.job == ""
+
+    problems = panel.problem_rows()
+    broken = [p for p in problems if p[1] == "red/broken.png"]
+    assert broken and broken[0][0] == "error"
+    assert {p[1] for p in problems if p[0] == "warning"} >= {"blue", "green", "red"}  # fewer than 10 images
+    assert panel.tabs.tabText(panel.problems_tab) == f"Problems ({len(problems)})"
+
+    bars = [i for i in panel.chart.getPlotItem().items if type(i).__name__ == "BarGraphItem"]
+    assert len(bars) == 1 and list(bars[0].opts["height"]) == [4, 5, 6]
+
+
+def test_dropping_a_folder_on_the_panel_scans_it(qtbot, panel, tiny_dataset):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(tiny_dataset))])
+    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(QPointF(5, 5), *args)
+    QApplication.sendEvent(panel, enter)
+    assert enter.isAccepted()
+    with qtbot.waitSignal(panel.scanFinished, timeout=TIMEOUT):
+        QApplication.sendEvent(panel, QDropEvent(QPointF(5, 5), *args))
+    assert [name for name, _ in panel.class_rows()] == ["blue", "green", "red"]
+
+
+def test_show_in_folder_opens_the_problem_files_folder(qtbot, panel, tiny_dataset, monkeypatch):
+    load(qtbot, panel, tiny_dataset)
+    opened = []
+    monkeypatch.setattr(widgets, "show_in_folder", opened.append)
+    for i in range(panel.problems.topLevelItemCount()):
+        if panel.problems.topLevelItem(i).text(1) == "red/broken.png":
+            panel.problems.setCurrentItem(panel.problems.topLevelItem(i))
+    panel.show_button.click()
+    assert opened == [tiny_dataset / "red" / "broken.png"]
+
+
+def test_split_controls_set_the_session_split_and_the_per_class_counts(qtbot, panel, tiny_dataset):
+    load(qtbot, panel, tiny_dataset)
+    session = panel.session
+    with qtbot.waitSignal(session.splitChanged):
+        panel.val_slider.setValue(20)
+    panel.test_spin.setValue(0)
+    panel.seed_spin.setValue(3)
+    assert (session.val_fraction, session.test_fraction, session.seed) == (0.2, 0.0, 3)
+    assert panel.val_spin.value() == 20
+    table = panel.class_table
+    for row in range(table.rowCount()):
+        images, train, val, test = (int(table.item(row, c).text()) for c in range(1, 5))
+        assert train + val + test == images and test == 0
+    assert panel.split_label.text().startswith("Train ")
+    session.set_split(0.1, 0.3, 5)  # e.g. a project was opened
+    assert (panel.val_spin.value(), panel.test_slider.value(), panel.seed_spin.value()) == (10, 30, 5)
+
+
+def test_thumbnails_load_lazily_per_class(qtbot, panel, tiny_dataset):
+    load(qtbot, panel, tiny_dataset)
+    model = panel.thumbnails
+    assert model.rowCount() == 15
+    panel.class_table.selectRow(2)  # red
+    assert panel.class_combo.currentText() == "red (6)"
+    assert model.rowCount() == 6
+    first = model.path(0)
+    assert Path(first).parent.name == "red"
+    qtbot.waitUntil(lambda: first in panel.loader._cache, timeout=10_000)
+    pixmap = model.data(model.index(0), Qt.ItemDataRole.DecorationRole)
+    assert pixmap.size() == QSize(96, 96)  # 16 px images are enlarged to be seen
+
+
+def test_thousands_of_images_only_load_what_is_visible(qtbot, panel, tmp_path, monkeypatch):
+    index = DatasetIndex(tmp_path, ["a", "b"], [ImageItem(f"a/{i:05d}.png", i % 2, 16, 16) for i in range(5000)])
+    requested = set()
+    real_get = panel.loader.get
+    monkeypatch.setattr(panel.loader, "get", lambda path: requested.add(path) or real_get(path))
+    panel.session.set_dataset(tmp_path, index)
+    assert panel.thumbnails.rowCount() == 5000
+    qtbot.wait(200)
+    assert 0 < len(requested) < 500
+    panel.grid.verticalScrollBar().setValue(panel.grid.verticalScrollBar().maximum())
+    qtbot.wait(200)
+    assert str(tmp_path / "a" / "04999.png") in requested
+
+
+def test_augmentation_preview_shows_the_image_several_times(qtbot, panel, tiny_dataset):
+    load(qtbot, panel, tiny_dataset)
+    spec = panel.session.spec
+    spec.augmentation = AugmentSpec(flip="horizontal", rotation=0.1)
+    panel.session.set_spec(spec)
+    with qtbot.waitSignal(panel.previewReady, timeout=TIMEOUT):
+        panel.tabs.setCurrentIndex(panel.preview_tab)
+    assert all(not cell.pixmap().isNull() for cell in panel.preview_cells)
+    assert "blue_00.png" in panel.preview_label.text() and "64 px" in panel.preview_label.text()

@@ -1,0 +1,157 @@
+"""The Model panel: presets and backbones, generated forms, the block editor, validation, summary."""
+
+import pytest
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
+
+from cnnstudio.core.providers import BackboneProvider, Param
+from cnnstudio.gui.model_panel import BlockEditor, ModelPanel
+from cnnstudio.gui.session import Session
+from cnnstudio.plugins import PluginManager, load_registry
+
+TIMEOUT = 120_000  # ms; the first summary in a process also imports TensorFlow
+
+
+@pytest.fixture
+def panel(qtbot, shown_errors, wait_for_workers):
+    panel = ModelPanel(Session(load_registry()))
+    qtbot.addWidget(panel)
+    panel.resize(1200, 800)
+    panel.show()
+    yield panel
+    wait_for_workers()
+
+
+def summary_after(qtbot, panel, change):
+    """Make ``change`` and return the summary of the spec it leads to."""
+    with qtbot.waitSignal(panel.summaryReady, timeout=TIMEOUT) as blocker:
+        change()
+    return blocker.args[0]
+
+
+def test_the_session_spec_is_shown_and_summarized(qtbot, panel):
+    summary = summary_after(qtbot, panel, panel.build_summary)
+    assert panel.chooser.currentData() == "preset:seed-model-2"
+    assert panel.block_editor is not None and len(panel.block_editor.value()) == 3
+    names = [row["name"] for row in summary["layers"]]
+    assert names[0] == "image" and "backbone" in names and names[-1] == "predictions"
+    backbone = summary["layers"][names.index("backbone")]
+    assert any(child["type"] == "Conv2D" for child in backbone["children"])
+    counts = summary["counts"]
+    assert counts["total"] == counts["trainable"] + counts["frozen"] > 0
+    assert panel.count_labels["total"].text() == f"{counts['total']:,}"
+    assert panel.layers.topLevelItemCount() == len(summary["layers"])
+
+
+def test_changing_a_block_parameter_changes_the_parameter_count(qtbot, panel):
+    before = summary_after(qtbot, panel, lambda: panel.select_model("seed-model-1"))["counts"]["total"]
+    editor = panel.block_editor.editor(0, "filters")
+    assert isinstance(editor.spin, QSpinBox)
+    after = summary_after(qtbot, panel, lambda: editor.spin.setValue(48))["counts"]["total"]
+    assert after != before
+    assert panel.session.spec.params["blocks"][0]["filters"] == 48
+    assert panel.session.spec.preset == "seed-model-1"
+
+
+def test_block_editor_adds_removes_and_reorders_blocks(qtbot, panel):
+    editor = panel.block_editor
+    blocks = editor.value()
+    editor.table.setCurrentCell(0, 0)
+    editor.add_button.click()  # a copy of block 1 after it
+    assert [b["filters"] for b in panel.session.spec.params["blocks"]] == [32, 32, 64, 128]
+    editor.table.setCurrentCell(3, 0)
+    editor.up_button.click()
+    assert [b["filters"] for b in panel.session.spec.params["blocks"]] == [32, 32, 128, 64]
+    assert editor.table.currentRow() == 2
+    editor.remove_button.click()
+    editor.table.setCurrentCell(0, 0)
+    editor.remove_button.click()
+    assert panel.session.spec.params["blocks"] == blocks[:2]  # [32, 64]
+    editor.editor(0, "batch_norm").check.setChecked(True)
+    assert panel.session.spec.params["blocks"][0]["batch_norm"] is True
+
+
+def test_choosing_a_pretrained_backbone_shows_its_form_and_frozen_counts(qtbot, panel):
+    panel.select_model("vgg16")
+    assert set(panel.param_editors) == {"weights", "trainable"}
+    assert panel.block_editor is None
+    assert panel.param_editors["weights"].value() == "imagenet"
+    panel.param_editors["weights"].set_value("none")
+    summary = summary_after(qtbot, panel, lambda: panel.input_size.setValue(32))  # small: fast to build
+    assert panel.session.spec.input_size == 32
+    assert summary["counts"]["frozen"] == 14_714_688  # VGG16's convolutional base
+    unfrozen = summary_after(qtbot, panel, lambda: panel.param_editors["trainable"].check.setChecked(True))
+    assert unfrozen["counts"]["frozen"] == 0
+    assert unfrozen["counts"]["total"] == summary["counts"]["total"]
+
+
+def test_an_invalid_spec_shows_the_message_in_place_and_is_not_applied(qtbot, panel):
+    before = panel.session.spec
+    panel.input_size.setValue(4)
+    assert panel.error_text() == "input size 4 is smaller than scratch's minimum of 8 px"
+    assert panel.session.spec == before
+    panel.input_size.setValue(64)
+    assert panel.error_text() == ""
+
+    panel.dense_edit.setText("128, lots")
+    panel.dense_edit.setModified(True)
+    panel.dense_edit.editingFinished.emit()
+    assert "whole numbers" in panel.error_text() and panel.session.spec == before
+    panel.dense_edit.setText("256, 64")
+    panel.dense_edit.setModified(True)
+    panel.dense_edit.editingFinished.emit()
+    assert panel.error_text() == "" and panel.session.spec.head.dense == [256, 64]
+
+
+def test_head_and_augmentation_editors_set_the_spec(panel):
+    panel.head_editors["pooling"].set_value("avg")
+    panel.head_editors["pooling"].changed.emit()
+    panel.aug_editors["flip"].combo.setCurrentIndex(panel.aug_editors["flip"].combo.findData("horizontal"))
+    panel.aug_editors["zoom"].spin.setValue(0.1)
+    spec = panel.session.spec
+    assert (spec.head.pooling, spec.augmentation.flip, spec.augmentation.zoom) == ("avg", "horizontal", 0.1)
+
+
+def test_a_plugin_backbone_gets_a_generated_form(qtbot, shown_errors, wait_for_workers):
+    def build(params, input_size, registry):
+        from cnnstudio.core.tf import keras
+
+        K = keras()
+        inputs = K.Input((input_size, input_size, 3))
+        x = K.layers.Conv2D(params["width"], 3, name="conv")(inputs)
+        return K.Model(inputs, x, name="backbone")
+
+    manager = PluginManager(autoload=False)
+    registry = manager.load()
+    registry.add_backbone(BackboneProvider(
+        id="toy", display_name="Toy", build=build, default_input_size=16, min_input_size=8,
+        params=(
+            Param("width", "int", 4, minimum=1, maximum=64),
+            Param("gain", "float", 0.5, minimum=0.0, maximum=1.0, step=0.05),
+            Param("fancy", "bool", False),
+            Param("mode", "choice", "a", choices=("a", "b")),
+            Param("note", "str", "hi"),
+            Param("weights", "weights", "none"),
+        ),
+    ))
+    panel = ModelPanel(Session(registry))
+    qtbot.addWidget(panel)
+    panel.select_model("toy")
+    kinds = {name: type(e.findChild(QSpinBox) or e.findChild(QDoubleSpinBox) or e.findChild(QCheckBox)
+                        or e.findChild(QComboBox) or e.findChild(QLineEdit)).__name__
+             for name, e in panel.param_editors.items()}
+    assert kinds == {"width": "QSpinBox", "gain": "QDoubleSpinBox", "fancy": "QCheckBox", "mode": "QComboBox",
+                     "note": "QLineEdit", "weights": "QComboBox"}
+    assert panel.input_size.value() == 16
+    small = summary_after(qtbot, panel, panel.build_summary)["counts"]["total"]
+    bigger = summary_after(qtbot, panel, lambda: panel.param_editors["width"].spin.setValue(8))
+    assert bigger["counts"]["total"] > small
+    panel.param_editors["mode"].combo.setCurrentIndex(1)
+    assert panel.session.spec.params["mode"] == "b"
+    wait_for_workers()
+
+
+def test_block_editor_columns_come_from_the_block_schemas():
+    editor = BlockEditor(load_registry())
+    headers = [editor.table.horizontalHeaderItem(c).text() for c in range(editor.table.columnCount())]
+    assert headers[0] == "Block"
+    assert {"Filters", "Convolutions", "Kernel size", "Batch norm", "Pooling", "Dropout"} <= set(headers)

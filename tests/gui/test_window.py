@@ -1,0 +1,245 @@
+"""The main window as a user drives it: drops, projects, errors, closing; and the app's start."""
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from cnnstudio.core.errors import StudioError
+from cnnstudio.gui import errors, widgets
+from cnnstudio.gui.session import PROJECT_SUFFIX
+from cnnstudio.gui.workers import FunctionWorker
+
+TIMEOUT = 60_000
+
+
+def drop(widget, path) -> bool:
+    """Drag ``path`` onto ``widget`` and drop it, as a file manager does; True when accepted."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    action = Qt.DropAction.CopyAction
+    enter = QDragEnterEvent(QPointF(10, 10), action, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    if not enter.isAccepted():
+        return False
+    event = QDropEvent(QPointF(10, 10), action, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, event)
+    return event.isAccepted()
+
+
+def test_without_a_display_the_app_prints_a_hint_and_exits_2(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env["CNNSTUDIO_DATA_DIR"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "cnnstudio"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "no display found" in result.stderr and "QT_QPA_PLATFORM=offscreen" in result.stderr
+    assert "Traceback" not in result.stderr and "abort" not in result.stderr.lower()
+
+
+def test_window_starts_on_the_start_page_with_the_workflow_in_the_sidebar(window):
+    assert window.windowTitle().startswith("CNN Studio")
+    assert window.current_page() == "start"
+    titles = [window.sidebar.item(i).text() for i in range(window.sidebar.count())]
+    assert titles == ["Start", "Data", "Model", "Train", "Evaluate", "Predict"]
+    assert [a.shortcut().toString() for a in window.page_actions[1:]] == [f"Ctrl+{i}" for i in range(1, 6)]
+    window.page_actions[2].trigger()  # Ctrl+2
+    assert window.current_page() == "model"
+    window.sidebar.setCurrentRow(1)
+    assert window.current_page() == "data"
+    assert "tensorflow" in window.about_text().lower() and "Python" in window.about_text()
+
+
+def test_the_train_evaluate_and_predict_panels_are_hosted(window):
+    from cnnstudio.gui.evaluate_panel import EvaluatePanel
+    from cnnstudio.gui.predict_panel import PredictPanel
+    from cnnstudio.gui.train_panel import TrainPanel
+
+    for key, cls in (("train", TrainPanel), ("evaluate", EvaluatePanel), ("predict", PredictPanel)):
+        assert isinstance(window.show_page(key), cls)
+        assert window.current_page() == key
+    assert not window.is_training()
+
+
+def test_dropping_a_folder_on_the_window_loads_it_as_the_dataset(qtbot, window, tiny_dataset):
+    panel = window.data_panel
+    with qtbot.waitSignal(panel.scanFinished, timeout=TIMEOUT):
+        assert drop(window, tiny_dataset)
+    assert window.current_page() == "data"
+    assert window.session.dataset_root == tiny_dataset
+    assert panel.class_rows() == [("blue", 4), ("green", 5), ("red", 6)]
+    assert any(level == "error" and file == "red/broken.png" for level, file, _ in panel.problem_rows())
+    assert window.isWindowModified()
+
+
+def test_a_dropped_file_that_is_not_a_folder_or_project_is_refused(window, tmp_path):
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    assert not drop(window, other)
+
+
+def test_save_and_reopen_a_project_restores_dataset_split_and_spec(qtbot, window, tiny_dataset, tmp_path,
+                                                                   wait_for_workers):
+    with qtbot.waitSignal(window.data_panel.scanFinished, timeout=TIMEOUT):
+        window.open_dataset(tiny_dataset)
+    window.data_panel.val_spin.setValue(25)
+    window.data_panel.seed_spin.setValue(7)
+    model = window.show_page("model")
+    model.select_model("seed-model-1")
+    model.head_editors["dropout"].spin.setValue(0.3)
+    spec = window.session.spec
+    assert spec.preset == "seed-model-1" and spec.head.dropout == 0.3
+
+    path = tmp_path / f"mine{PROJECT_SUFFIX}"
+    assert window._save_to(path)
+    assert not window.isWindowModified()
+    assert window.recent_projects()[0] == str(path)
+    wait_for_workers()
+
+    from cnnstudio.gui.main_window import MainWindow
+
+    again = MainWindow()
+    qtbot.addWidget(again)
+    assert again.start_page.recent.count() == 1
+    with qtbot.waitSignal(again.data_panel.scanFinished, timeout=TIMEOUT):
+        assert again.open_project(path)
+    s = again.session
+    assert (s.dataset_root, s.val_fraction, s.test_fraction, s.seed) == (tiny_dataset, 0.25, 0.15, 7)
+    assert s.spec == spec
+    assert again.data_panel.class_rows() == [("blue", 4), ("green", 5), ("red", 6)]
+    assert again.data_panel.val_spin.value() == 25
+    assert again.model_panel.head_editors["dropout"].value() == 0.3
+    assert not s.modified  # restoring the project's own dataset is no change
+    assert "mine" in again.windowTitle()
+    wait_for_workers()
+
+
+def test_a_broken_project_file_is_a_message_not_a_crash(window, shown_errors, tmp_path):
+    bad = tmp_path / f"bad{PROJECT_SUFFIX}"
+    bad.write_text("{not json")
+    assert not window.open_project(bad)
+    assert shown_errors and "bad" in shown_errors[0][1]
+
+
+def test_an_exception_in_a_worker_shows_a_message_and_the_window_keeps_working(
+    qtbot, window, shown_errors, tiny_dataset, monkeypatch
+):
+    import cnnstudio.core.dataset as dataset
+
+    real_scan = dataset.scan_dataset
+
+    def exploding_scan(root, progress=None):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(dataset, "scan_dataset", exploding_scan)
+    panel = window.data_panel
+    with qtbot.waitSignal(panel.scanFailed, timeout=TIMEOUT):
+        window.open_dataset(tiny_dataset)
+    title, message, details = shown_errors[0]
+    assert message == "Unexpected error: RuntimeError: disk on fire"
+    assert "Traceback" in details and "exploding_scan" in details
+    assert panel.open_button.isEnabled() and not panel.progress.isVisible()
+
+    monkeypatch.setattr(dataset, "scan_dataset", real_scan)
+    with qtbot.waitSignal(panel.scanFinished, timeout=TIMEOUT):
+        window.open_dataset(tiny_dataset)
+    assert len(panel.class_rows()) == 3
+    assert len(shown_errors) == 1
+
+
+def test_a_missing_folder_is_reported_in_place(qtbot, window, shown_errors, tmp_path):
+    panel = window.data_panel
+    with qtbot.waitSignal(panel.scanFailed, timeout=TIMEOUT) as blocker:
+        window.open_dataset(tmp_path / "nowhere")
+    assert "no such folder" in blocker.args[0]
+    assert not panel.error.isHidden() and "no such folder" in panel.error.text()
+    assert shown_errors == []  # a user's mistake is said in place; only bugs get a dialog
+
+
+def test_function_worker_reports_results_progress_and_errors(qtbot):
+    def counting(n, progress=None):
+        for i in range(n):
+            progress(i + 1, n)
+        return n * 2
+
+    worker = FunctionWorker(counting, 5000)
+    seen = []
+    worker.signals.progress.connect(lambda done, total: seen.append((done, total)))
+    with qtbot.waitSignal(worker.signals.finished, timeout=TIMEOUT) as blocker:
+        worker.start()
+    assert blocker.args == [10000]
+    assert seen[-1] == (5000, 5000) and len(seen) < 50  # throttled
+
+    def refusing():
+        raise StudioError("the folder has no classes")
+
+    worker = FunctionWorker(refusing)
+    with qtbot.waitSignal(worker.signals.errored, timeout=TIMEOUT) as blocker:
+        worker.start()
+    assert blocker.args == ["the folder has no classes", ""]
+
+
+@pytest.mark.qt_no_exception_capture
+def test_uncaught_exceptions_in_slots_and_threads_become_dialogs(qtbot, shown_errors, monkeypatch):
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    errors.install_excepthook()
+    try:
+        raise ValueError("bad slot")
+    except ValueError:
+        sys.excepthook(*sys.exc_info())
+    thread = threading.Thread(target=lambda: 1 / 0)
+    thread.start()
+    thread.join()
+    qtbot.waitUntil(lambda: len(shown_errors) == 2, timeout=5000)
+    messages = [m for _, m, _ in shown_errors]
+    assert messages == ["Unexpected error: ValueError: bad slot", "Unexpected error: ZeroDivisionError: division by zero"]
+    assert all("Traceback" in d for _, _, d in shown_errors)
+
+
+def test_closing_while_training_asks_first(window, questions):
+    class Training:
+        stopped = False
+
+        def is_training(self):
+            return True
+
+        def stop(self):
+            self.stopped = True
+
+    fake = Training()
+    window._panels["train"] = fake
+    original = widgets.ask
+    widgets.ask = lambda *a: QMessageBox.StandardButton.No
+    try:
+        assert not window.close()
+        assert window.isVisible() and not fake.stopped
+    finally:
+        widgets.ask = original
+    assert window.close()
+    assert fake.stopped and "Training is running" in questions
+    del window._panels["train"]
+
+
+def test_window_geometry_and_last_project_are_remembered(qtbot, window, tmp_path):
+    window.resize(960, 700)  # the offscreen screen is small; restoreGeometry keeps a window on it
+    path = tmp_path / f"p{PROJECT_SUFFIX}"
+    assert window._save_to(path)
+    assert window.close()
+    settings = QSettings()
+    assert settings.value("project/last") == str(path)
+    assert settings.value("window/geometry") is not None
+
+    from cnnstudio.gui.main_window import MainWindow
+
+    again = MainWindow()
+    qtbot.addWidget(again)
+    again.restore_settings()
+    assert (again.width(), again.height()) == (960, 700)
+    again.reopen_last_project()
+    assert again.session.project_path == path
