@@ -73,7 +73,7 @@ def main():
 
     from PIL import Image
     from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-    from PySide6.QtGui import QDropEvent
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -107,7 +107,11 @@ def main():
     def drop(path: Path) -> float:
         mime = QMimeData()
         mime.setUrls([QUrl.fromLocalFile(str(path))])
-        event = QDropEvent(QPointF(panel.rect().center()), Qt.DropAction.CopyAction, mime,
+        where = QPointF(panel.rect().center())
+        # Qt delivers a drop only to the widget that accepted the drag's entry.
+        QApplication.sendEvent(panel, QDragEnterEvent(where, Qt.DropAction.CopyAction, mime,
+                                                      Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
+        event = QDropEvent(where, Qt.DropAction.CopyAction, mime,
                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
         t0 = time.perf_counter()
         QApplication.sendEvent(panel, event)

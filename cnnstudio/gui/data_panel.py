@@ -20,7 +20,7 @@ from PySide6.QtCore import (
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QColor, QImage, QPalette, QPixmap
+from PySide6.QtGui import QColor, QIcon, QImage, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -246,7 +246,9 @@ class DataPanel(QWidget):
         self._scan_worker: FunctionWorker | None = None
         self._preview_worker: FunctionWorker | None = None
         self._preview_pending = False
-        self._draw = 0
+        self._draw = 0  # "New Draw" presses: part of what the shown preview is of
+        self._previewed = None  # what the preview cells show: (path, augmentation, size, draw)
+        self._preview_key = None
         self.setAcceptDrops(True)
 
         self._build_top_bar()
@@ -662,7 +664,7 @@ class DataPanel(QWidget):
         n_err = sum(p.level == "error" for p in problems)
         title = f"Problems ({len(problems)})" if problems else "Problems"
         self.tabs.setTabText(self.problems_tab, title)
-        self.tabs.setTabIcon(self.problems_tab, icons["error"] if n_err else (icons["warning"] if problems else widgets.icon("")))
+        self.tabs.setTabIcon(self.problems_tab, icons["error"] if n_err else (icons["warning"] if problems else QIcon()))
         self.problems_stack.setCurrentWidget(self.problems if problems else self.no_problems)
         self.no_problems.setText("No problems found: every file is a usable image." if index is not None
                                  else "Open a dataset to check its images.")
@@ -773,7 +775,7 @@ class DataPanel(QWidget):
             self.preview_label.setText("Open a dataset to preview the augmentation on one of its images.")
             return None
         key = (path, repr(spec.augmentation), spec.input_size, self._draw)
-        if getattr(self, "_previewed", None) == key:
+        if self._previewed == key:
             return None
         if self._preview_worker is not None:  # one at a time; the latest wish runs next
             self._preview_pending = True

@@ -141,7 +141,9 @@ class MainWindow(QMainWindow):
 
     def _build_actions(self) -> None:
         def action(text, slot, shortcut=None, icon_name=None):
-            a = QAction(widgets.icon(icon_name) if icon_name else widgets.icon(""), text, self)
+            a = QAction(text, self)
+            if icon_name:
+                a.setIcon(widgets.icon(icon_name))
             if shortcut is not None:
                 a.setShortcut(QKeySequence(shortcut))
             a.triggered.connect(slot)
