@@ -30,7 +30,7 @@ def build_model(spec: ModelSpec, num_classes: int, registry) -> keras.Model:
     size = spec.input_size
     inputs = keras.Input((size, size, 3), dtype="float32", name="image")
     x = inputs
-    for layer in _augmentation_layers(spec.augmentation):
+    for layer in augmentation_layers(spec.augmentation):
         x = layer(x)
     x = Preprocess(provider.preprocessing, name="preprocess")(x)
     x = _apply_backbone(provider, spec, registry, x)
@@ -111,7 +111,7 @@ def _apply_backbone(provider: BackboneProvider, spec: ModelSpec, registry, x):
         ) from exc
 
 
-def _augmentation_layers(augmentation: AugmentSpec) -> list:
+def augmentation_layers(augmentation: AugmentSpec) -> list:
     layers = keras.layers
     out = []
     if augmentation.flip != "none":

@@ -142,11 +142,11 @@ def _polygon(centre, radius, angle, radii, stretch) -> list[tuple[float, float]]
 
 def _background(size: int, colours: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A linear gradient between two colours, at a random angle."""
-    a, b = colours
+    a, b = colours.astype(np.float32)
     angle = rng.uniform(0, 2 * math.pi)
-    ys, xs = np.mgrid[0:size, 0:size] / (size - 1) - 0.5
-    t = np.clip(xs * math.cos(angle) + ys * math.sin(angle) + 0.5, 0, 1)[..., None]
-    return (a * (1 - t) + b * t).astype(np.uint8)
+    ramp = np.linspace(-0.5, 0.5, size, dtype=np.float32)
+    t = np.clip(ramp[None, :] * math.cos(angle) + ramp[:, None] * math.sin(angle) + 0.5, 0, 1)
+    return (a + (b - a) * t[..., None]).astype(np.uint8)
 
 
 def _distractor(draw: ImageDraw.ImageDraw, size: int, rng: np.random.Generator) -> None:

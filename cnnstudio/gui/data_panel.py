@@ -214,7 +214,7 @@ def augment_previews(path: str, spec, count: int = PREVIEW_COUNT) -> list[np.nda
     image = load_array(path, size).astype("float32")
     # The very layers build_model puts in front of the model, so the preview is what training sees.
     # (core.models keeps the function private for now; the public name is used once it has one.)
-    make_layers = getattr(models, "augmentation_layers", None) or models._augmentation_layers
+    make_layers = models.augmentation_layers
     layers = make_layers(spec.augmentation)
     batch = np.repeat(image[None], count, axis=0)
     for layer in layers:

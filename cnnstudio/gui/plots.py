@@ -11,7 +11,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QFont, QImage, QImageReader, QPalette
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QGraphicsItem, QWidget
 
 TRAIN_COLOUR = "#1f77b4"
 VAL_COLOUR = "#ff7f0e"
@@ -47,6 +47,7 @@ class LiveSeries:
         self.item = item
         self._buf = np.empty((2, max(1, capacity)), dtype=np.float64)
         self.n = 0
+        self._dirty = False
 
     @property
     def x(self) -> np.ndarray:
@@ -62,16 +63,25 @@ class LiveSeries:
             grown[:, : self.n] = self._buf[:, : self.n]
             self._buf = grown
 
-    def append(self, x: float, y: float) -> None:
+    def append(self, x: float, y: float, draw: bool = True) -> None:
+        """Add a point; with ``draw=False`` it shows at the next :meth:`flush`."""
         if self.n == self._buf.shape[1]:
             self.reserve(2 * self.n)
         self._buf[0, self.n] = x
         self._buf[1, self.n] = y
         self.n += 1
-        self.item.setData(self.x, self.y)
+        self._dirty = True
+        if draw:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            self.item.setData(self.x, self.y)
 
     def clear(self) -> None:
         self.n = 0
+        self._dirty = False
         self.item.setData([], [])
 
 
@@ -80,15 +90,24 @@ class LiveCurves:
 
     Epoch ``e`` (0-based) is drawn at x = e + 1; within it, the running value after batch ``b`` of
     ``steps`` at x = e + b / steps, dotted, so the trace ends where the epoch's point lands.
+    Epoch points draw at once; batch points wait for :meth:`flush`, which the panel calls a few
+    times a second: a repaint of a plot costs far more than the point.
     """
 
-    def __init__(self, plot: pg.PlotWidget, title: str, y_label: str):
+    def __init__(self, plot: pg.PlotWidget, title: str, y_label: str, y_range: tuple[float, float] | None = None):
         self.plot = plot
         item = plot.getPlotItem()
         item.setTitle(title)
         item.setLabel("bottom", "epoch")
         item.setLabel("left", y_label)
-        item.showGrid(x=True, y=True, alpha=0.2)
+        # No grid: its translucent lines across the whole plot cost most of a repaint (measured
+        # 37 ms against 9 ms for a 650x600 plot in the raster engine), several times a second.
+        if y_range is not None:
+            plot.setYRange(*y_range, padding=0.02)
+            item.enableAutoRange(y=False)
+            # A fixed range leaves the axes unchanged between epochs: paint them from a cache.
+            for name in ("left", "bottom"):
+                item.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         item.setMenuEnabled(False)
         plot.setMouseEnabled(x=False, y=False)
         item.hideButtons()
@@ -116,8 +135,11 @@ class LiveCurves:
         if value is None:
             return
         if self.current.n == 0 and self.train.n:  # start from the previous epoch's point
-            self.current.append(self.train.x[-1], self.train.y[-1])
-        self.current.append(epoch + batch / max(1, steps), value)
+            self.current.append(self.train.x[-1], self.train.y[-1], draw=False)
+        self.current.append(epoch + batch / max(1, steps), value, draw=False)
+
+    def flush(self) -> None:
+        self.current.flush()
 
     def add_epoch(self, epoch: int, train: float | None, val: float | None) -> None:
         self.current.clear()

@@ -42,6 +42,7 @@ from cnnstudio.gui.plots import LiveCurves, format_seconds, style_plot
 from cnnstudio.gui.train_worker import TrainWorker
 
 LOG_LINES = 5000
+REDRAW_MS = 250
 
 
 def run_folder_name(spec, when: float | None = None) -> str:
@@ -91,6 +92,9 @@ class TrainPanel(QWidget):
         self._tick = QTimer(self)
         self._tick.setInterval(1000)
         self._tick.timeout.connect(self._update_progress_text)
+        self._redraw = QTimer(self)  # batch points reach the plots at most this often
+        self._redraw.setInterval(REDRAW_MS)
+        self._redraw.timeout.connect(self._flush_curves)
 
         # A thread still running when the application object goes away aborts the process.
         QApplication.instance().aboutToQuit.connect(self._on_quit)
@@ -204,10 +208,8 @@ class TrainPanel(QWidget):
             plots.addWidget(plot)
         self.curves = {
             "loss": LiveCurves(self.loss_plot, "Loss", "loss"),
-            "accuracy": LiveCurves(self.acc_plot, "Accuracy", "accuracy"),
+            "accuracy": LiveCurves(self.acc_plot, "Accuracy", "accuracy", y_range=(0.0, 1.0)),
         }
-        self.acc_plot.setYRange(0, 1, padding=0.02)
-        self.acc_plot.getPlotItem().enableAutoRange(y=False)
         split.addWidget(plots)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
@@ -312,6 +314,7 @@ class TrainPanel(QWidget):
         self._log(f"Saving to {run_dir}")
         self._t_start = time.monotonic()
         self._tick.start()
+        self._redraw.start()
         self._update_progress_text()
         s.set_job(f"Training {run_dir.name}")
         worker.start()
@@ -435,11 +438,17 @@ class TrainPanel(QWidget):
         if worker is not None:
             worker.wait(10_000)  # the thread is only returning from run()
         self._tick.stop()
+        self._redraw.stop()
+        self._flush_curves()
         self._set_running(False)
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
         self.progress_label.setText(f"Done in {format_seconds(time.monotonic() - self._t_start)}")
         self.session.set_job("")
+
+    def _flush_curves(self) -> None:
+        for curves in self.curves.values():
+            curves.flush()
 
     # -- text -----------------------------------------------------------------------------
 
