@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from cnnstudio.core import dataset
 from cnnstudio.core.dataset import (
@@ -335,3 +336,12 @@ def test_kfold_rejects_bad_k(index):
         kfold_splits(index, k=1)
     with pytest.raises(ValueError, match="class 'c' has 7 images"):
         kfold_splits(index, k=8)
+
+
+def test_item_size_is_the_upright_size(make_dataset):
+    root = make_dataset({"a": 10, "b": 10})
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    Image.new("RGB", (40, 20), (9, 9, 9)).save(root / "a" / "phone.jpg", exif=exif.tobytes())
+    item = next(it for it in scan_dataset(root).items if it.path == "a/phone.jpg")
+    assert (item.width, item.height) == (20, 40)

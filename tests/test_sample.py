@@ -22,7 +22,7 @@ def test_sample_is_generated_into_the_data_folder_and_scans_clean(data_dir):
     calls = []
     path = sample.sample_dataset_path(progress=lambda d, t: calls.append((d, t)))
     assert path == data_dir / "samples" / sample.SAMPLE_NAME
-    assert calls[-1][0] == calls[-1][1] == 150 * len(sample.CLASSES)
+    assert calls[-1][0] == calls[-1][1] == sample.PER_CLASS * len(sample.CLASSES)
 
     index = scan_dataset(path)
     assert index.problems == []

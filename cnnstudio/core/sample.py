@@ -1,8 +1,9 @@
 """A built-in sample dataset of drawn shapes, so the studio can be tried without a download.
 
-The images are generated on first use into the user's data folder. They are made hard enough
-(random colours, gradients, rotation, noise, distractors) that a small network needs a few
-epochs to learn them, so the live curves show something worth watching.
+The images are generated on first use into the user's data folder. They vary enough (colours,
+gradient backgrounds, size, position, rotation, noise, stray lines and dots) that the default
+scratch model needs several epochs to learn them, so the live curves show something worth
+watching, and not so much that it fails to.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from cnnstudio.core.paths import data_dir
 
 SAMPLE_NAME = "shapes-v1"
 CLASSES = ("circle", "square", "star", "triangle")
+# Images per class. Fewer and the default scratch model overfits before it generalises.
+PER_CLASS = 300
 SEED = 20240601
 
 # Written last inside the folder: a folder without it is not a finished sample.
@@ -30,11 +33,11 @@ MARKER = ".complete"
 _SUPERSAMPLE = 2
 
 # How hard the pictures are, tuned so a small conv net learns them over a few epochs (not one).
-_RADIUS = (0.22, 0.38)  # shape radius, as a fraction of the image side
-_OFFSET = 0.12  # largest shift of the shape's centre from the image centre, as a fraction
-_OUTLINE_ONLY = 0.1  # share of shapes drawn as an outline rather than filled
-_NOISE = (3.0, 10.0)  # range of the Gaussian pixel noise's standard deviation
-_INVERTED = 0.2  # share of light shapes on a dark background (the rest are dark on light)
+_RADIUS = (0.24, 0.38)  # shape radius, as a fraction of the image side
+_OFFSET = 0.1  # largest shift of the shape's centre from the image centre, as a fraction
+_OUTLINE_ONLY = 0.05  # share of shapes drawn as an outline rather than filled
+_NOISE = (2.0, 5.0)  # range of the Gaussian pixel noise's standard deviation
+_INVERTED = 0.1  # share of light shapes on a dark background (the rest are dark on light)
 
 
 def sample_dataset_path(progress: Callable[[int, int], None] | None = None) -> Path:
@@ -66,7 +69,7 @@ def sample_dataset_path(progress: Callable[[int, int], None] | None = None) -> P
 
 def generate_sample(
     out_dir: str | os.PathLike,
-    per_class: int = 150,
+    per_class: int = PER_CLASS,
     size: int = 64,
     seed: int = SEED,
     progress: Callable[[int, int], None] | None = None,
@@ -96,10 +99,11 @@ def generate_sample(
 
 def _draw(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
     big = size * _SUPERSAMPLE
-    light, dark = rng.uniform(140, 255, size=(2, 3)), rng.uniform(0, 110, size=3)
-    if rng.random() < _INVERTED:  # a light shape on a dark background
-        light, dark = rng.uniform(0, 110, size=(2, 3)), rng.uniform(150, 255, size=3)
-    background = _background(big, light, rng)
+    # Two background colours for the gradient and the shape's ink: dark on light, or the reverse.
+    ground, ink = rng.uniform(140, 255, size=(2, 3)), rng.uniform(0, 110, size=3)
+    if rng.random() < _INVERTED:
+        ground, ink = rng.uniform(0, 110, size=(2, 3)), rng.uniform(150, 255, size=3)
+    background = _background(big, ground, rng)
     image = Image.fromarray(background, "RGB")
     draw = ImageDraw.Draw(image)
     # Distractors go behind and in front of the shape, so they sometimes cross it.
@@ -107,7 +111,7 @@ def _draw(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
         _distractor(draw, big, rng)
     radius = big * rng.uniform(*_RADIUS)
     centre = np.clip(big / 2 + big * rng.uniform(-_OFFSET, _OFFSET, size=2), radius, big - radius)
-    colour = tuple(int(c) for c in dark)
+    colour = tuple(int(c) for c in ink)
     angle = rng.uniform(0, 2 * math.pi)
     if shape == "circle":
         points = _polygon(centre, radius, angle, [1.0] * 48, rng.uniform(0.85, 1.0))
