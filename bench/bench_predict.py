@@ -108,11 +108,13 @@ def main():
         mime = QMimeData()
         mime.setUrls([QUrl.fromLocalFile(str(path))])
         where = QPointF(panel.rect().center())
-        # Qt delivers a drop only to the widget that accepted the drag's entry.
-        QApplication.sendEvent(panel, QDragEnterEvent(where, Qt.DropAction.CopyAction, mime,
-                                                      Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
-        event = QDropEvent(where, Qt.DropAction.CopyAction, mime,
-                           Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+        args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+        try:
+            enter = QDragEnterEvent(where, *args)  # Qt >= 6.12
+        except TypeError:
+            enter = QDragEnterEvent(where.toPoint(), *args)
+        QApplication.sendEvent(panel, enter)  # Qt delivers a drop only where the entry was accepted
+        event = QDropEvent(where, *args)
         t0 = time.perf_counter()
         QApplication.sendEvent(panel, event)
         (cards,) = wait_for(panel.predicted, 60)

@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_dir", metavar="DATA_DIR", nargs="?", help="folder with one sub-folder per class")
     p.add_argument("--sample", action="store_true", help="use the built-in sample dataset instead of DATA_DIR")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for this run (config, history, model)")
-    p.add_argument("--model", default="seed-model-2", metavar="ID_OR_PRESET",
+    p.add_argument("--model", default="scratch", metavar="ID_OR_PRESET",
                    help="a backbone id or preset name (see 'cnnstudio models'; default: %(default)s)")
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: 10)")
     p.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")

@@ -134,8 +134,6 @@ class LiveCurves:
     def add_batch(self, epoch: int, batch: int, steps: int, value: float | None) -> None:
         if value is None:
             return
-        if self.current.n == 0 and self.train.n:  # start from the previous epoch's point
-            self.current.append(self.train.x[-1], self.train.y[-1], draw=False)
         self.current.append(epoch + batch / max(1, steps), value, draw=False)
 
     def flush(self) -> None:

@@ -16,6 +16,8 @@ from cnnstudio.core.training import TrainConfig
 
 PROJECT_FORMAT = 1
 PROJECT_SUFFIX = ".cnnstudio.json"
+# What a new project starts with: two conv blocks learn the sample shapes in a few CPU minutes.
+DEFAULT_MODEL = "scratch"
 
 
 class Session(QObject):
@@ -40,7 +42,7 @@ class Session(QObject):
         self.val_fraction = 0.15
         self.test_fraction = 0.15
         self.seed = 0
-        self.spec = resolve_spec(registry, "seed-model-2")
+        self.spec = resolve_spec(registry, DEFAULT_MODEL)
         self.train_config = TrainConfig()
         self.runs: list[dict] = []  # {"path": str, "name": str, "metrics": dict | None}
         self.current_run: str = ""
@@ -119,7 +121,7 @@ class Session(QObject):
         self.dataset_root = None
         self.index = None
         self.val_fraction, self.test_fraction, self.seed = 0.15, 0.15, 0
-        self.spec = resolve_spec(self.registry, "seed-model-2")
+        self.spec = resolve_spec(self.registry, DEFAULT_MODEL)
         self.train_config = TrainConfig()
         self.runs = []
         self.current_run = ""

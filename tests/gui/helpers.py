@@ -53,6 +53,27 @@ def trained_run(tmp_path_factory) -> tuple[Path, Path]:
     return _trained
 
 
+def drop_files(widget, paths) -> None:
+    """Drag ``paths`` (as file URLs) onto ``widget`` and drop them, as a file manager would."""
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+    from PySide6.QtWidgets import QApplication
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    where = QPointF(widget.rect().center())
+    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    try:
+        enter = QDragEnterEvent(where, *args)  # Qt >= 6.12
+    except TypeError:
+        enter = QDragEnterEvent(where.toPoint(), *args)
+    QApplication.sendEvent(widget, enter)  # Qt drops only on a widget that accepted the entry
+    assert enter.isAccepted()
+    drop = QDropEvent(where, *args)
+    QApplication.sendEvent(widget, drop)
+    assert drop.isAccepted()
+
+
 def write_broken_png(path: Path) -> Path:
     """A PNG cut in half: the header reads, the pixels do not."""
     path.parent.mkdir(parents=True, exist_ok=True)

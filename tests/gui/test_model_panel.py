@@ -30,8 +30,8 @@ def summary_after(qtbot, panel, change):
 
 def test_the_session_spec_is_shown_and_summarized(qtbot, panel):
     summary = summary_after(qtbot, panel, panel.build_summary)
-    assert panel.chooser.currentData() == "preset:seed-model-2"
-    assert panel.block_editor is not None and len(panel.block_editor.value()) == 3
+    assert panel.chooser.currentData() == "backbone:scratch"
+    assert panel.block_editor is not None and len(panel.block_editor.value()) == 2
     names = [row["name"] for row in summary["layers"]]
     assert names[0] == "image" and "backbone" in names and names[-1] == "predictions"
     backbone = summary["layers"][names.index("backbone")]
@@ -53,6 +53,7 @@ def test_changing_a_block_parameter_changes_the_parameter_count(qtbot, panel):
 
 
 def test_block_editor_adds_removes_and_reorders_blocks(qtbot, panel):
+    panel.select_model("seed-model-2")  # blocks of 32, 64 and 128 filters
     editor = panel.block_editor
     blocks = editor.value()
     editor.table.setCurrentCell(0, 0)

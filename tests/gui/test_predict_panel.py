@@ -3,10 +3,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest
-from helpers import make_session, trained_run, write_broken_png
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from helpers import drop_files, make_session, trained_run, write_broken_png
 
 from cnnstudio.core.bundle import Bundle
 from cnnstudio.gui import errors, predict_panel
@@ -49,20 +46,6 @@ def make_panel(qtbot, session):
     return panel
 
 
-def drop(panel, paths):
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    where = QPointF(panel.rect().center())
-    enter = QDragEnterEvent(where, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(panel, enter)
-    assert enter.isAccepted()
-    event = QDropEvent(where, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                       Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(panel, event)
-    assert event.isAccepted()
-
-
 def test_dropped_images_predict_and_bad_files_get_their_own_message(qtbot, run, tmp_path, data_dir, loads):
     data, run_dir = run
     session = make_session(data)
@@ -74,7 +57,7 @@ def test_dropped_images_predict_and_bad_files_get_their_own_message(qtbot, run, 
     text.write_text("not a picture\n")
 
     with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT) as blocker:
-        drop(panel, [good[0], broken, good[1], text, good[2]])
+        drop_files(panel, [good[0], broken, good[1], text, good[2]])
     cards = blocker.args[0]
     assert [c.path for c in cards] == [str(p) for p in (good[0], broken, good[1], text, good[2])]
     direct = Bundle(run_dir / "model").predict_paths([str(p) for p in good], top_k=3)
@@ -88,7 +71,7 @@ def test_dropped_images_predict_and_bad_files_get_their_own_message(qtbot, run, 
     assert cards[1].top is None and cards[3].top is None
 
     with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT) as blocker:
-        drop(panel, [data / "green"])  # a folder: every image in it
+        drop_files(panel, [data / "green"])  # a folder: every image in it
     assert len(blocker.args[0]) == 12
     assert all(card.error is None for card in blocker.args[0])
     assert len(panel.cards) == 17 and panel.cards[0].path.startswith(str(data / "green"))
