@@ -99,8 +99,6 @@ class TrainPanel(QWidget):
         self._refresh_timer.timeout.connect(self._refresh)
         self._refreshes = 0
 
-        # A thread still running when the application object goes away aborts the process.
-        QApplication.instance().aboutToQuit.connect(self._on_quit)
         session.configChanged.connect(self._pull_config)
         session.datasetChanged.connect(self._update_ready)
         session.specChanged.connect(self._update_ready)
@@ -334,11 +332,6 @@ class TrainPanel(QWidget):
         """Block until the training thread has ended (for closing the window after :meth:`stop`)."""
         return self.worker is None or self.worker.wait(msecs)
 
-    def _on_quit(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-            self.worker.wait(120_000)  # the core saves the model trained so far
-
     def _new_run_dir(self) -> Path:
         folder = Path(self.session.runs_folder())
         base = run_folder_name(self.session.spec)
@@ -358,7 +351,7 @@ class TrainPanel(QWidget):
     # -- worker signals -------------------------------------------------------------------
 
     def _on_started(self) -> None:
-        self._log("Loading TensorFlow and preparing the run\u2026")
+        self._log("Training thread started")
 
     def _on_status(self, message: str) -> None:
         self._log(message[:1].upper() + message[1:])

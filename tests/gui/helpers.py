@@ -53,8 +53,11 @@ def trained_run(tmp_path_factory) -> tuple[Path, Path]:
     return _trained
 
 
-def drop_files(widget, paths) -> None:
-    """Drag ``paths`` (as file URLs) onto ``widget`` and drop them, as a file manager would."""
+def drop_paths(widget, paths) -> bool:
+    """Drag ``paths`` (as file URLs) onto ``widget`` and drop them, as a file manager would.
+
+    True when the widget accepted both the entry and the drop.
+    """
     from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
     from PySide6.QtGui import QDragEnterEvent, QDropEvent
     from PySide6.QtWidgets import QApplication
@@ -68,10 +71,15 @@ def drop_files(widget, paths) -> None:
     except TypeError:
         enter = QDragEnterEvent(where.toPoint(), *args)
     QApplication.sendEvent(widget, enter)  # Qt drops only on a widget that accepted the entry
-    assert enter.isAccepted()
+    if not enter.isAccepted():
+        return False
     drop = QDropEvent(where, *args)
     QApplication.sendEvent(widget, drop)
-    assert drop.isAccepted()
+    return drop.isAccepted()
+
+
+def drop_files(widget, paths) -> None:
+    assert drop_paths(widget, paths)
 
 
 def write_broken_png(path: Path) -> Path:

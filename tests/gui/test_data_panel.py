@@ -3,9 +3,8 @@
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, QSize, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from helpers import drop_paths
+from PySide6.QtCore import QSize, Qt
 
 from cnnstudio.core.dataset import DatasetIndex, ImageItem
 from cnnstudio.core.spec import AugmentSpec
@@ -53,14 +52,8 @@ def test_loading_a_folder_shows_classes_counts_chart_and_problems(qtbot, panel, 
 
 
 def test_dropping_a_folder_on_the_panel_scans_it(qtbot, panel, tiny_dataset):
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(tiny_dataset))])
-    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    enter = QDragEnterEvent(QPointF(5, 5), *args)
-    QApplication.sendEvent(panel, enter)
-    assert enter.isAccepted()
     with qtbot.waitSignal(panel.scanFinished, timeout=TIMEOUT):
-        QApplication.sendEvent(panel, QDropEvent(QPointF(5, 5), *args))
+        assert drop_paths(panel, [tiny_dataset])
     assert [name for name, _ in panel.class_rows()] == ["blue", "green", "red"]
 
 

@@ -6,9 +6,9 @@ import sys
 import threading
 
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication, QMessageBox
+from helpers import drop_paths
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QMessageBox
 
 from cnnstudio.core.errors import StudioError
 from cnnstudio.gui import errors, widgets
@@ -19,17 +19,7 @@ TIMEOUT = 60_000
 
 
 def drop(widget, path) -> bool:
-    """Drag ``path`` onto ``widget`` and drop it, as a file manager does; True when accepted."""
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(path))])
-    action = Qt.DropAction.CopyAction
-    enter = QDragEnterEvent(QPointF(10, 10), action, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(widget, enter)
-    if not enter.isAccepted():
-        return False
-    event = QDropEvent(QPointF(10, 10), action, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(widget, event)
-    return event.isAccepted()
+    return drop_paths(widget, [path])
 
 
 def test_without_a_display_the_app_prints_a_hint_and_exits_2(tmp_path):
