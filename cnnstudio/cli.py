@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
@@ -238,23 +237,11 @@ def cmd_train(args) -> int:
 # ----------------------------------------------------------------------------- predict
 
 
-def _expand_images(items: list[str]) -> list[str]:
-    files: list[str] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            for root, dirs, names in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                files.extend(str(Path(root) / n) for n in sorted(names) if not n.startswith("."))
-        else:
-            files.append(item)
-    return files
-
-
 def cmd_predict(args) -> int:
     from cnnstudio.core.bundle import Bundle
+    from cnnstudio.core.images import expand_paths
 
-    files = _expand_images(args.images)
+    files = expand_paths(args.images)
     if not files:
         raise CliError("no image files given")
     bundle = Bundle(args.bundle)

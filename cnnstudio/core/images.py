@@ -177,3 +177,20 @@ def verify(path: str | os.PathLike) -> tuple[int, int]:
     width, height = img.size
     _, orientation = _decode(img, path, draft_size=64)
     return (height, width) if orientation >= 5 else (width, height)
+
+
+def expand_paths(items) -> list[str]:
+    """Files as given; folders replaced by their files (recursively, sorted, hidden ones left out).
+
+    What ``cnnstudio predict`` and the Predict panel do with what they are given.
+    """
+    files: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            for root, dirs, names in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files.extend(str(Path(root) / n) for n in sorted(names) if not n.startswith("."))
+        else:
+            files.append(str(p))
+    return files

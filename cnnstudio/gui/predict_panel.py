@@ -9,7 +9,6 @@ still predict.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from cnnstudio.core.bundle import Bundle
+from cnnstudio.core.images import expand_paths
 from cnnstudio.core.runs import RunPaths
 from cnnstudio.gui import errors
 from cnnstudio.gui.errors import describe
@@ -73,20 +73,6 @@ class BundleCache:
 
     def is_loaded(self, folder) -> bool:
         return self.bundle is not None and self.folder == Path(folder)
-
-
-def expand_paths(items) -> list[str]:
-    """Files as given; folders replaced by their files (recursively, sorted, hidden ones left out)."""
-    files: list[str] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            for root, dirs, names in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                files.extend(str(Path(root) / n) for n in sorted(names) if not n.startswith("."))
-        else:
-            files.append(str(p))
-    return files
 
 
 def _predict_job(cache: BundleCache, job: int, folder, paths: list[str], top_k: int):
