@@ -1,7 +1,7 @@
 """Memory: peak RSS training on 1,000 vs 8,000 images of 128 px (target: grows by under 25%).
 
 Each size trains in its own process (so each peak is its own), one epoch of a small scratch
-model at 128 px through the studio's Trainer, with the default cache policy and with the cache
+model (three 1-conv blocks of 16/32/64 filters, global average pooling) at 128 px through the studio's Trainer, with the default cache policy and with the cache
 off. The seed reports loaded the whole dataset as float32 (8,000 x 128 x 128 x 3 x 4 bytes =
 1.5 GB); the studio streams and caches uint8 on disk beyond a budget.
 
@@ -26,7 +26,7 @@ from common import make_jpeg_folder  # noqa: E402
 def child(data: str, n: int, cache: str, out: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from cnnstudio.core.dataset import make_split, scan_dataset
-    from cnnstudio.core.spec import resolve_spec
+    from cnnstudio.core.spec import HeadSpec, ModelSpec
     from cnnstudio.core.training import TrainConfig, Trainer
     from cnnstudio.plugins import load_registry
 
@@ -35,7 +35,8 @@ def child(data: str, n: int, cache: str, out: str) -> None:
     step = len(index.items) / n  # every class equally represented
     index.items = [index.items[int(i * step)] for i in range(n)]
     split = make_split(index, 0.1, 0.1, seed=0)
-    spec = resolve_spec(registry, "keras-small-convnet", input_size=128)
+    blocks = [{"type": "conv", "filters": f, "convs": 1} for f in (16, 32, 64)]
+    spec = ModelSpec("scratch", {"blocks": blocks}, HeadSpec("avg", [], 0.0), input_size=128)
     Trainer(index, split, spec, TrainConfig(epochs=1, batch_size=32, patience=0, cache=cache), out, registry).run()
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"peak_mb": peak_kb / 1024}))
@@ -55,7 +56,7 @@ def main():
 
     root = Path(args.dir or Path(tempfile.gettempdir()) / "cnnstudio-bench-memory")
     make_jpeg_folder(root, args.large, 128, classes=4)
-    print(f"peak RSS, one epoch of keras-small-convnet at 128 px, {os.cpu_count()} CPUs")
+    print(f"peak RSS, one epoch of a small scratch model at 128 px, {os.cpu_count()} CPUs")
     for cache in ("auto", "none"):
         peaks = {}
         for n in (args.small, args.large):
