@@ -6,27 +6,45 @@ Importing TensorFlow takes seconds, so nothing imports it at module level: the w
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 
 
-@functools.cache
+_lock = threading.RLock()
+_modules: dict = {}
+
+
 def tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow
+    """TensorFlow, imported and its runtime started once, by one thread.
 
-    return tensorflow
+    The window imports TensorFlow in the background while a worker may already want it; two
+    threads starting TensorFlow's runtime at the same time can leave eager ops hanging, so
+    the first use holds a lock until the devices are set up.
+    """
+    if "tf" not in _modules:
+        with _lock:
+            if "tf" not in _modules:
+                os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+                import tensorflow
+
+                tensorflow.config.list_physical_devices()
+                tensorflow.constant(0.0) + 1.0  # the eager context and its thread pools
+                _modules["tf"] = tensorflow
+    return _modules["tf"]
 
 
-@functools.cache
 def keras():
-    tf()
-    import keras as _keras
+    """Keras, with the studio's custom layers registered (bundles need them to load)."""
+    if "keras" not in _modules:
+        with _lock:
+            if "keras" not in _modules:
+                tf()
+                import keras as _keras
 
-    # Custom layers must be registered before any bundle is loaded.
-    from cnnstudio.core import layers  # noqa: F401
+                from cnnstudio.core import layers  # noqa: F401
 
-    return _keras
+                _modules["keras"] = _keras
+    return _modules["keras"]
 
 
 def device_description() -> str:
