@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import threading
 
-
 _lock = threading.RLock()
 _modules: dict = {}
 
