@@ -68,7 +68,7 @@ def evaluate(model, pipeline, index, indices, batch_size: int = 32) -> EvalResul
     """Predict every image of ``indices`` through ``pipeline``; unreadable files are skipped and listed."""
     paths = index.paths(indices)
     labels = index.labels(indices)
-    ds = pipeline.dataset(paths, labels, batch_size=batch_size, name="eval", with_index=True)
+    ds = pipeline.dataset(paths, labels, batch_size=batch_size, name="eval", with_index=True, cache=False)
     all_probs, all_idx = [], []
     for images, _labels, idx in ds:
         all_probs.append(np.asarray(model(images, training=False)))

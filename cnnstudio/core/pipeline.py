@@ -102,8 +102,11 @@ class ImagePipeline:
         seed: int = 0,
         name: str = "data",
         with_index: bool = False,
+        cache: bool = True,
     ):
         """A batched dataset of ``(images, labels)`` (or ``(images, labels, index)``).
+
+        ``cache=False`` for data read once (evaluation): caching it would only cost memory.
 
         ``index`` is each image's position in ``paths``, so predictions can be matched to files
         even when a bad file was skipped.
@@ -125,7 +128,7 @@ class ImagePipeline:
         ds = ds.map(load, num_parallel_calls=T.data.AUTOTUNE, deterministic=True)
         ds = ds.filter(lambda image, label, index, ok: ok)
         ds = ds.map(lambda image, label, index, ok: (image, label, index))
-        mode = cache_mode_for(n, size, self.cache)
+        mode = cache_mode_for(n, size, self.cache) if cache else "none"
         if mode == "memory":
             ds = ds.cache()
         elif mode == "disk":

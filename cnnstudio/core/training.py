@@ -21,7 +21,7 @@ from cnnstudio.core import runs
 from cnnstudio.core.atomic import read_json
 from cnnstudio.core.dataset import DatasetIndex, Split
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.pipeline import ImagePipeline
+from cnnstudio.core.pipeline import ImagePipeline, cache_mode_for
 from cnnstudio.core.spec import ModelSpec
 from cnnstudio.core.tf import device_description, keras
 
@@ -238,7 +238,9 @@ class Trainer:
 
         n_classes = len(self.index.class_names)
         size = self.spec.input_size
-        pipe = ImagePipeline(size, cache=c.cache, cache_dir=p.root / ".cache")
+        # One decision for the run: training and validation images share the memory budget.
+        cache = cache_mode_for(len(self.split.train) + len(self.split.val), size, c.cache)
+        pipe = ImagePipeline(size, cache=cache, cache_dir=p.root / ".cache")
         try:
             train_ds = pipe.dataset(
                 self.index.paths(self.split.train), self.index.labels(self.split.train),
