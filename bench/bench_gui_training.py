@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np  # noqa: E402
-from common import make_jpeg_folder  # noqa: E402
+from common import make_jpeg_folder, wait_for  # noqa: E402
 
 PROBE_MS = 10
 
@@ -64,26 +64,6 @@ class Probe:
         self.delays.append(max(0.0, now - self.last - PROBE_MS / 1000))
         self.times.append(now)
         self.last = now
-
-
-def wait_for(signal, timeout_s: float):
-    """Run the event loop until ``signal`` fires; returns its arguments."""
-    from PySide6.QtCore import QEventLoop, QTimer
-
-    loop = QEventLoop()
-    got = []
-
-    def done(*args):
-        got.append(args)
-        loop.quit()
-
-    signal.connect(done)
-    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-    loop.exec()
-    signal.disconnect(done)
-    if not got:
-        raise TimeoutError(f"no signal within {timeout_s} s")
-    return got[0]
 
 
 def main():

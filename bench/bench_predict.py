@@ -25,26 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np  # noqa: E402
-from common import make_jpeg_folder  # noqa: E402
-
-
-def wait_for(signal, timeout_s: float):
-    from PySide6.QtCore import QEventLoop, QTimer
-
-    loop = QEventLoop()
-    got = []
-
-    def done(*args):
-        got.append(args)
-        loop.quit()
-
-    signal.connect(done)
-    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-    loop.exec()
-    signal.disconnect(done)
-    if not got:
-        raise TimeoutError(f"no signal within {timeout_s} s")
-    return got[0]
+from common import make_jpeg_folder, wait_for  # noqa: E402
 
 
 def train_small_bundle(work: Path, size: int) -> Path:

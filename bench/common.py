@@ -55,3 +55,23 @@ class EpochTimer:
                 self.times.append(time.perf_counter() - self.t0)
 
         return _Timer()
+
+
+def wait_for(signal, timeout_s: float):
+    """Run the Qt event loop until ``signal`` fires; returns its arguments."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    got = []
+
+    def done(*args):
+        got.append(args)
+        loop.quit()
+
+    signal.connect(done)
+    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    loop.exec()
+    signal.disconnect(done)
+    if not got:
+        raise TimeoutError(f"no signal within {timeout_s} s")
+    return got[0]
