@@ -27,8 +27,6 @@ from cnnstudio.core.tf import tf
 
 # Decoded images are cached in RAM up to this many bytes (uint8), on disk beyond it.
 MEMORY_CACHE_BUDGET = 256 << 20
-# Buffers that tf.data's autotuner may grow (prefetch, parallel map) share this many bytes.
-AUTOTUNE_RAM_BUDGET = 256 << 20
 # The shuffle buffer holds at most this many bytes of images.
 SHUFFLE_BUFFER_BYTES = 64 << 20
 
@@ -144,10 +142,7 @@ class ImagePipeline:
             return (image, label, index) if with_index else (image, label)
 
         ds = ds.map(to_float)  # a cast per batch: cheaper inline than on a thread pool
-        options = T.data.Options()
-        # tf.data's autotuner may otherwise grow its buffers up to half the machine's RAM.
-        options.autotune.ram_budget = AUTOTUNE_RAM_BUDGET
-        return ds.prefetch(T.data.AUTOTUNE).with_options(options)
+        return ds.prefetch(T.data.AUTOTUNE)
 
     def close(self) -> None:
         if self._tmp is not None:
