@@ -6,7 +6,7 @@ import pytest
 from helpers import drop_files, make_session, trained_run, write_broken_png
 
 from cnnstudio.core.bundle import Bundle
-from cnnstudio.gui import errors, predict_panel
+from cnnstudio.gui import predict_panel
 from cnnstudio.gui.predict_panel import PredictPanel
 
 TIMEOUT = 60_000
@@ -29,14 +29,6 @@ def loads(monkeypatch):
 
     monkeypatch.setattr(predict_panel, "Bundle", CountingBundle)
     return seen
-
-
-@pytest.fixture
-def shown_errors(monkeypatch):
-    calls = []
-    monkeypatch.setattr(errors, "show_error", lambda parent, title, message, details="": calls.append(
-        (title, message, details)))
-    return calls
 
 
 def make_panel(qtbot, session):

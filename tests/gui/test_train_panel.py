@@ -14,19 +14,10 @@ from tinydata import make_dataset
 from cnnstudio.core.bundle import Bundle
 from cnnstudio.core.errors import StudioError
 from cnnstudio.core.training import Trainer
-from cnnstudio.gui import errors
 from cnnstudio.gui.train_panel import TrainPanel
 from cnnstudio.gui.train_worker import TrainWorker
 
 TIMEOUT = 180_000  # ms; the first run in a process also imports TensorFlow
-
-
-@pytest.fixture
-def shown_errors(monkeypatch):
-    calls = []
-    monkeypatch.setattr(errors, "show_error", lambda parent, title, message, details="": calls.append(
-        (title, message, details)))
-    return calls
 
 
 @pytest.fixture
