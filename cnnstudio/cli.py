@@ -123,6 +123,19 @@ class TerminalState:
     def on_status(self, message):
         self._say(message)
 
+    def on_progress(self, task, done, total):
+        if self.quiet:
+            return
+        if self.bar is None or self.bar.desc != task.capitalize():
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = _progress_bar(task.capitalize(), total=total, unit="img")
+        self.bar.n = done
+        self.bar.refresh()
+        if done >= total:
+            self.bar.close()
+            self.bar = None
+
     def on_begin(self, e):
         self.epochs = e.epochs
         self._say(f"Training on {e.device}: {e.n_train} training and {e.n_val} validation images, "

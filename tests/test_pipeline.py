@@ -31,9 +31,9 @@ def test_pipeline_yields_the_loaders_pixels_with_every_cache(data, cache, tmp_pa
     ds = pipe.dataset(paths, labels, batch_size=4, with_index=True)
     for _ in range(2):  # the second pass reads from the cache
         x, y, idx = collect(ds)
-        assert x.dtype == np.float32 and x.shape == (15, 16, 16, 3)
+        assert x.dtype == np.uint8 and x.shape == (15, 16, 16, 3)
         assert list(idx) == list(range(15)) and list(y) == labels
-        np.testing.assert_array_equal(x[3], load_array(paths[3], 16).astype(np.float32))
+        np.testing.assert_array_equal(x[3], load_array(paths[3], 16))
     pipe.close()
     assert not any((tmp_path / "cache").glob("cnnstudio-cache-*"))
 
@@ -47,13 +47,18 @@ def test_shuffled_pipeline_covers_every_image_in_a_new_order_each_epoch(data):
     assert orders[0] != orders[1] and orders[0] != list(range(15))
 
 
-def test_bad_file_is_skipped_and_recorded_not_raised(data):
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_bad_file_is_skipped_and_recorded_not_raised(data, cache):
     paths, labels = data
     truncate(paths[4], 0.4)
     (open(paths[7], "w")).write("not an image")
-    pipe = ImagePipeline(16, cache="none")
+    seen = []
+    pipe = ImagePipeline(16, cache=cache, progress=lambda done, total: seen.append((done, total)))
     x, y, idx = collect(pipe.dataset(paths, labels, batch_size=4, with_index=True))
     assert len(x) == 13 and 4 not in idx and 7 not in idx
+    assert [labels[i] for i in idx] == list(y)
+    if cache == "memory":  # decoded up front, with progress up to every file
+        assert seen and seen[-1] == (15, 15)
     problems = {d["path"]: d["reason"] for d in pipe.recorder.as_list()}
     assert set(problems) == {paths[4], paths[7]}
     assert "truncated" in problems[paths[4]] and "not an image" in problems[paths[7]]

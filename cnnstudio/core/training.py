@@ -121,6 +121,7 @@ class TrainState(Protocol):
     def on_epoch_end(self, event: EpochEvent) -> None: ...
     def on_end(self, event: EndEvent) -> None: ...
     def on_status(self, message: str) -> None: ...
+    def on_progress(self, task: str, done: int, total: int) -> None: ...
     def should_stop(self) -> bool: ...
 
 
@@ -140,6 +141,9 @@ class QuietState:
         pass
 
     def on_status(self, message):
+        pass
+
+    def on_progress(self, task, done, total):
         pass
 
     def should_stop(self):
@@ -240,7 +244,7 @@ class Trainer:
         size = self.spec.input_size
         # One decision for the run: training and validation images share the memory budget.
         cache = cache_mode_for(len(self.split.train) + len(self.split.val), size, c.cache)
-        pipe = ImagePipeline(size, cache=cache, cache_dir=p.root / ".cache")
+        pipe = ImagePipeline(size, cache=cache, cache_dir=p.root / ".cache", progress=self._progress("decoding images"))
         try:
             train_ds = pipe.dataset(
                 self.index.paths(self.split.train), self.index.labels(self.split.train),
@@ -301,6 +305,13 @@ class Trainer:
         finally:
             pipe.close()
         return RunResult(self.run_dir, reason, epochs_run, history, metrics, train_seconds, skipped)
+
+    def _progress(self, task: str):
+        """A ``progress(done, total)`` callback reporting ``task`` to the state, if it takes progress."""
+        report = getattr(self.state, "on_progress", None)
+        if report is None:
+            return None
+        return lambda done, total: report(task, done, total)
 
     def _build(self):
         from cnnstudio.core.models import build_model

@@ -81,6 +81,7 @@ class TrainPanel(QWidget):
         self._syncing = False
         self._epochs = 0
         self._steps = 1
+        self._task = None
         self._initial_epoch = 0
         self._t_start = 0.0
         self._last_eta: tuple[float, float | None] = (0.0, None)  # (when, eta then)
@@ -297,6 +298,7 @@ class TrainPanel(QWidget):
         worker.epoch_end.connect(self._on_epoch_end)
         worker.ended.connect(self._on_ended)
         worker.status.connect(self._on_status)
+        worker.progress.connect(self._on_progress)
         worker.finished.connect(self._on_finished)
         worker.errored.connect(self._on_errored)
         self.worker = worker
@@ -305,6 +307,7 @@ class TrainPanel(QWidget):
         self._initial_epoch = 0
         self._epoch = self._batch = 0
         self._steps = 1
+        self._task = None  # (task, done, total) of work before the first epoch
         self._last_eta = (time.monotonic(), None)
         for curves in self.curves.values():
             curves.reset(config.epochs)
@@ -357,7 +360,16 @@ class TrainPanel(QWidget):
         self._log(message[:1].upper() + message[1:])
         self.progress_label.setText(message[:1].upper() + message[1:] + "\u2026")
 
+    def _on_progress(self, task: str, done: int, total: int) -> None:
+        if self._task is None or self._task[0] != task:
+            self._log(f"{task[:1].upper() + task[1:]}: {total} files")
+        self._task = (task, done, total)
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+        self._update_progress_text()
+
     def _on_begin(self, e) -> None:
+        self._task = None
         self._epochs = e.epochs
         self._initial_epoch = e.initial_epoch
         self._steps = max(1, e.steps_per_epoch)
@@ -457,6 +469,12 @@ class TrainPanel(QWidget):
         elapsed = time.monotonic() - self._t_start
         when, eta = self._last_eta
         eta_now = None if eta is None else max(0.0, eta - (time.monotonic() - when))
+        if self._task is not None:
+            task, done, total = self._task
+            self.progress_label.setText(
+                f"{task[:1].upper() + task[1:]} {done}/{total}\u2026 \u00b7 elapsed {format_seconds(elapsed)}"
+            )
+            return
         if self.progress.maximum() == 0:
             self.progress_label.setText(f"Preparing\u2026 \u00b7 elapsed {format_seconds(elapsed)}")
             return

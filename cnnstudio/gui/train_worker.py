@@ -95,6 +95,7 @@ class TrainWorker(QObject):
     epoch_end = Signal(object)
     ended = Signal(object)
     status = Signal(str)
+    progress = Signal(str, int, int)  # task, done, total: work before the first epoch
     finished = Signal(object)
     errored = Signal(str, str)
     aborted = Signal()
@@ -197,6 +198,9 @@ class TrainWorker(QObject):
 
     def on_status(self, message: str) -> None:
         self.status.emit(message)
+
+    def on_progress(self, task: str, done: int, total: int) -> None:
+        self.progress.emit(task, done, total)
 
     def should_stop(self) -> bool:
         return self._stop.is_set()

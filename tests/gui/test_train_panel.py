@@ -44,11 +44,20 @@ def test_form_follows_and_sets_the_session_config(panel):
 
 def test_training_draws_one_point_per_epoch_and_saves_the_run(qtbot, panel):
     session = panel.session
+    progress = []
     with qtbot.waitSignal(panel.trainingFinished, timeout=TIMEOUT) as blocker:
         worker = panel.start()
         assert worker is not None and panel.is_training()
         assert not panel.start_button.isEnabled()
+        worker.progress.connect(lambda *args: progress.append((args, panel.progress_label.text())))
     run_dir = Path(blocker.args[0])
+
+    # The images were decoded into memory before the first epoch, with the bar counting files.
+    split = session.make_split()
+    n_images = len(split.train) + len(split.val)
+    assert progress and progress[-1][0][1] == progress[-1][0][2]
+    assert sum(args[2] for args, _ in progress if args[1] == args[2]) == n_images
+    assert "Decoding images" in panel.log.toPlainText()
 
     epochs = session.train_config.epochs
     for curves in panel.curves.values():
