@@ -248,9 +248,8 @@ def test_imagenet_weights_offline_give_a_clear_error(registry, monkeypatch):
     with pytest.raises(WeightsError) as caught:
         build_model(resolve_spec(registry, "vgg16", input_size=32), 2, registry)
     message = str(caught.value)
-    assert message.startswith("cannot download ImageNet weights for VGG16 (URL fetch failure on https://")
+    assert message.startswith("cannot download the ImageNet weights of VGG16 (URL fetch failure on https://")
     assert "Name or service not known" in message
-    assert message.endswith(
-        "; use --weights none (random initialisation) or --weights PATH (a local weights file)"
-    )
+    assert "choose a local weights file (--weights PATH" in message
+    assert message.endswith("or random initialisation (--weights none, not pretrained)")
     assert "\n" not in message

@@ -46,7 +46,8 @@ def build_model(spec: ModelSpec, num_classes: int, registry) -> keras.Model:
         x = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
         if head.dropout > 0:
             x = keras.layers.Dropout(head.dropout, name=f"dropout_{i}")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    # float32 probabilities even under a mixed-precision policy (softmax in float16 saturates).
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=spec.preset or spec.backbone)
 
 

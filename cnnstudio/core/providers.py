@@ -152,7 +152,7 @@ class Param:
 
 @dataclass(frozen=True)
 class BackboneProvider:
-    """A feature extractor: preprocessed ``(s, s, 3)`` float32 images -> a 4D feature map.
+    r"""A feature extractor: preprocessed ``(s, s, 3)`` float32 images -> a 4D feature map.
 
     ``build(params, input_size, registry)`` returns a ``keras.Model`` named ``"backbone"``; it
     receives params already coerced and completed with defaults. ``preprocessing`` is
@@ -160,6 +160,16 @@ class BackboneProvider:
     (e.g. ``"keras.applications.vgg16"``); it runs inside the model, so a saved model carries
     it. A ``pretrained`` provider has a ``weights`` parameter; a ``trainable`` bool parameter
     set to False freezes the base.
+
+    Optional, for pretrained providers:
+
+    * ``imagenet_weights``: the :class:`cnnstudio.core.weights.WeightsFile` that ``build``
+      loads for ``weights="imagenet"``; the studio fetches it first, with progress.
+    * ``imagenet_top``: the file of the whole ImageNet classifier (with its top), and
+      ``build_imagenet(weights, input_size)`` returning that classifier, for "What ImageNet sees".
+    * ``block_pattern``: a regular expression whose first group names the block of a base layer
+      (``r"^(block\d+)_"`` for VGG): fine-tuning unfreezes the top N blocks and the model
+      summary counts parameters per block. Layers it does not match belong to the stem.
     """
 
     id: str
@@ -171,6 +181,10 @@ class BackboneProvider:
     preprocessing: str = "rescale"
     pretrained: bool = False
     description: str = ""
+    imagenet_weights: Any = None
+    imagenet_top: Any = None
+    build_imagenet: Callable | None = None
+    block_pattern: str | None = None
 
 
 @dataclass(frozen=True)
