@@ -126,10 +126,13 @@ class TerminalState:
     def on_progress(self, task, done, total):
         if self.quiet:
             return
-        if self.bar is None or self.bar.desc != task.capitalize():
+        desc = task.replace(" (bytes)", "").capitalize()
+        if self.bar is None or self.bar.desc != desc:
             if self.bar is not None:
                 self.bar.close()
-            self.bar = _progress_bar(task.capitalize(), total=total, unit="img")
+            self.bar = _progress_bar(desc, total=total or None, unit="B" if "(bytes)" in task else "img")
+            if "(bytes)" in task:
+                self.bar.unit_scale = True
         self.bar.n = done
         self.bar.refresh()
         if done >= total:
@@ -138,8 +141,13 @@ class TerminalState:
 
     def on_begin(self, e):
         self.epochs = e.epochs
-        self._say(f"Training on {e.device}: {e.n_train} training and {e.n_val} validation images, "
-                  f"{e.steps_per_epoch} batches per epoch")
+        if e.phase == "finetune":
+            self._say(f"Fine-tuning from epoch {e.initial_epoch + 1} to {e.epochs}")
+        else:
+            self._say(f"Training on {e.device}: {e.n_train} training and {e.n_val} validation images, "
+                      f"{e.steps_per_epoch} batches per epoch")
+        if e.summary:
+            self._say(format_block_summary(e.summary))
 
     def on_batch(self, e):
         if self.quiet:
@@ -170,6 +178,15 @@ class TerminalState:
 
     def should_stop(self):
         return self.stop.is_set()
+
+
+def format_block_summary(rows: list[dict]) -> str:
+    """The per-block table of trainable and frozen parameters."""
+    width = max(len(r["block"]) for r in rows)
+    lines = [f"  {'block':<{width}}  {'trainable':>11}  {'frozen':>11}  state"]
+    for r in rows:
+        lines.append(f"  {r['block']:<{width}}  {r['trainable']:>11,}  {r['frozen']:>11,}  {r['state']}")
+    return "\n".join(lines)
 
 
 def cmd_train(args) -> int:
@@ -213,6 +230,12 @@ def cmd_train(args) -> int:
             class_weight=args.class_weights,
             seed=args.seed,
             cache=args.cache,
+            mode=args.mode,
+            finetune_blocks=args.finetune_blocks,
+            finetune_from=args.finetune_from,
+            finetune_epochs=args.finetune_epochs,
+            finetune_learning_rate=args.finetune_lr,
+            bottleneck=args.bottleneck,
         )
 
     state = TerminalState(quiet=args.json)
@@ -254,11 +277,19 @@ def cmd_predict(args) -> int:
     from cnnstudio.core.bundle import Bundle
     from cnnstudio.core.images import expand_paths
 
+    if args.imagenet:
+        return cmd_predict_imagenet(args)
+    if not args.images:
+        args.predict_parser.error("the following arguments are required: IMAGE_OR_DIR")
+    extra = [o for o, v in (("--model", args.model), ("--weights", args.weights), ("--image-size", args.image_size))
+             if v is not None]
+    if extra:
+        args.predict_parser.error(f"{', '.join(extra)} only go with --imagenet (a bundle holds its model)")
     files = expand_paths(args.images)
     if not files:
         raise CliError("no image files given")
     bundle = Bundle(args.bundle)
-    results = bundle.predict_paths(files, top_k=args.top_k)
+    results = bundle.predict_paths(files, top_k=args.top_k if args.top_k is not None else 3)
     if args.json:
         _print_json([
             {"path": r.path, "top": [{"class": c, "probability": p} for c, p in r.top] if r.top else None,
@@ -271,6 +302,60 @@ def cmd_predict(args) -> int:
                 print(f"{r.path}: error: {r.error}")
             else:
                 print(f"{r.path}: " + ", ".join(f"{c} {p * 100:.2f}%" for c, p in r.top))
+    return 1 if all(r.error for r in results) else 0
+
+
+def cmd_predict_imagenet(args) -> int:
+    """``predict --imagenet``: the top ImageNet classes of each image, by a backbone's whole classifier."""
+    from cnnstudio.core.imagenet import DEFAULT_MODEL, TOP_K, ImageNetClassifier
+    from cnnstudio.core.images import expand_paths
+
+    files = expand_paths([args.bundle, *args.images])  # with --imagenet every positional is an image
+    if not files:
+        raise CliError("no image files given")
+    k = args.top_k if args.top_k is not None else TOP_K
+    if k < 1:
+        raise CliError("--top-k must be at least 1")
+    bars = []  # the download bar, made at the first progress (none when the file is cached)
+
+    def progress(done, total):
+        if args.json:
+            return
+        if not bars:
+            bars.append(_progress_bar("Downloading", total=total, unit="B"))
+            bars[0].unit_scale = True
+        bars[0].total = total
+        bars[0].n = done
+        bars[0].refresh()
+
+    def status(message):
+        if not args.json:
+            print(message[:1].upper() + message[1:], file=sys.stderr)
+
+    try:
+        classifier = ImageNetClassifier(args.model or DEFAULT_MODEL, args.weights or "imagenet",
+                                        registry=_registry(), progress=progress, status=status,
+                                        input_size=args.image_size)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"{classifier.label}, {classifier.input_size} px", file=sys.stderr)
+    results = classifier.predict_paths(files, k=k)
+    if args.json:
+        _print_json([
+            {"path": r.path, "model": classifier.provider.id, "weights": classifier.weights_label,
+             "pretrained": classifier.pretrained,
+             "top": [{"class": n, "synset": s, "probability": p} for n, s, p in r.top] if r.top else None,
+             "error": r.error}
+            for r in results
+        ])
+    else:
+        note = "" if classifier.pretrained else " (random weights, not pretrained)"
+        for r in results:
+            if r.error:
+                print(f"{r.path}: error: {r.error}")
+            else:
+                print(f"{r.path}: " + ", ".join(f"{n} {p * 100:.2f}%" for n, _, p in r.top) + note)
     return 1 if all(r.error for r in results) else 0
 
 
@@ -380,16 +465,48 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'auto' weights classes by inverse frequency (for imbalanced data)")
     p.add_argument("--cache", choices=["auto", "memory", "disk", "none"], default="auto",
                    help="cache of decoded images between epochs (default: %(default)s)")
+    p.add_argument("--mode", choices=["scratch", "extract", "finetune"], default=None,
+                   help="pretrained backbones: 'scratch' (architecture only, random weights), 'extract' (frozen "
+                        "base, new head; the default) or 'finetune' (head first, then the top blocks)")
+    p.add_argument("--finetune-blocks", type=int, default=1, metavar="N",
+                   help="fine-tuning: top blocks of the base to unfreeze (default: %(default)s)")
+    p.add_argument("--finetune-from", default="", metavar="LAYER",
+                   help="fine-tuning: unfreeze every base layer from LAYER up (instead of --finetune-blocks)")
+    p.add_argument("--finetune-epochs", type=int, default=5, metavar="N",
+                   help="fine-tuning: epochs of the second phase (default: %(default)s)")
+    p.add_argument("--finetune-lr", type=float, default=1e-4, metavar="X",
+                   help="fine-tuning: SGD (momentum 0.9) learning rate of the second phase (default: %(default)s)")
+    p.add_argument("--bottleneck", action="store_true",
+                   help="feature extraction: compute the base's features once (cached on disk) and train the head "
+                        "on them; off with augmentation")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="classify images with a trained model bundle")
-    p.add_argument("bundle", metavar="BUNDLE", help="a model bundle folder (RUN_DIR/model)")
-    p.add_argument("images", metavar="IMAGE_OR_DIR", nargs="+")
-    p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes to show per image (default: %(default)s)")
+    p = sub.add_parser(
+        "predict", help="classify images with a trained model bundle, or see what ImageNet sees (--imagenet)",
+        usage="cnnstudio predict [-h] [--top-k K] [--json] BUNDLE IMAGE_OR_DIR [IMAGE_OR_DIR ...]\n"
+              "       cnnstudio predict --imagenet [--model ID] [--weights imagenet|none|PATH] "
+              "[--image-size N] [--top-k K] [--json] IMAGE_OR_DIR [IMAGE_OR_DIR ...]",
+        description="Classify images with a trained model bundle; with --imagenet, show the top ImageNet "
+                    "classes a pretrained backbone's whole classifier sees in them (every positional is an image).",
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="a model bundle folder (RUN_DIR/model); not with --imagenet")
+    p.add_argument("images", metavar="IMAGE_OR_DIR", nargs="*")
+    p.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help="classes to show per image (default: 3, or 5 with --imagenet)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_predict)
+    g = p.add_argument_group("what ImageNet sees")
+    g.add_argument("--imagenet", action="store_true",
+                   help="classify into the 1,000 ImageNet classes with a backbone's original classifier")
+    g.add_argument("--model", default=None, metavar="ID",
+                   help="the backbone: vgg16, vgg19 or resnet50 (default: vgg19)")
+    g.add_argument("--weights", default=None, metavar="imagenet|none|PATH",
+                   help="ImageNet (downloaded once; default), none (random, not pretrained), or a weights "
+                        "file of the whole classifier with its top")
+    g.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="input size for --weights none or PATH (default: 224; ImageNet weights need 224)")
+    p.set_defaults(func=cmd_predict, predict_parser=p)
 
     p = sub.add_parser("plugins", help="list plugins with their origin, version, providers and errors")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -30,7 +30,9 @@ MODEL_FILE = "model.keras"
 META_FILE = "bundle.json"
 
 
-def save_bundle(model, folder, *, class_names: list[str], spec) -> Path:
+def save_bundle(model, folder, *, class_names: list[str], spec, weights: dict | None = None) -> Path:
+    """Write the model and what it needs to predict; ``weights`` records where the base's weights
+    came from (random weights are labelled as such wherever the bundle is shown)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_save_model(model, folder / MODEL_FILE)
@@ -47,6 +49,7 @@ def save_bundle(model, folder, *, class_names: list[str], spec) -> Path:
             "preprocessing": preprocessing,
             "preprocessing_in_model": True,
             "spec": spec.to_dict(),
+            "weights": weights,
             "cnnstudio_version": __version__,
         },
     )

@@ -104,8 +104,10 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 class Checkpoint(keras.callbacks.Callback):
     """After every complete epoch: history CSV, last model, best weights and resumable state, atomically."""
 
-    def __init__(self, paths: runs.RunPaths, monitor: str, history: list, relay: Relay, stopper=None, best=None):
+    def __init__(self, paths: runs.RunPaths, monitor: str, history: list, relay: Relay, stopper=None, best=None,
+                 extra: dict | None = None):
         super().__init__()
+        self.extra = extra or {}  # e.g. the fine-tuning phase, written with each row and the state
         self.paths = paths
         self.monitor = monitor
         self.history = history
@@ -121,6 +123,8 @@ class Checkpoint(keras.callbacks.Callback):
         logs = floats(logs)
         logs["epoch"] = epoch + 1
         logs["seconds"] = self.relay.epoch_times[-1] if self.relay.epoch_times else 0.0
+        if "phase" in self.extra:
+            logs["phase"] = self.extra["phase"]
         self.history.append(logs)
         value = logs.get(self.monitor)
         if value is not None and (self.best is None or self.sign * value < self.sign * self.best):
@@ -138,5 +142,6 @@ class Checkpoint(keras.callbacks.Callback):
                 "monitor": self.monitor,
                 "train_seconds": self.relay.elapsed(),
                 "early_stopping": None if s is None else {"wait": s.wait, "best": s.best, "best_epoch": s.best_epoch},
+                **self.extra,
             },
         )

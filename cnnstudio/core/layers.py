@@ -8,9 +8,10 @@ from __future__ import annotations
 import importlib
 
 from cnnstudio.core.providers import APPLICATION_MODULE
-from cnnstudio.core.tf import tf
+from cnnstudio.core.tf import tensorflow_backend, tf
 
-tf()  # TensorFlow first, through the facade that quiets its start-up logs
+if tensorflow_backend():
+    tf()  # TensorFlow first, through the facade that quiets its start-up logs
 import keras  # noqa: E402
 
 RESCALE = "rescale"

@@ -86,7 +86,7 @@ def versions() -> dict:
     }
 
 
-def write_config(p: RunPaths, index, split, spec, config, device: str) -> None:
+def write_config(p: RunPaths, index, split, spec, config, device: str, weights: dict | None = None) -> None:
     atomic_write_json(
         p.config,
         {
@@ -96,6 +96,7 @@ def write_config(p: RunPaths, index, split, spec, config, device: str) -> None:
             "split": split.to_dict(index),
             "spec": spec.to_dict(),
             "train": config.to_dict(),
+            "weights": weights,
             "device": device,
             "versions": versions(),
         },
@@ -137,10 +138,11 @@ def write_predictions(p: RunPaths, result) -> None:
 
 
 def write_results(p: RunPaths, model, index, spec, *, reason, epochs_run, history, train_seconds, device,
-                  metrics, skipped, n_classes) -> None:
+                  metrics, skipped, n_classes, extra: dict | None = None) -> None:
     from cnnstudio.core.bundle import save_bundle
 
-    save_bundle(model, p.bundle, class_names=index.class_names, spec=spec)
+    save_bundle(model, p.bundle, class_names=index.class_names, spec=spec,
+                weights=(extra or {}).get("weights"))
     atomic_write_json(p.problems, {"skipped_during_training": skipped})
     out = {
         "status": reason,
@@ -151,6 +153,7 @@ def write_results(p: RunPaths, model, index, spec, *, reason, epochs_run, histor
         "best_epoch": _best_epoch(history),
         "final": history[-1] if history else None,
         "skipped_files": len(skipped),
+        **(extra or {}),
     }
     if metrics:
         out.update(metrics)

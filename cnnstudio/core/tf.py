@@ -32,12 +32,19 @@ def tf():
     return _modules["tf"]
 
 
+def tensorflow_backend() -> bool:
+    """Whether Keras runs on TensorFlow (the studio's backend; ``KERAS_BACKEND`` may pick another
+    for model-only work such as benchmarks on a machine without TensorFlow)."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
+
+
 def keras():
     """Keras, with the studio's custom layers registered (bundles need them to load)."""
     if "keras" not in _modules:
         with _lock:
             if "keras" not in _modules:
-                tf()
+                if tensorflow_backend():
+                    tf()
                 import keras as _keras
 
                 from cnnstudio.core import layers  # noqa: F401

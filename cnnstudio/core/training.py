@@ -47,6 +47,14 @@ class TrainConfig:
     class_weight: str = "none"  # "none" | "auto" (inverse class frequency)
     seed: int = 0
     cache: str = "auto"  # decoded-image cache: auto | memory | disk | none
+    # Transfer learning (pretrained backbones): None keeps the spec's own weights and trainable.
+    mode: str | None = None  # scratch | extract | finetune
+    finetune_blocks: int = 1  # top blocks of the base unfrozen in fine-tuning's second phase
+    finetune_from: str = ""  # or: every layer from this one up (overrides finetune_blocks)
+    finetune_epochs: int = 5
+    finetune_optimizer: str = "sgd"
+    finetune_learning_rate: float = 1e-4
+    bottleneck: bool = False  # train the head on cached base features (extract / finetune's first phase)
 
     def validate(self) -> TrainConfig:
         def bad(msg):
@@ -64,6 +72,17 @@ class TrainConfig:
             bad(f"patience must be 0 (off) or more, not {self.patience}")
         if self.class_weight not in ("none", "auto"):
             bad(f"class weights must be 'none' or 'auto', not {self.class_weight!r}")
+        if self.mode is not None and self.mode not in ("scratch", "extract", "finetune"):
+            bad(f"mode must be scratch, extract or finetune, not {self.mode!r}")
+        if self.mode == "finetune":
+            if self.finetune_epochs < 1:
+                bad(f"fine-tuning epochs must be at least 1, not {self.finetune_epochs}")
+            if self.finetune_blocks < 1 and not self.finetune_from:
+                bad(f"fine-tuning needs at least 1 block to unfreeze, not {self.finetune_blocks}")
+            if self.finetune_optimizer not in OPTIMIZERS:
+                bad(f"fine-tuning optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.finetune_optimizer!r}")
+            if not (0 < self.finetune_learning_rate < 10):
+                bad(f"fine-tuning learning rate must be between 0 and 10, not {self.finetune_learning_rate}")
         return self
 
     def to_dict(self) -> dict:
@@ -86,6 +105,9 @@ class BeginEvent:
     n_train: int
     n_val: int
     device: str
+    # "train"; for fine-tuning "head" then "finetune", whose BeginEvent marks where it starts.
+    phase: str = "train"
+    summary: list | None = None  # per block: trainable and frozen parameters (transfer learning)
 
 
 @dataclass
@@ -181,10 +203,13 @@ class Trainer:
         registry,
         state: TrainState | None = None,
     ):
+        from cnnstudio.core.transfer import apply_mode
+
         self.index = index
         self.split = split
-        self.spec = spec.validate(registry)
         self.config = config.validate()
+        provider = spec.validate(registry) and registry.backbones[spec.backbone]
+        self.spec = apply_mode(spec.validate(registry), self.config.mode, provider)
         self.run_dir = Path(run_dir)
         self.registry = registry
         self.state = state or QuietState()
@@ -197,13 +222,15 @@ class Trainer:
     def paths(self) -> runs.RunPaths:
         return runs.RunPaths(self.run_dir)
 
-    def _compile(self, model):
+    def _compile(self, model, optimizer: str | None = None, learning_rate: float | None = None):
         K = keras()
         c = self.config
-        if c.optimizer == "sgd":
-            opt = K.optimizers.SGD(learning_rate=c.learning_rate, momentum=c.momentum)
+        optimizer = optimizer or c.optimizer
+        learning_rate = learning_rate or c.learning_rate
+        if optimizer == "sgd":
+            opt = K.optimizers.SGD(learning_rate=learning_rate, momentum=c.momentum)
         else:
-            opt = K.optimizers.Adam(learning_rate=c.learning_rate)
+            opt = K.optimizers.Adam(learning_rate=learning_rate)
         model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     def _class_weight(self):
@@ -216,8 +243,6 @@ class Trainer:
         return {i: float(w) for i, w in enumerate(weights)}
 
     def run(self, resume: bool = False) -> RunResult:
-        from cnnstudio.core.callbacks import Checkpoint, Relay, ResumableEarlyStopping
-
         K = keras()
         c = self.config
         p = self.paths
@@ -226,64 +251,60 @@ class Trainer:
         state = runs.load_train_state(p) if resume else None
         if resume and state is None:
             raise StudioError(f"{self.run_dir}: nothing to resume (no checkpoint in {p.checkpoints})")
+        phase = state.get("phase", "train") if state else ("head" if c.mode == "finetune" else "train")
+        use_bottleneck = self._bottleneck_allowed() and phase in ("train", "head")
 
         if state is None:
-            runs.write_config(p, self.index, self.split, self.spec, c, device)
+            runs.write_config(p, self.index, self.split, self.spec, c, device, weights=self.weights_record())
             model = self._build()
             history: list[dict] = []
-            initial_epoch = 0
             prior_seconds = 0.0
         else:
-            model = K.saving.load_model(p.last_checkpoint, safe_mode=True)
             history = state["history"]
-            initial_epoch = state["epochs_done"]
             prior_seconds = state["train_seconds"]
-            self.state.on_status(f"resuming from epoch {initial_epoch + 1}")
+            self.state.on_status(f"resuming from epoch {state['epochs_done'] + 1}")
+            if use_bottleneck:  # the checkpoint is the head alone; the base comes from its weights source
+                model = self._build()
+            else:
+                model = K.saving.load_model(p.last_checkpoint, safe_mode=True)
 
-        n_classes = len(self.index.class_names)
         size = self.spec.input_size
         # One decision for the run: training and validation images share the memory budget.
         cache = cache_mode_for(len(self.split.train) + len(self.split.val), size, c.cache)
         pipe = ImagePipeline(size, cache=cache, cache_dir=p.root / ".cache", progress=self._progress("decoding images"))
+        self._bottleneck_info = None
         try:
-            train_ds = pipe.dataset(
-                self.index.paths(self.split.train), self.index.labels(self.split.train),
-                batch_size=c.batch_size, shuffle=True, seed=c.seed, name="train",
-            )
-            val_ds = None
-            if self.split.val:
-                val_ds = pipe.dataset(
-                    self.index.paths(self.split.val), self.index.labels(self.split.val),
-                    batch_size=c.batch_size, name="val",
-                )
-            monitor = c.monitor if val_ds is not None else c.monitor.removeprefix("val_")
-            steps = math.ceil(len(self.split.train) / c.batch_size)
-            relay = Relay(self.state, c.epochs, steps, prior_seconds=prior_seconds)
-            stopper = None
-            callbacks = [relay]
-            if c.patience > 0:
-                stopper = ResumableEarlyStopping(
-                    monitor=monitor, patience=c.patience, restore_best_weights=False,
-                    restored=state and state.get("early_stopping"),
-                )
-                callbacks.append(stopper)
-            callbacks.append(Checkpoint(p, monitor, history, relay, stopper, best=state and state.get("best")))
-            self.state.on_begin(
-                BeginEvent(c.epochs, initial_epoch, steps, len(self.split.train), len(self.split.val), device)
-            )
             t0 = time.perf_counter()
-            if initial_epoch < c.epochs:
-                model.fit(
-                    train_ds, validation_data=val_ds, epochs=c.epochs, initial_epoch=initial_epoch,
-                    class_weight=self._class_weight(), callbacks=callbacks, verbose=0, shuffle=False,
+            first_phase = "head" if c.mode == "finetune" else "train"
+            reason = "completed"
+            if phase == first_phase:
+                if use_bottleneck:
+                    reason = self._fit_on_features(model, pipe, history, state, prior_seconds, first_phase)
+                else:
+                    reason = self._fit(model, pipe, history, state, prior_seconds, c.epochs, first_phase)
+                state = None
+                if c.restore_best and p.best_weights.exists() and history and reason != "cancelled":
+                    model.load_weights(p.best_weights)
+            if c.mode == "finetune" and reason != "cancelled":
+                if phase != "finetune":
+                    from cnnstudio.core.transfer import unfreeze_top
+
+                    provider = self.registry.backbones[self.spec.backbone]
+                    unfrozen = unfreeze_top(model, provider, c.finetune_blocks, c.finetune_from or None)
+                    self.state.on_status(
+                        f"fine-tuning {len(unfrozen)} layers of the base from {unfrozen[0] if unfrozen else '-'} up, "
+                        f"{c.finetune_optimizer} at learning rate {c.finetune_learning_rate:g}"
+                    )
+                    self._compile(model, c.finetune_optimizer, c.finetune_learning_rate)
+                    phase_start = len(history)
+                else:
+                    phase_start = state.get("phase_start", 0)
+                seconds = prior_seconds + time.perf_counter() - t0 if state is None else prior_seconds
+                reason = self._fit(
+                    model, pipe, history, state, seconds, phase_start + c.finetune_epochs, "finetune",
+                    phase_start=phase_start,
                 )
             train_seconds = prior_seconds + time.perf_counter() - t0
-            if relay.cancelled:
-                reason = "cancelled"
-            elif stopper is not None and stopper.stopped_epoch > 0:
-                reason = "early_stopped"
-            else:
-                reason = "completed"
             if c.restore_best and p.best_weights.exists() and history:
                 model.load_weights(p.best_weights)
             epochs_run = len(history)
@@ -298,24 +319,229 @@ class Trainer:
                 metrics = result.metrics()
                 runs.write_predictions(p, result)
             skipped = pipe.recorder.as_list()
+            extra = {"weights": self.weights_record(), "mode": c.mode}
+            if self._bottleneck_info:
+                extra["bottleneck"] = self._bottleneck_info
             runs.write_results(
                 p, model, self.index, self.spec, reason=reason, epochs_run=epochs_run, history=history,
-                train_seconds=train_seconds, device=device, metrics=metrics, skipped=skipped, n_classes=n_classes,
+                train_seconds=train_seconds, device=device, metrics=metrics, skipped=skipped,
+                n_classes=len(self.index.class_names), extra=extra,
             )
         finally:
             pipe.close()
         return RunResult(self.run_dir, reason, epochs_run, history, metrics, train_seconds, skipped)
+
+    # -- phases ------------------------------------------------------------------------------
+
+    def _callbacks(self, history, state, prior_seconds, epochs, steps, monitor, phase, phase_start):
+        from cnnstudio.core.callbacks import Checkpoint, Relay, ResumableEarlyStopping
+
+        c = self.config
+        relay = Relay(self.state, epochs, steps, prior_seconds=prior_seconds)
+        stopper = None
+        callbacks = [relay]
+        if c.patience > 0:
+            stopper = ResumableEarlyStopping(
+                monitor=monitor, patience=c.patience, restore_best_weights=False,
+                restored=state and state.get("early_stopping"),
+            )
+            callbacks.append(stopper)
+        best = state.get("best") if state else (self._phase_best(history) if phase == "finetune" else None)
+        callbacks.append(Checkpoint(
+            self.paths, monitor, history, relay, stopper, best=best,
+            extra={"phase": phase, "phase_start": phase_start},
+        ))
+        return relay, stopper, callbacks
+
+    def _phase_best(self, history):
+        monitor = self._monitor()
+        values = [row[monitor] for row in history if row.get(monitor) is not None]
+        if not values:
+            return None
+        return max(values) if "acc" in monitor else min(values)
+
+    def _monitor(self) -> str:
+        c = self.config
+        return c.monitor if self.split.val else c.monitor.removeprefix("val_")
+
+    def _summary(self, model):
+        provider = self.registry.backbones[self.spec.backbone]
+        if not provider.pretrained:
+            return None
+        from cnnstudio.core.transfer import block_summary
+
+        return block_summary(model, provider)
+
+    def _fit(self, model, pipe, history, state, prior_seconds, epochs, phase, phase_start=0) -> str:
+        """Fit on images up to ``epochs`` (a total over the run); returns the end reason."""
+        c = self.config
+        initial_epoch = state["epochs_done"] if state else len(history)
+        train_ds = pipe.dataset(
+            self.index.paths(self.split.train), self.index.labels(self.split.train),
+            batch_size=c.batch_size, shuffle=True, seed=c.seed, name="train",
+        )
+        val_ds = None
+        if self.split.val:
+            val_ds = pipe.dataset(
+                self.index.paths(self.split.val), self.index.labels(self.split.val),
+                batch_size=c.batch_size, name="val",
+            )
+        steps = math.ceil(len(self.split.train) / c.batch_size)
+        relay, stopper, callbacks = self._callbacks(
+            history, state, prior_seconds, epochs, steps, self._monitor(), phase, phase_start,
+        )
+        self.state.on_begin(BeginEvent(
+            epochs, initial_epoch, steps, len(self.split.train), len(self.split.val), self._device,
+            phase=phase, summary=self._summary(model),
+        ))
+        if initial_epoch < epochs:
+            model.fit(
+                train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+                class_weight=self._class_weight(), callbacks=callbacks, verbose=0, shuffle=False,
+            )
+        return self._reason(relay, stopper)
+
+    def _fit_on_features(self, model, pipe, history, state, prior_seconds, phase) -> str:
+        """Feature extraction's fast path: the base's features once (cached on disk), the head on them."""
+        from cnnstudio.core import transfer
+
+        K = keras()
+        c = self.config
+        p = self.paths
+        train, val = self._features(model, pipe)
+        if state is not None:
+            head = K.saving.load_model(p.last_checkpoint, safe_mode=True)
+            initial_epoch = state["epochs_done"]
+        else:
+            head = transfer.head_model(model)
+            self._compile(head)
+            initial_epoch = 0
+        train_ds = transfer.features_dataset(train, c.batch_size, shuffle=True, seed=c.seed)
+        val_ds = transfer.features_dataset(val, c.batch_size) if val is not None and len(val.labels) else None
+        steps = math.ceil(len(train.labels) / c.batch_size)
+        relay, stopper, callbacks = self._callbacks(
+            history, state, prior_seconds, c.epochs, steps, self._monitor(), phase, 0,
+        )
+        self.state.on_begin(BeginEvent(
+            c.epochs, initial_epoch, steps, len(self.split.train), len(self.split.val), self._device,
+            phase=phase, summary=self._summary(model),
+        ))
+        if initial_epoch < c.epochs:
+            head.fit(
+                train_ds, validation_data=val_ds, epochs=c.epochs, initial_epoch=initial_epoch,
+                class_weight=self._class_weight(), callbacks=callbacks, verbose=0, shuffle=False,
+            )
+        if c.restore_best and p.best_weights.exists() and history:
+            head.load_weights(p.best_weights)
+        transfer.copy_head_weights(head, model)
+        if p.best_weights.exists():
+            # The best weights on file are the head's; from here on they must be the whole model's.
+            from cnnstudio.core.atomic import atomic_save_model
+
+            atomic_save_model(model, p.best_weights)
+        return self._reason(relay, stopper)
+
+    def _features(self, model, pipe):
+        """Training and validation features, from the bottleneck cache or computed now (and cached)."""
+        from cnnstudio.core import transfer
+        from cnnstudio.core.paths import cache_dir
+
+        c = self.config
+        provider = self.registry.backbones[self.spec.backbone]
+        self.state.on_status("checking the bottleneck feature cache")
+        parts = {"train": self.split.train}
+        if self.split.val:
+            parts["val"] = self.split.val
+        key = {
+            "format": 1,
+            "files": {part: transfer.content_hashes(self.index.paths(items)) for part, items in parts.items()},
+            "labels": {part: self.index.labels(items) for part, items in parts.items()},
+            "backbone": provider.id,
+            "params": {k: v for k, v in self.spec.params.items() if k != "trainable"},
+            "weights": transfer.weights_identity(self.spec.params.get("weights", "none"), provider, c.seed),
+            "input_size": self.spec.input_size,
+            "preprocessing": provider.preprocessing,
+        }
+        cache = transfer.BottleneckCache(cache_dir() / "bottleneck", key)
+        if cache.complete(parts):
+            self.state.on_status(f"bottleneck features reused from the cache ({cache.folder})")
+            self._bottleneck_info = {"cache": "reused", "key": cache.key}
+            features = {part: cache.load(part) for part in parts}
+        else:
+            extractor = transfer.feature_extractor(model)
+            features = {}
+            for part, items in parts.items():
+                features[part] = transfer.extract_features(
+                    extractor, pipe, self.index.paths(items), self.index.labels(items), c.batch_size,
+                    progress=self._progress(f"computing {part} bottleneck features"),
+                    should_stop=self.state.should_stop,
+                )
+                cache.save(part, features[part])
+            self.state.on_status(f"bottleneck features cached in {cache.folder}")
+            self._bottleneck_info = {"cache": "built", "key": cache.key}
+        return features["train"], features.get("val")
+
+    @staticmethod
+    def _reason(relay, stopper) -> str:
+        if relay.cancelled:
+            return "cancelled"
+        if stopper is not None and stopper.stopped_epoch > 0:
+            return "early_stopped"
+        return "completed"
+
+    # -- weights and building ----------------------------------------------------------------
+
+    def _bottleneck_allowed(self) -> bool:
+        c = self.config
+        if not c.bottleneck:
+            return False
+        if c.mode not in ("extract", "finetune") and self.spec.params.get("trainable") is not False:
+            self.state.on_status("bottleneck features are off: they need a frozen base (feature extraction)")
+            return False
+        if self.spec.augmentation.enabled():
+            self.state.on_status(
+                "bottleneck features are off: augmentation changes every image each epoch, so the base's "
+                "features cannot be computed once"
+            )
+            return False
+        return True
+
+    def weights_record(self) -> dict | None:
+        from cnnstudio.core.weights import source_record
+
+        provider = self.registry.backbones[self.spec.backbone]
+        if not provider.pretrained:
+            return {"kind": "random", "label": "random initialisation (trained from scratch)", "pretrained": False}
+        return source_record(self.spec.params.get("weights"))
+
+    def _fetch_weights(self) -> None:
+        """Download the base's ImageNet weights first, with progress, if they are not cached."""
+        from cnnstudio.core import weights
+
+        provider = self.registry.backbones[self.spec.backbone]
+        if self.spec.params.get("weights") != weights.IMAGENET or provider.imagenet_weights is None:
+            return
+        progress = self._progress("downloading ImageNet weights (bytes)")
+        weights.fetch(
+            provider.imagenet_weights, provider.display_name,
+            progress=progress, status=self.state.on_status,
+        )
+
+    @property
+    def _device(self) -> str:
+        return device_description()
 
     def _progress(self, task: str):
         """A ``progress(done, total)`` callback reporting ``task`` to the state, if it takes progress."""
         report = getattr(self.state, "on_progress", None)
         if report is None:
             return None
-        return lambda done, total: report(task, done, total)
+        return lambda done, total: report(task, done, total or 0)
 
     def _build(self):
         from cnnstudio.core.models import build_model
 
+        self._fetch_weights()
         self.state.on_status(f"building {self.spec.backbone}")
         model = build_model(self.spec, len(self.index.class_names), self.registry)
         self._compile(model)

@@ -119,6 +119,8 @@ def fetch(wf: WeightsFile, display_name: str, progress=None, status=None) -> Pat
             status(f"downloading {display_name} ImageNet weights into {target.parent}")
     from cnnstudio.core.tf import keras
 
+    # Keras falls back to a temporary folder when its cache folder does not exist yet.
+    target.parent.mkdir(parents=True, exist_ok=True)
     done = threading.Event()
     watcher = None
     if progress is not None:
@@ -131,7 +133,10 @@ def fetch(wf: WeightsFile, display_name: str, progress=None, status=None) -> Pat
         watcher = threading.Thread(target=watch, name="cnnstudio-weights-progress", daemon=True)
         watcher.start()
     try:
-        path = keras().utils.get_file(wf.fname, wf.origin, cache_subdir="models", file_hash=wf.file_hash)
+        path = keras().utils.get_file(
+            wf.fname, wf.origin, cache_subdir="models", file_hash=wf.file_hash,
+            cache_dir=str(keras_cache_dir().parent),
+        )
     except Exception as exc:
         raise WeightsError(offline_message(display_name, _reason(exc))) from exc
     finally:

@@ -15,7 +15,9 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QFrame,
     QGridLayout,
@@ -83,13 +85,35 @@ def _layer_rows(model, depth: int = 0) -> list[dict]:
     return rows
 
 
-def summarize(spec, num_classes: int, registry) -> dict:
-    """Build ``spec`` (TensorFlow, seconds) and describe it: layers, shapes, parameter counts."""
+def summarize(spec, num_classes: int, registry, transfer: tuple | None = None) -> dict:
+    """Build ``spec`` (TensorFlow, seconds) and describe it: layers, shapes, parameter counts.
+
+    ``transfer`` is ``(mode, finetune_blocks, finetune_from)`` for a pretrained backbone: the
+    model is shown as the mode trains it, with trainable and frozen parameters per block; for
+    fine-tuning, each block's state in both phases.
+    """
+    from cnnstudio.core import transfer as tl
     from cnnstudio.core.models import build_model, parameter_counts
 
-    model = build_model(_summary_spec(spec, registry), num_classes, registry)
-    return {"name": model.name, "counts": parameter_counts(model), "layers": _layer_rows(model),
-            "num_classes": num_classes}
+    provider = registry.backbones[spec.backbone]
+    mode = transfer[0] if transfer and provider.pretrained else None
+    spec = tl.apply_mode(_summary_spec(spec, registry), mode, provider)
+    model = build_model(spec, num_classes, registry)
+    out = {"name": model.name, "counts": parameter_counts(model), "layers": _layer_rows(model),
+           "num_classes": num_classes, "mode": mode}
+    if provider.pretrained:
+        rows = tl.block_summary(model, provider)
+        if mode == "finetune":
+            tl.unfreeze_top(model, provider, transfer[1], transfer[2] or None)
+            later = {r["block"]: r for r in tl.block_summary(model, provider)}
+            out["finetune_counts"] = parameter_counts(model)
+            for row in rows:
+                after = later.get(row["block"], row)
+                if after["state"] != row["state"]:
+                    row["state"] = f"{row['state']}, then {after['state']}"
+                    row["trainable_after"] = after["trainable"]
+        out["blocks"] = rows
+    return out
 
 
 # ----------------------------------------------------------------------------- the block editor
@@ -287,6 +311,8 @@ class ModelPanel(QWidget):
         self._timer.timeout.connect(self.build_summary)
         session.specChanged.connect(self._on_spec)
         session.datasetChanged.connect(self._schedule_summary)
+        session.datasetChanged.connect(self._show_transfer)
+        session.configChanged.connect(self._on_config)
         self._show_spec(session.spec)
         self._schedule_summary()
 
@@ -372,9 +398,11 @@ class ModelPanel(QWidget):
             aug_form.addRow(label, self.aug_editors[p.name])
             self.aug_editors[p.name].changed.connect(self._on_edit)
 
+        self._build_transfer()
         self.form_layout.addWidget(self.backbone_title)
         self.form_layout.addLayout(self.backbone_form)
         self.form_layout.addLayout(self.blocks_holder)
+        self.form_layout.addWidget(self.transfer_box)
         self.form_layout.addSpacing(widgets.SPACING)
         self.form_layout.addWidget(_line())
         self.form_layout.addWidget(widgets.section_label("Head"))
@@ -389,6 +417,126 @@ class ModelPanel(QWidget):
         self.form_scroll.setWidgetResizable(True)
         self.form_scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.form_scroll.setWidget(self.form_widget)
+
+    def _build_transfer(self) -> None:
+        """Mode, fine-tuning settings, bottleneck cache, the weights note and the suggested mode."""
+        from cnnstudio.core.transfer import MODE_LABELS
+
+        self.transfer_box = QWidget()
+        box = QVBoxLayout(self.transfer_box)
+        box.setContentsMargins(0, widgets.SPACING, 0, 0)
+        box.setSpacing(widgets.SPACING)
+        box.addWidget(_line())
+        box.addWidget(widgets.section_label("Transfer learning"))
+        form = QFormLayout()
+        self._tune_form(form)
+        self.mode_combo = QComboBox()
+        for mode, label in MODE_LABELS.items():
+            self.mode_combo.addItem(label, mode)
+        self.mode_combo.setToolTip("How the pretrained backbone is used; see the suggestion below")
+        self.mode_combo.currentIndexChanged.connect(self._on_transfer_edit)
+        form.addRow("Mode", self.mode_combo)
+        self.mode_hint = widgets.hint_label()
+        form.addRow("", self.mode_hint)
+        self.ft_blocks = QSpinBox()
+        self.ft_blocks.setRange(1, 64)
+        self.ft_blocks.setToolTip("Blocks of the base, counted from the top, trained in the second phase")
+        self.ft_epochs = QSpinBox()
+        self.ft_epochs.setRange(1, 10_000)
+        self.ft_epochs.setToolTip("Epochs of the fine-tuning phase, after the head's epochs")
+        self.ft_lr = QDoubleSpinBox()
+        self.ft_lr.setDecimals(6)
+        self.ft_lr.setRange(1e-6, 1.0)
+        self.ft_lr.setSingleStep(1e-5)
+        self.ft_lr.setToolTip("SGD (momentum 0.9) learning rate of the fine-tuning phase")
+        for w in (self.ft_blocks, self.ft_epochs, self.ft_lr):
+            w.setKeyboardTracking(False)
+            w.valueChanged.connect(self._on_transfer_edit)
+        self.ft_rows = [(QLabel("Unfreeze top blocks"), self.ft_blocks), (QLabel("Fine-tuning epochs"), self.ft_epochs),
+                        (QLabel("Fine-tuning rate"), self.ft_lr)]
+        for label, w in self.ft_rows:
+            form.addRow(label, w)
+        self.bottleneck = QCheckBox("Compute the base's features once (bottleneck cache)")
+        self.bottleneck.setToolTip("The frozen base sees each image once; the head then trains on the cached "
+                                   "features, many times faster. Off with augmentation.")
+        self.bottleneck.toggled.connect(self._on_transfer_edit)
+        form.addRow("", self.bottleneck)
+        self.bottleneck_note = widgets.hint_label()
+        form.addRow("", self.bottleneck_note)
+        box.addLayout(form)
+        self.weights_note = QLabel()
+        self.weights_note.setWordWrap(True)
+        box.addWidget(self.weights_note)
+        self.transfer_box.setVisible(False)
+
+    def _show_transfer(self) -> None:
+        """Show the transfer section for a pretrained backbone, filled from the session's config."""
+        from cnnstudio.core.transfer import recommend_mode
+        from cnnstudio.core.weights import describe, keras_cache_dir
+
+        provider = self.registry.backbones.get(self.session.spec.backbone)
+        pretrained = provider is not None and provider.pretrained
+        self.transfer_box.setVisible(pretrained)
+        if not pretrained:
+            return
+        config = self.session.train_config
+        mode = config.mode or "extract"
+        self._set_silently(self.mode_combo, lambda: self.mode_combo.setCurrentIndex(self.mode_combo.findData(mode)))
+        self._set_silently(self.ft_blocks, lambda: self.ft_blocks.setValue(config.finetune_blocks))
+        self._set_silently(self.ft_epochs, lambda: self.ft_epochs.setValue(config.finetune_epochs))
+        self._set_silently(self.ft_lr, lambda: self.ft_lr.setValue(config.finetune_learning_rate))
+        self._set_silently(self.bottleneck, lambda: self.bottleneck.setChecked(config.bottleneck))
+        for label, w in self.ft_rows:
+            label.setVisible(mode == "finetune")
+            w.setVisible(mode == "finetune")
+        augmenting = self.session.spec.augmentation.enabled()
+        self.bottleneck.setEnabled(mode != "scratch" and not augmenting)
+        self.bottleneck_note.setText(
+            "Off while augmentation is on: augmented images differ every epoch, so features cannot be "
+            "computed once." if augmenting and mode != "scratch" else ""
+        )
+        self.bottleneck_note.setVisible(bool(self.bottleneck_note.text()))
+        index = self.session.index
+        if index is not None and len(index.items):
+            suggested, why = recommend_mode(len(index.items), max(2, len(index.class_names)))
+            name = self.mode_combo.itemText(self.mode_combo.findData(suggested)).split(" (")[0]
+            self.mode_hint.setText(f"Suggested for this dataset: {name}. {why[:1].upper() + why[1:]}.")
+        else:
+            self.mode_hint.setText("Open a dataset for a suggestion.")
+        weights = "none" if mode == "scratch" else self.session.spec.params.get("weights", "none")
+        editor = self.param_editors.get("weights")
+        if editor is not None:
+            editor.setEnabled(mode != "scratch")
+        if weights == "none":
+            self.weights_note.setText("\u26a0 Random weights: this model is not pretrained.")
+            self.weights_note.setStyleSheet("color: #b3261e; font-weight: bold;")
+        elif weights == "imagenet":
+            self.weights_note.setText(f"{describe(weights)}: downloaded once into {keras_cache_dir()}, "
+                                      "with progress when training starts.")
+            self.weights_note.setStyleSheet("")
+        else:
+            self.weights_note.setText(describe(weights) + " (checked against the architecture when built).")
+            self.weights_note.setStyleSheet("")
+
+    def _on_transfer_edit(self) -> None:
+        import dataclasses
+
+        config = dataclasses.replace(
+            self.session.train_config,
+            mode=self.mode_combo.currentData(),
+            finetune_blocks=self.ft_blocks.value(),
+            finetune_epochs=self.ft_epochs.value(),
+            finetune_learning_rate=self.ft_lr.value(),
+            bottleneck=self.bottleneck.isChecked(),
+        )
+        self.session.set_train_config(config)
+
+    def transfer_key(self) -> tuple | None:
+        provider = self.registry.backbones.get(self.session.spec.backbone)
+        if provider is None or not provider.pretrained:
+            return None
+        c = self.session.train_config
+        return (c.mode or "extract", c.finetune_blocks, c.finetune_from)
 
     @staticmethod
     def _tune_form(form: QFormLayout) -> None:
@@ -413,6 +561,16 @@ class ModelPanel(QWidget):
             counts.addWidget(caption, 0, column)
             counts.addWidget(value, 1, column)
             self.count_labels[key] = value
+        self.blocks = QTreeWidget()
+        self.blocks.setHeaderLabels(["Block", "Trainable", "Frozen", "State"])
+        self.blocks.setRootIsDecorated(False)
+        self.blocks.setUniformRowHeights(True)
+        self.blocks.setAlternatingRowColors(True)
+        self.blocks.setToolTip("Parameters per block of the base, as the chosen mode trains them")
+        for column in range(4):
+            self.blocks.header().setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.blocks.setMaximumHeight(230)
+        self.blocks.setVisible(False)
         self.layers = QTreeWidget()
         self.layers.setHeaderLabels(["Layer", "Type", "Output shape", "Params"])
         self.layers.setAlternatingRowColors(True)
@@ -429,6 +587,7 @@ class ModelPanel(QWidget):
         layout.addWidget(widgets.section_label("Summary"))
         layout.addLayout(counts)
         layout.addWidget(self.summary_status)
+        layout.addWidget(self.blocks)
         layout.addWidget(self.layers, 1)
 
     # ------------------------------------------------------------------ showing a spec
@@ -465,6 +624,7 @@ class ModelPanel(QWidget):
             editor.set_value(getattr(spec.augmentation, name))
         self._preset = spec.preset
         widgets.set_error(self.error, "")
+        self._show_transfer()
 
     def _build_backbone_form(self, provider) -> None:
         self._backbone = provider.id
@@ -485,6 +645,8 @@ class ModelPanel(QWidget):
                 self.block_editor.changed.connect(self._on_edit)
                 self.blocks_holder.addWidget(self.block_editor)
                 continue
+            if provider.pretrained and param.name == "trainable":
+                continue  # the transfer-learning mode decides what trains
             editor = widgets.param_editor(param)
             editor.changed.connect(self._on_edit)
             label = QLabel(widgets.param_label(param))
@@ -593,6 +755,12 @@ class ModelPanel(QWidget):
     def _on_spec(self) -> None:
         if not self._applying:  # set elsewhere (a project opened, File > New): show it
             self._show_spec(self.session.spec)
+        else:
+            self._show_transfer()
+        self._schedule_summary()
+
+    def _on_config(self) -> None:
+        self._show_transfer()
         self._schedule_summary()
 
     def error_text(self) -> str:
@@ -611,8 +779,8 @@ class ModelPanel(QWidget):
 
     def build_summary(self) -> FunctionWorker | None:
         """Build the session's spec in a worker and show its layers and parameter counts."""
-        spec, n = self.session.spec, self._num_classes()
-        key = (repr(spec.to_dict()), n)
+        spec, n, transfer = self.session.spec, self._num_classes(), self.transfer_key()
+        key = (repr(spec.to_dict()), n, transfer)
         if key == self._summarized_key:
             return None
         if self._summary_worker is not None:  # one build at a time; rebuild when it is done
@@ -620,7 +788,7 @@ class ModelPanel(QWidget):
             return None
         loading = "Building" if "tensorflow" in sys.modules else "Loading TensorFlow and building"
         self.summary_status.setText(f"{loading} the model...")
-        worker = FunctionWorker(summarize, spec, n, self.registry)
+        worker = FunctionWorker(summarize, spec, n, self.registry, transfer)
         self._summary_worker = worker
         self._building_key = key
         # Bound methods, not lambdas: Qt drops the connection if this panel goes away first.
@@ -643,6 +811,22 @@ class ModelPanel(QWidget):
             f"{len(summary['layers'])} layers for {summary['num_classes']} classes"
             + ("" if self.session.index is not None else " (open a dataset for its class count)")
         )
+        if summary.get("finetune_counts"):
+            after = summary["finetune_counts"]
+            self.summary_status.setText(
+                self.summary_status.text() + f"; fine-tuning then trains {after['trainable']:,} "
+                f"and keeps {after['frozen']:,} frozen"
+            )
+        self.blocks.clear()
+        for row in summary.get("blocks") or []:
+            item = QTreeWidgetItem([row["block"], f"{row['trainable']:,}", f"{row['frozen']:,}", row["state"]])
+            for column in (1, 2):
+                item.setTextAlignment(column, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            if row["state"] == "frozen":
+                for column in range(4):
+                    item.setForeground(column, self.palette().color(self.palette().ColorRole.PlaceholderText))
+            self.blocks.addTopLevelItem(item)
+        self.blocks.setVisible(bool(summary.get("blocks")))
         self.layers.clear()
         self.layers.addTopLevelItems([self._layer_item(row) for row in summary["layers"]])
         self.summaryReady.emit(summary)

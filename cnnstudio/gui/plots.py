@@ -123,8 +123,24 @@ class LiveCurves:
         self.current = LiveSeries(plot.plot(
             pen=pg.mkPen(TRAIN_COLOUR, width=1.5, style=Qt.PenStyle.DotLine), name="current epoch",
         ), capacity=256)
+        self.markers: list[pg.InfiniteLine] = []
+
+    def mark_phase(self, at_epoch: int, label: str) -> pg.InfiniteLine:
+        """A dashed vertical line where a phase begins: after ``at_epoch`` epochs (fine-tuning's start)."""
+        colour = self.plot.palette().color(QPalette.ColorRole.Text)
+        line = pg.InfiniteLine(
+            pos=at_epoch + 0.5, angle=90, movable=False,
+            pen=pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine),
+            label=label, labelOpts={"position": 0.92, "color": colour, "anchors": [(0, 0.5), (0, 0.5)]},
+        )
+        self.plot.addItem(line)
+        self.markers.append(line)
+        return line
 
     def reset(self, epochs: int) -> None:
+        for line in self.markers:
+            self.plot.removeItem(line)
+        self.markers.clear()
         for series in (self.train, self.val, self.current):
             series.clear()
         self.train.reserve(epochs)

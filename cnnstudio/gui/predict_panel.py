@@ -5,6 +5,11 @@ another model is chosen, so every later drop costs only the prediction. Images g
 core's one loader (``Bundle.predict_paths``), so a dropped photo gets exactly the training
 preprocessing; a file that is no image, or a broken one, gets its own message while the rest
 still predict.
+
+"What ImageNet sees" switches the panel to a pretrained backbone's whole ImageNet classifier
+(:class:`cnnstudio.core.imagenet.ImageNetClassifier`): the shown and dropped images get their
+top-5 ImageNet classes. Its weights (ImageNet, downloaded once with progress; a file; or random,
+always labelled "not pretrained") are fetched and the classifier built off the GUI thread.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
+    QComboBox,
     QFileDialog,
     QFrame,
     QGridLayout,
@@ -30,7 +36,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cnnstudio.core.bundle import Bundle
+from cnnstudio.core import weights as weights_sources
+from cnnstudio.core.bundle import Bundle, Prediction
+from cnnstudio.core.imagenet import (
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_MODEL,
+    TOP_K,
+    ImageNetClassifier,
+    imagenet_providers,
+)
 from cnnstudio.core.images import expand_paths
 from cnnstudio.core.runs import RunPaths
 from cnnstudio.gui import errors
@@ -42,6 +56,8 @@ THUMB = 112
 NAME_WIDTH = 150  # the class-name column, the same in every card so the bars line up
 BAR_WIDTH = 320
 IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
+WEIGHTS_FILTER = "Keras weights (*.weights.h5 *.h5);;All files (*)"
+WEIGHTS_FILE = "file"  # the weights combo's entry that asks for a file
 
 
 class BundleCache:
@@ -73,6 +89,43 @@ class BundleCache:
 
     def is_loaded(self, folder) -> bool:
         return self.bundle is not None and self.folder == Path(folder)
+
+
+class ImageNetCache:
+    """The ImageNet classifier of the last (backbone, weights, input size), kept between drops (thread-safe)."""
+
+    def __init__(self, registry):
+        self.registry = registry
+        self._lock = threading.Lock()
+        self.key: tuple | None = None
+        self.classifier: ImageNetClassifier | None = None
+
+    def predict(self, key: tuple, paths: list[str], k: int, progress=None):
+        with self._lock:
+            if self.classifier is None or key != self.key:
+                self.classifier = None
+                provider_id, weights, size = key
+                self.classifier = ImageNetClassifier(provider_id, weights, registry=self.registry,
+                                                     progress=progress, input_size=size)
+                self.key = key
+            return self.classifier, self.classifier.predict_paths(paths, k=k)
+
+
+def _imagenet_job(cache: ImageNetCache, job: int, key: tuple, paths: list[str], progress=None):
+    """(job, label, predictions, thumbnails, None, "") or, when the classifier cannot be had,
+    (job, None, None, None, message, details). Download progress is reported in KiB."""
+
+    def download(done, total):
+        if progress is not None:
+            progress(int(done) // 1024, int(total or 0) // 1024)
+
+    try:
+        classifier, results = cache.predict(key, paths, TOP_K, progress=download)
+    except Exception as exc:  # noqa: BLE001 - shown on the cards of the drop and in the error box
+        return (job, None, None, None, *describe(exc))
+    predictions = [Prediction(r.path, [(n, p) for n, _, p in r.top] if r.top else None, r.error) for r in results]
+    thumbs = [load_thumbnail(p, THUMB) if pr.error is None else None for p, pr in zip(paths, predictions, strict=True)]
+    return job, classifier.label, predictions, thumbs, None, ""
 
 
 def _predict_job(cache: BundleCache, job: int, folder, paths: list[str], top_k: int):
@@ -176,6 +229,8 @@ class PredictPanel(QWidget):
         self._jobs: dict[int, list[ResultCard]] = {}
         self._next_job = 0
         self._loading: Path | None = None
+        self.imagenet_cache = ImageNetCache(session.registry)
+        self.imagenet_weights_file: str | None = None
         self.setAcceptDrops(True)
 
         top = QHBoxLayout()
@@ -195,16 +250,61 @@ class PredictPanel(QWidget):
         self.open_images_button = QPushButton("Open images\u2026")
         self.open_images_button.clicked.connect(self._ask_images)
         actions.addWidget(self.open_images_button)
-        actions.addWidget(QLabel("Top"))
+        self.top_k_label = QLabel("Top")
+        actions.addWidget(self.top_k_label)
         self.top_k = QSpinBox()
         self.top_k.setRange(1, 10)
         self.top_k.setValue(3)
         self.top_k.setSuffix(" classes")
         actions.addWidget(self.top_k)
+        self.imagenet_button = QPushButton("What ImageNet sees")
+        self.imagenet_button.setCheckable(True)
+        self.imagenet_button.setToolTip(
+            "Show the top-5 of the 1,000 ImageNet classes that a pretrained backbone's own classifier "
+            "sees in the images, instead of the trained model's classes")
+        self.imagenet_button.toggled.connect(self._on_imagenet_toggled)
+        actions.addWidget(self.imagenet_button)
         actions.addStretch(1)
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(self.clear)
         actions.addWidget(self.clear_button)
+
+        self.imagenet_row = QWidget()
+        row = QHBoxLayout(self.imagenet_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel("ImageNet classifier"))
+        self.imagenet_model = QComboBox()
+        for provider in imagenet_providers(session.registry):
+            self.imagenet_model.addItem(provider.display_name, provider.id)
+        self.imagenet_model.setCurrentIndex(max(0, self.imagenet_model.findData(DEFAULT_MODEL)))
+        row.addWidget(self.imagenet_model)
+        row.addWidget(QLabel("Weights"))
+        self.imagenet_weights = QComboBox()
+        self.imagenet_weights.addItem("ImageNet (pretrained)", weights_sources.IMAGENET)
+        self.imagenet_weights.addItem("Weights file\u2026", WEIGHTS_FILE)
+        self.imagenet_weights.addItem("Random (not pretrained)", weights_sources.RANDOM)
+        self.imagenet_weights.setToolTip(
+            "ImageNet: Keras' weights of the whole classifier, downloaded once; a file: the weights of "
+            "the whole classifier with its top; random: not pretrained, its classes mean nothing")
+        self._weights_index = 0
+        row.addWidget(self.imagenet_weights)
+        self.imagenet_size = QSpinBox()
+        self.imagenet_size.setRange(32, 1024)
+        self.imagenet_size.setValue(DEFAULT_INPUT_SIZE)
+        self.imagenet_size.setSuffix(" px")
+        self.imagenet_size.setToolTip("Input size; ImageNet weights need 224 px")
+        self.imagenet_size.setEnabled(False)
+        row.addWidget(self.imagenet_size)
+        self.download_bar = QProgressBar()
+        self.download_bar.setFormat("Downloading weights %p%")
+        self.download_bar.setVisible(False)
+        row.addWidget(self.download_bar, 1)
+        row.addStretch(0)
+        self.imagenet_row.setVisible(False)
+        self.imagenet_model.currentIndexChanged.connect(self._on_imagenet_choice)
+        self.imagenet_weights.activated.connect(self._on_weights_activated)
+        self.imagenet_size.valueChanged.connect(self._update_model_label)
+        self.imagenet_size.editingFinished.connect(self._on_imagenet_choice)
 
         self.hint = QLabel("Drop images or a folder here, or use Open images\u2026")
         self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -221,6 +321,7 @@ class PredictPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addLayout(actions)
+        layout.addWidget(self.imagenet_row)
         layout.addWidget(self.hint)
         layout.addWidget(self.scroll, 1)
 
@@ -290,6 +391,13 @@ class PredictPanel(QWidget):
     def _update_model_label(self) -> None:
         folder = self.model_folder()
         self.use_run_button.setVisible(self.opened is not None and bool(self.session.current_run))
+        if self.imagenet_mode():
+            provider_id, weights, size = self.imagenet_choice()
+            name = self.imagenet_model.currentText() or provider_id
+            self.model_label.setText(
+                f"What ImageNet sees: {name}, {weights_sources.describe(weights)} \u00b7 "
+                f"top {TOP_K} of the 1,000 ImageNet classes \u00b7 {size} px input")
+            return
         if folder is None:
             self.model_label.setText("No model yet: train a run, or open a model bundle.")
             return
@@ -311,17 +419,14 @@ class PredictPanel(QWidget):
         files = expand_paths(paths)
         if not files:
             return []
+        if self.imagenet_mode():
+            return self._predict_imagenet(files)
         folder = self.model_folder()
         if folder is None:
             errors.show_error(self, "No model", "Train a model first, or open a model bundle (Open model\u2026).")
             return []
         self._load(folder)
-        cards = [ResultCard(f) for f in files]
-        self.hint.setVisible(False)
-        for card in reversed(cards):  # newest drop on top, in the order given
-            self.cards_layout.insertWidget(0, card)
-        self.cards = cards + self.cards
-        self.scroll.verticalScrollBar().setValue(0)
+        cards = self._add_cards(files)
         job = self._next_job = self._next_job + 1
         self._jobs[job] = cards
         worker = FunctionWorker(_predict_job, self.cache, job, folder, files, self.top_k.value())
@@ -329,9 +434,20 @@ class PredictPanel(QWidget):
         worker.start()
         return cards
 
+    def _add_cards(self, files: list[str]) -> list[ResultCard]:
+        cards = [ResultCard(f) for f in files]
+        self.hint.setVisible(False)
+        for card in reversed(cards):  # newest drop on top, in the order given
+            self.cards_layout.insertWidget(0, card)
+        self.cards = cards + self.cards
+        self.scroll.verticalScrollBar().setValue(0)
+        return cards
+
     def _on_predicted(self, result) -> None:
         job, predictions, thumbs, failure = result
-        cards = self._jobs.pop(job, [])
+        if job not in self._jobs:  # its cards were cleared meanwhile
+            return
+        cards = self._jobs.pop(job)
         if failure is not None:
             for card in cards:
                 card.show_error(f"no prediction: {failure}")
@@ -340,7 +456,107 @@ class PredictPanel(QWidget):
                 card.show_prediction(prediction, image)
         self.predicted.emit(cards)
 
+    # -- what ImageNet sees ---------------------------------------------------------------
+
+    def imagenet_mode(self) -> bool:
+        return self.imagenet_button.isChecked()
+
+    def set_imagenet_mode(self, on: bool) -> None:
+        """Switch to (or from) what ImageNet sees; the images shown are predicted again."""
+        self.imagenet_button.setChecked(on)
+
+    def imagenet_choice(self) -> tuple[str, str, int]:
+        """(backbone id, weights, input size) of the ImageNet classifier chosen."""
+        weights = self.imagenet_weights.currentData()
+        if weights == WEIGHTS_FILE:
+            weights = self.imagenet_weights_file or weights_sources.IMAGENET
+        size = DEFAULT_INPUT_SIZE if weights == weights_sources.IMAGENET else self.imagenet_size.value()
+        return self.imagenet_model.currentData() or DEFAULT_MODEL, weights, size
+
+    def set_imagenet_weights(self, weights: str) -> None:
+        """``"imagenet"``, ``"none"`` or the path of a weights file of the whole classifier."""
+        if weights in (weights_sources.IMAGENET, weights_sources.RANDOM):
+            index = self.imagenet_weights.findData(weights)
+        else:
+            self.imagenet_weights_file = str(weights)
+            index = self.imagenet_weights.findData(WEIGHTS_FILE)
+            self.imagenet_weights.setItemText(index, f"File: {Path(weights).name}")
+            self.imagenet_weights.setItemData(index, str(weights), Qt.ItemDataRole.ToolTipRole)
+        self._weights_index = index
+        self.imagenet_weights.setCurrentIndex(index)
+        self._on_imagenet_choice()
+
+    def _on_weights_activated(self, index: int) -> None:
+        if self.imagenet_weights.itemData(index) == WEIGHTS_FILE:
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Weights file of the whole ImageNet classifier (with its top)", "", WEIGHTS_FILTER)
+            if not path:
+                self.imagenet_weights.setCurrentIndex(self._weights_index)
+                return
+            self.set_imagenet_weights(path)
+            return
+        self._weights_index = index
+        self._on_imagenet_choice()
+
+    def _on_imagenet_toggled(self, on: bool) -> None:
+        self.imagenet_row.setVisible(on)
+        self.top_k.setVisible(not on)
+        self.top_k_label.setVisible(not on)
+        self._update_model_label()
+        if on or self.model_folder() is not None:
+            self._predict_again()
+
+    def _on_imagenet_choice(self, *_args) -> None:
+        _, weights, _ = self.imagenet_choice()
+        self.imagenet_size.setEnabled(weights != weights_sources.IMAGENET)
+        self._update_model_label()
+        if self.imagenet_mode():
+            self._predict_again()
+
+    def _predict_again(self) -> None:
+        """Predict the images shown again, in the current mode, replacing their cards."""
+        files = list(dict.fromkeys(card.path for card in self.cards))  # top to bottom, once each
+        if files:
+            self.clear()
+            self.predict_files(files)
+
+    def _predict_imagenet(self, files: list[str]) -> list[ResultCard]:
+        cards = self._add_cards(files)
+        job = self._next_job = self._next_job + 1
+        self._jobs[job] = cards
+        worker = FunctionWorker(_imagenet_job, self.imagenet_cache, job, self.imagenet_choice(), files)
+        worker.signals.progress.connect(self._on_download_progress)
+        worker.signals.finished.connect(self._on_imagenet_predicted)
+        worker.start()
+        return cards
+
+    def _on_download_progress(self, done: int, total: int) -> None:
+        self.download_bar.setVisible(True)
+        if total > 0:
+            self.download_bar.setRange(0, total)
+            self.download_bar.setValue(min(done, total))
+        else:
+            self.download_bar.setRange(0, 0)  # size unknown: busy
+
+    def _on_imagenet_predicted(self, result) -> None:
+        job, label, predictions, thumbs, failure, details = result
+        self.download_bar.setVisible(False)
+        if job not in self._jobs:  # its cards were cleared meanwhile
+            return
+        cards = self._jobs.pop(job)
+        if failure is not None:
+            for card in cards:
+                card.show_error(f"no prediction: {failure}")
+            errors.show_error(self, "What ImageNet sees", failure, details)
+        else:
+            for card, prediction, image in zip(cards, predictions, thumbs, strict=True):
+                card.show_prediction(prediction, image)
+                if prediction.error is None:
+                    card.detail.setText(f"{card.detail.text()} \u00b7 {label}")
+        self.predicted.emit(cards)
+
     def clear(self) -> None:
+        self._jobs.clear()  # results still to come have no cards to go to
         for card in self.cards:
             card.setParent(None)
             card.deleteLater()

@@ -309,8 +309,10 @@ class TrainPanel(QWidget):
         self._steps = 1
         self._task = None  # (task, done, total) of work before the first epoch
         self._last_eta = (time.monotonic(), None)
+        total = config.epochs + (config.finetune_epochs if self._fine_tuning(config) else 0)
+        self._epochs = total
         for curves in self.curves.values():
-            curves.reset(config.epochs)
+            curves.reset(total)
         self.progress.setRange(0, 0)  # busy until the first batch
         self.notice.setVisible(False)
         self._set_running(True)
@@ -368,8 +370,16 @@ class TrainPanel(QWidget):
         self.progress.setValue(done)
         self._update_progress_text()
 
+    def _fine_tuning(self, config) -> bool:
+        provider = self.session.registry.backbones.get(self.session.spec.backbone)
+        return config.mode == "finetune" and provider is not None and provider.pretrained
+
     def _on_begin(self, e) -> None:
         self._task = None
+        if e.phase == "finetune":
+            for curves in self.curves.values():
+                curves.mark_phase(e.initial_epoch, "fine-tuning")
+            self._log(f"Fine-tuning from epoch {e.initial_epoch + 1}: the top of the base is trainable now")
         self._epochs = e.epochs
         self._initial_epoch = e.initial_epoch
         self._steps = max(1, e.steps_per_epoch)

@@ -256,8 +256,11 @@ class WeightsEditor(ParamEditor):
     def __init__(self, param, parent=None):
         super().__init__(param, parent)
         self.combo = QComboBox()
-        self.combo.addItem("ImageNet", "imagenet")
-        self.combo.addItem("None (random)", "none")
+        self.combo.addItem("ImageNet (pretrained)", "imagenet")
+        self.combo.addItem("Random (not pretrained)", "none")
+        self.combo.setItemData(0, "Keras downloads the file once and keeps it in its cache", Qt.ItemDataRole.ToolTipRole)
+        self.combo.setItemData(1, "Random initialisation: the architecture without any pretraining",
+                               Qt.ItemDataRole.ToolTipRole)
         self.combo.currentIndexChanged.connect(self.changed)
         self.combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.browse = QPushButton("File...")

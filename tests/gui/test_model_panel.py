@@ -71,18 +71,54 @@ def test_block_editor_adds_removes_and_reorders_blocks(qtbot, panel):
     assert panel.session.spec.params["blocks"][0]["batch_norm"] is True
 
 
-def test_choosing_a_pretrained_backbone_shows_its_form_and_frozen_counts(qtbot, panel):
+def test_choosing_a_pretrained_backbone_shows_its_form_mode_and_frozen_counts(qtbot, panel):
     panel.select_model("vgg16")
-    assert set(panel.param_editors) == {"weights", "trainable"}
+    assert set(panel.param_editors) == {"weights"}  # the mode, not a checkbox, decides what trains
     assert panel.block_editor is None
+    assert panel.transfer_box.isVisible()
     assert panel.param_editors["weights"].value() == "imagenet"
+    assert "ImageNet (pretrained)" in panel.weights_note.text()
     panel.param_editors["weights"].set_value("none")
     summary = summary_after(qtbot, panel, lambda: panel.input_size.setValue(32))  # small: fast to build
+    assert "not pretrained" in panel.weights_note.text()
     assert panel.session.spec.input_size == 32
     assert summary["counts"]["frozen"] == 14_714_688  # VGG16's convolutional base
-    unfrozen = summary_after(qtbot, panel, lambda: panel.param_editors["trainable"].check.setChecked(True))
-    assert unfrozen["counts"]["frozen"] == 0
-    assert unfrozen["counts"]["total"] == summary["counts"]["total"]
+    assert [r["state"] for r in summary["blocks"]] == ["frozen"] * 5 + ["trainable"]
+    assert panel.blocks.topLevelItemCount() == 6 and panel.blocks.topLevelItem(0).text(3) == "frozen"
+
+    scratch = summary_after(
+        qtbot, panel, lambda: panel.mode_combo.setCurrentIndex(panel.mode_combo.findData("scratch")))
+    assert panel.session.train_config.mode == "scratch"
+    assert scratch["counts"]["frozen"] == 0 and scratch["counts"]["total"] == summary["counts"]["total"]
+    assert not panel.param_editors["weights"].isEnabled()
+
+    fine = summary_after(
+        qtbot, panel, lambda: panel.mode_combo.setCurrentIndex(panel.mode_combo.findData("finetune")))
+    assert panel.ft_blocks.isVisible()
+    states = {r["block"]: r["state"] for r in fine["blocks"]}
+    assert states["block5"] == "frozen, then trainable" and states["block4"] == "frozen"
+    two = summary_after(qtbot, panel, lambda: panel.ft_blocks.setValue(2))
+    assert panel.session.train_config.finetune_blocks == 2
+    assert {r["block"]: r["state"] for r in two["blocks"]}["block4"] == "frozen, then trainable"
+    assert two["finetune_counts"]["trainable"] > fine["finetune_counts"]["trainable"]
+    assert "fine-tuning then trains" in panel.summary_status.text()
+
+
+def test_the_mode_suggestion_follows_the_dataset_and_augmentation_turns_the_bottleneck_off(
+        qtbot, panel, tiny_dataset):
+    from cnnstudio.core.dataset import scan_dataset
+    from cnnstudio.core.spec import AugmentSpec
+
+    panel.select_model("vgg16")
+    assert panel.mode_hint.text() == "Open a dataset for a suggestion."
+    panel.session.set_dataset(tiny_dataset, scan_dataset(tiny_dataset), touch=False)
+    assert panel.mode_hint.text().startswith("Suggested for this dataset: Feature extraction. 15 images")
+    panel.bottleneck.setChecked(True)
+    assert panel.session.train_config.bottleneck is True
+    spec = panel.session.spec
+    spec.augmentation = AugmentSpec(flip="horizontal")
+    panel.session.set_spec(spec)
+    assert not panel.bottleneck.isEnabled() and "augmentation is on" in panel.bottleneck_note.text()
 
 
 def test_an_invalid_spec_shows_the_message_in_place_and_is_not_applied(qtbot, panel):

@@ -98,3 +98,87 @@ def test_without_a_model_or_with_a_bad_one_it_says_so(qtbot, tmp_path, data_dir,
         panel.predict_files([image])
     (card,) = blocker.args[0]
     assert "not a model bundle" in card.error
+
+
+def _photo(path):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def imagenet_weights(tmp_path_factory):
+    """Weights of the whole VGG16 ImageNet classifier at 32 px (random, logits spread), saved here."""
+    import keras
+
+    model = keras.applications.VGG16(include_top=True, weights=None, input_shape=(32, 32, 3))
+    kernel, bias = model.get_layer("predictions").get_weights()
+    model.get_layer("predictions").set_weights([kernel * 40.0, bias])
+    path = tmp_path_factory.mktemp("imagenet") / "vgg16_top_32.weights.h5"
+    model.save_weights(path)
+    return path
+
+
+def test_what_imagenet_sees_shows_the_top_5_of_a_dropped_image(qtbot, tmp_path, data_dir, imagenet_weights,
+                                                                 shown_errors):
+    from cnnstudio.core.imagenet import ImageNetClassifier
+
+    image = _photo(tmp_path / "photo.png")
+    broken = write_broken_png(tmp_path / "broken.png")
+    panel = make_panel(qtbot, make_session(None))
+    assert not panel.imagenet_row.isVisibleTo(panel)
+    panel.set_imagenet_mode(True)
+    assert panel.imagenet_row.isVisibleTo(panel) and not panel.top_k.isVisibleTo(panel)
+    panel.imagenet_model.setCurrentIndex(panel.imagenet_model.findData("vgg16"))
+    panel.imagenet_size.setValue(32)
+    panel.set_imagenet_weights(str(imagenet_weights))
+    assert panel.imagenet_choice() == ("vgg16", str(imagenet_weights), 32)
+    assert "What ImageNet sees: VGG16, weights file" in panel.model_label.text()
+
+    with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT) as blocker:
+        drop_files(panel, [image, broken])
+    card, bad = blocker.args[0]
+    expected = ImageNetClassifier("vgg16", str(imagenet_weights), input_size=32).predict_paths([str(image)])[0]
+    assert card.error is None and [n for n, _ in card.top] == [n for n, _, _ in expected.top]
+    assert len(card.bars) == 5 and card.percents[0].text() == f"{expected.top[0][2]:.1%}"
+    assert f"VGG16, weights file {imagenet_weights}" in card.detail.text()
+    assert bad.error is not None and bad.top is None
+    assert not shown_errors
+
+    # Random weights: the shown images are predicted again, labelled not pretrained.
+    with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT) as blocker:
+        panel.set_imagenet_weights("none")
+    card = blocker.args[0][0]
+    assert card.path == str(image) and len(card.top) == 5 and "not pretrained" in card.detail.text()
+    assert "not pretrained" in panel.model_label.text() and len(panel.cards) == 2
+
+
+def test_what_imagenet_sees_reports_download_progress_and_errors(qtbot, tmp_path, data_dir, shown_errors,
+                                                                 monkeypatch):
+    import time
+
+    from cnnstudio.core.errors import WeightsError
+
+    class Offline:
+        def __init__(self, provider_id, weights, registry=None, progress=None, input_size=None, status=None):
+            assert weights == "imagenet" and input_size == 224
+            progress(300 * 1024, 1000 * 1024)
+            time.sleep(0.2)  # past the worker's progress throttle
+            progress(600 * 1024, 1000 * 1024)
+            raise WeightsError("cannot download the ImageNet classifier of VGG19 (no connection)")
+
+    monkeypatch.setattr(predict_panel, "ImageNetClassifier", Offline)
+    panel = make_panel(qtbot, make_session(None))
+    values = []
+    panel.download_bar.valueChanged.connect(values.append)
+    panel.set_imagenet_mode(True)
+    assert panel.imagenet_choice() == ("vgg19", "imagenet", 224)
+    with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT) as blocker:
+        panel.predict_files([_photo(tmp_path / "photo.png")])
+    (card,) = blocker.args[0]
+    assert "no connection" in card.error
+    assert shown_errors and "cannot download" in shown_errors[0][1]
+    assert panel.download_bar.maximum() == 1000 and 600 in values
+    assert not panel.download_bar.isVisibleTo(panel)

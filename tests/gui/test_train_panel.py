@@ -151,3 +151,20 @@ def test_start_without_a_dataset_explains_why(qtbot, data_dir, shown_errors):
     assert panel.start() is None
     assert shown_errors and "dataset" in shown_errors[0][1].lower()
     assert not panel.is_training()
+
+
+def test_fine_tuning_draws_one_continuous_curve_with_a_marker_where_the_second_phase_begins(
+        qtbot, tmp_path, data_dir):
+    from cnnstudio.core.spec import HeadSpec, ModelSpec
+
+    session = make_session(make_dataset(tmp_path / "data", size=32), mode="finetune", epochs=2,
+                           finetune_epochs=1)
+    session.set_spec(ModelSpec("vgg16", {"weights": "none"}, HeadSpec("avg", [8], 0.0), input_size=32))
+    panel = TrainPanel(session)
+    qtbot.addWidget(panel)
+    with qtbot.waitSignal(panel.trainingFinished, timeout=TIMEOUT):
+        panel.start()
+    for curves in panel.curves.values():
+        assert list(curves.train.x) == [1.0, 2.0, 3.0]  # two head epochs, then one of fine-tuning
+        assert [line.value() for line in curves.markers] == [2.5]
+    assert "Fine-tuning from epoch 3" in panel.log.toPlainText()

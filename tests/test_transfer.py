@@ -1,0 +1,230 @@
+"""Transfer learning: the three modes, fine-tuning's unfreezing, bottleneck features and their cache,
+weights sources. Offline and small: random or locally saved weights at 32 px."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from coretrain import RecordingState, train
+from tinydata import make_dataset
+
+from cnnstudio.core import transfer, weights
+from cnnstudio.core.bundle import Bundle
+from cnnstudio.core.errors import SpecError, WeightsError
+from cnnstudio.core.models import build_model
+from cnnstudio.core.spec import AugmentSpec, HeadSpec, ModelSpec, resolve_spec
+from cnnstudio.plugins import load_registry
+
+BACKBONES = ("vgg16", "vgg19", "resnet50")
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("transfer") / "data", per_class=8, size=32)
+
+
+@pytest.fixture(autouse=True)
+def private_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+
+
+def pretrained_spec(backbone, weights="none", augment=False, size=32):
+    return ModelSpec(
+        backbone, {"weights": weights}, HeadSpec("avg", [16], 0.0),
+        AugmentSpec(flip="horizontal") if augment else AugmentSpec(), input_size=size,
+    )
+
+
+class ProgressState(RecordingState):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.statuses = []
+        self.progress = []
+
+    def on_status(self, message):
+        self.statuses.append(message)
+
+    def on_progress(self, task, done, total):
+        self.progress.append((task, done, total))
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("mode", ["scratch", "extract", "finetune"])
+def test_each_pretrained_backbone_trains_in_each_mode(data, tmp_path, backbone, mode):
+    state = ProgressState()
+    result = train(data, tmp_path / "run", state=state, spec=pretrained_spec(backbone), epochs=1,
+                   mode=mode, finetune_epochs=1, batch_size=8)
+    phases = [row.get("phase") for row in result.history]
+    assert phases == (["head", "finetune"] if mode == "finetune" else ["train"])
+    assert [e.epoch for e in state.of("epoch")] == list(range(len(phases)))  # one continuous curve
+    begins = state.of("begin")
+    summary = {r["block"]: r for r in begins[-1].summary}
+    if mode == "scratch":
+        assert all(r["state"] == "trainable" or r["trainable"] == 0 for r in summary.values())
+    elif mode == "extract":
+        assert all(r["state"] == "frozen" for b, r in summary.items() if b != "head")
+    else:
+        assert [b.phase for b in begins] == ["head", "finetune"] and begins[1].initial_epoch == 1
+        top = "block5" if backbone.startswith("vgg") else "conv5_block3"
+        assert summary[top]["state"] == "trainable"
+        assert all(r["state"] == "frozen" for b, r in summary.items() if b not in (top, "head"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["weights"]["kind"] == "random" and metrics["weights"]["pretrained"] is False
+    assert "not pretrained" in metrics["weights"]["label"]
+    assert metrics["mode"] == mode
+    bundle = json.loads((tmp_path / "run" / "model" / "bundle.json").read_text())
+    assert bundle["weights"]["pretrained"] is False
+
+
+def test_fine_tuning_unfreezes_exactly_the_requested_layers_and_keeps_batch_norm_frozen(registry):
+    vgg = build_model(resolve_spec(registry, "vgg16", input_size=32, weights="none"), 3, registry)
+    unfrozen = transfer.unfreeze_top(vgg, registry.backbones["vgg16"], blocks=2)
+    assert unfrozen == [f"block{b}_conv{i}" for b in (4, 5) for i in (1, 2, 3)]
+    vgg = build_model(resolve_spec(registry, "vgg16", input_size=32, weights="none"), 3, registry)
+    assert transfer.unfreeze_top(vgg, registry.backbones["vgg16"], from_layer="block5_conv2") == [
+        "block5_conv2", "block5_conv3"]
+
+    resnet = build_model(resolve_spec(registry, "resnet50", input_size=32, weights="none"), 3, registry)
+    unfrozen = transfer.unfreeze_top(resnet, registry.backbones["resnet50"], blocks=1)
+    assert unfrozen and all(name.startswith("conv5_block3_") for name in unfrozen)
+    base = resnet.get_layer("backbone")
+    bn = [layer for layer in base.layers if layer.name.startswith("conv5_block3_") and "_bn" in layer.name]
+    assert bn and not any(layer.trainable for layer in bn) and not any(n.endswith("_bn") for n in unfrozen)
+    # Batch norm in inference mode: a training step leaves its statistics where they were.
+    before = [w.numpy().copy() for w in bn[0].non_trainable_weights]
+    resnet.compile("sgd", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    resnet.fit(rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32"), np.arange(8) % 3, epochs=1, verbose=0)
+    for a, w in zip(before, bn[0].non_trainable_weights):
+        np.testing.assert_array_equal(a, w.numpy())
+
+    with pytest.raises(SpecError, match="has 5 blocks with weights; cannot unfreeze 6"):
+        transfer.unfreeze_top(vgg, registry.backbones["vgg16"], blocks=6)
+
+
+def test_block_summary_counts_frozen_and_trainable_per_block(registry):
+    model = build_model(resolve_spec(registry, "vgg16", input_size=32, weights="none"), 3, registry)
+    rows = transfer.block_summary(model, registry.backbones["vgg16"])
+    assert [r["block"] for r in rows] == ["block1", "block2", "block3", "block4", "block5", "head"]
+    assert rows[0] == {"block": "block1", "trainable": 0, "frozen": 3 * 3 * 3 * 64 + 64 + 3 * 3 * 64 * 64 + 64,
+                       "state": "frozen"}
+    assert rows[-1]["state"] == "trainable" and rows[-1]["frozen"] == 0
+    assert sum(r["trainable"] + r["frozen"] for r in rows) == model.count_params()
+
+
+def test_modes_need_a_pretrained_backbone_and_recommendation_follows_dataset_size(registry):
+    from cnnstudio.core.transfer import apply_mode, recommend_mode
+
+    scratch = resolve_spec(registry, "scratch")
+    with pytest.raises(SpecError, match="needs a pretrained backbone"):
+        apply_mode(scratch, "finetune", registry.backbones["scratch"])
+    spec = apply_mode(resolve_spec(registry, "vgg16", weights="imagenet"), "scratch", registry.backbones["vgg16"])
+    assert spec.params == {"weights": "none", "trainable": True}
+    assert recommend_mode(300, 3)[0] == "extract"
+    assert recommend_mode(8000, 4)[0] == "finetune"
+
+
+def test_bottleneck_features_are_reused_and_rebuilt_when_split_or_size_change(data, tmp_path):
+    def run(name, **kwargs):
+        state = ProgressState()
+        spec_kwargs = {k: kwargs.pop(k) for k in ("size", "augment") if k in kwargs}
+        result = train(data, tmp_path / name, state=state, spec=pretrained_spec("vgg16", **spec_kwargs),
+                       epochs=2, mode="extract", bottleneck=True, batch_size=8, **kwargs)
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        return result, state, metrics.get("bottleneck")
+
+    first, state, info = run("a")
+    assert info["cache"] == "built" and any(t.startswith("computing train bottleneck") for t, _, _ in state.progress)
+    assert len(first.history) == 2
+    _, state, again = run("b")
+    assert again == {"cache": "reused", "key": info["key"]}
+    assert not any("bottleneck" in t for t, _, _ in state.progress)
+    _, _, other_split = run("c", split_seed=5)
+    assert other_split["cache"] == "built" and other_split["key"] != info["key"]
+    _, _, other_size = run("d", size=48)
+    assert other_size["cache"] == "built" and other_size["key"] not in (info["key"], other_split["key"])
+    _, state, off = run("e", augment=True)
+    assert off is None and any("augmentation changes every image" in s for s in state.statuses)
+
+    # The bundle is the whole image-to-class model: its predictions are the head's on the base's features.
+    bundle = Bundle(tmp_path / "a" / "model")
+    images = sorted(str(p) for p in Path(data).rglob("*.png"))[:4]
+    from cnnstudio.core.images import load_array
+
+    x = np.stack([load_array(p, 32) for p in images]).astype("float32")
+    probs = np.stack([r.probs for r in bundle.predict_paths(images, top_k=3)])
+    features = transfer.feature_extractor(bundle.model).predict_on_batch(x)
+    head = transfer.head_model(bundle.model)
+    np.testing.assert_allclose(probs, head.predict_on_batch(features), atol=1e-5)
+
+
+def test_fine_tuned_bundle_predicts_identically_in_a_fresh_process(data, tmp_path):
+    train(data, tmp_path / "run", spec=pretrained_spec("vgg16"), epochs=1, mode="finetune", finetune_epochs=1,
+          batch_size=8, bottleneck=True)
+    folder = tmp_path / "run" / "model"
+    images = sorted(str(p) for p in Path(data).rglob("*.png"))[:5]
+    here = Bundle(folder).predict_paths(images, top_k=3)
+    out = subprocess.run(
+        [sys.executable, "-m", "cnnstudio", "predict", str(folder), *images, "--top-k", "3", "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    for a, b in zip(here, json.loads(out.stdout)):
+        assert [c for c, _ in a.top] == [t["class"] for t in b["top"]]
+        np.testing.assert_allclose([p for _, p in a.top], [t["probability"] for t in b["top"]], atol=1e-6)
+
+
+def test_an_interrupted_fine_tuning_resumes_in_its_second_phase(data, tmp_path):
+    run = tmp_path / "run"
+    state = RecordingState(stop_after_epochs=2)
+    first = train(data, run, state=state, spec=pretrained_spec("vgg16"), epochs=1, mode="finetune",
+                  finetune_epochs=3, batch_size=8)
+    assert first.reason == "cancelled" and [r["phase"] for r in first.history] == ["head", "finetune"]
+    state = RecordingState()
+    done = train(data, run, state=state, spec=pretrained_spec("vgg16"), epochs=1, mode="finetune",
+                 finetune_epochs=3, batch_size=8, resume=True)
+    assert done.reason == "completed"
+    assert [r["phase"] for r in done.history] == ["head", "finetune", "finetune", "finetune"]
+    assert [b.phase for b in state.of("begin")] == ["finetune"]
+
+
+def test_imagenet_files_fetch_with_progress_and_a_truncated_cache_is_fetched_again(tmp_path):
+    source = tmp_path / "served.h5"
+    source.write_bytes(np.random.default_rng(0).bytes(300_000))
+    wf = weights.WeightsFile("served.h5", source.as_uri(), weights.file_digest(source), 300_000)
+    seen, said = [], []
+    path = weights.fetch(wf, "Served", progress=lambda d, t: seen.append((d, t)), status=said.append)
+    assert path == weights.cached_path(wf) and path.read_bytes() == source.read_bytes()
+    assert seen[-1] == (300_000, 300_000) and "downloading Served ImageNet weights" in said[0]
+    assert weights.cache_state(wf) == "ok"
+    said.clear()
+    weights.fetch(wf, "Served", status=said.append)
+    assert said == []  # cached: nothing to do
+    path.write_bytes(source.read_bytes()[:1000])  # an interrupted download
+    assert weights.cache_state(wf) == "corrupt"
+    weights.fetch(wf, "Served", status=said.append)
+    assert "incomplete or corrupted" in said[0] and path.read_bytes() == source.read_bytes()
+
+
+def test_a_failing_imagenet_download_ends_in_the_clear_message(data, tmp_path, monkeypatch):
+    import keras
+    from keras.src.utils import file_utils
+
+    def offline(fname, origin, **kwargs):
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(WeightsError) as caught:
+        train(data, tmp_path / "run", spec=pretrained_spec("resnet50", weights="imagenet"), epochs=1)
+    message = str(caught.value)
+    assert message.startswith("cannot download the ImageNet weights of ResNet50 (no connection: URL fetch failure")
+    assert "--weights PATH" in message and "--weights none" in message
