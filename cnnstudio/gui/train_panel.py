@@ -364,7 +364,10 @@ class TrainPanel(QWidget):
 
     def _on_progress(self, task: str, done: int, total: int) -> None:
         if self._task is None or self._task[0] != task:
-            self._log(f"{task[:1].upper() + task[1:]}: {total} files")
+            if task.endswith(" (bytes)"):
+                self._log(task.removesuffix(" (bytes)").capitalize() + (f": {total / 1e6:.1f} MB" if total else ""))
+            else:
+                self._log(f"{task[:1].upper() + task[1:]}: {total} files")
         self._task = (task, done, total)
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
@@ -481,8 +484,13 @@ class TrainPanel(QWidget):
         eta_now = None if eta is None else max(0.0, eta - (time.monotonic() - when))
         if self._task is not None:
             task, done, total = self._task
+            if task.endswith(" (bytes)"):  # a download: megabytes
+                task = task.removesuffix(" (bytes)")
+                amount = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+            else:
+                amount = f"{done}/{total}"
             self.progress_label.setText(
-                f"{task[:1].upper() + task[1:]} {done}/{total}\u2026 \u00b7 elapsed {format_seconds(elapsed)}"
+                f"{task[:1].upper() + task[1:]} {amount}\u2026 \u00b7 elapsed {format_seconds(elapsed)}"
             )
             return
         if self.progress.maximum() == 0:
