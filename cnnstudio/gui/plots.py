@@ -131,7 +131,8 @@ class LiveCurves:
         line = pg.InfiniteLine(
             pos=at_epoch + 0.5, angle=90, movable=False,
             pen=pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine),
-            label=label, labelOpts={"position": 0.92, "color": colour, "anchors": [(0, 0.5), (0, 0.5)]},
+            # The label sits low, right of the line: the legend holds the top right corner.
+            label=label, labelOpts={"position": 0.03, "color": colour, "anchors": [(-0.05, 1), (-0.05, 1)]},
         )
         self.plot.addItem(line)
         self.markers.append(line)

@@ -104,6 +104,7 @@ class TrainPanel(QWidget):
         session.datasetChanged.connect(self._update_ready)
         session.specChanged.connect(self._update_ready)
         session.splitChanged.connect(self._update_ready)
+        session.configChanged.connect(self._update_ready)
         self._pull_config()
         self._update_ready()
 
@@ -263,6 +264,16 @@ class TrainPanel(QWidget):
             k = len(s.index.class_names)
             model = s.spec.preset or s.spec.backbone
             text = f"{n} images in {k} classes \u00b7 model {model} at {s.spec.input_size} px"
+            provider = s.registry.backbones.get(s.spec.backbone)
+            if provider is not None and provider.pretrained:
+                from cnnstudio.core.transfer import MODE_LABELS
+
+                mode = s.train_config.mode or "extract"
+                text += f" \u00b7 {MODE_LABELS[mode].split(' (')[0].lower()}"
+                if mode == "finetune":
+                    text += f" ({s.train_config.finetune_epochs} more epochs)"
+                if mode == "scratch" or s.spec.params.get("weights") == "none":
+                    text += " \u00b7 random weights, not pretrained"
         self.ready_label.setText(text)
         self.start_button.setEnabled(s.index is not None and not self.is_training())
 
