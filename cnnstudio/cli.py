@@ -112,6 +112,7 @@ class TerminalState:
         self.quiet = quiet
         self.stop = threading.Event()
         self.bar = None
+        self.bar_task = None  # the task of a progress bar before training (decoding, features...)
 
     def _say(self, text):
         if not self.quiet:
@@ -127,10 +128,11 @@ class TerminalState:
         if self.quiet:
             return
         desc = task.replace(" (bytes)", "").capitalize()
-        if self.bar is None or self.bar.desc != desc:
+        if self.bar is None or self.bar_task != task:
             if self.bar is not None:
                 self.bar.close()
             self.bar = _progress_bar(desc, total=total or None, unit="B" if "(bytes)" in task else "img")
+            self.bar_task = task
             if "(bytes)" in task:
                 self.bar.unit_scale = True
         self.bar.n = done

@@ -58,6 +58,7 @@ def test_scan_text_output_names_problem_files(data, capsys):
          "minimum"),
         (["train", "{data}", "--out", "{tmp}/r", "--model", "no-such-net"], "no-such-net"),
         (["train", "{data}", "--out", "{tmp}/r", "--epochs", "0"], "epochs"),
+        (["train", "{data}", "--out", "{tmp}/r", "--mode", "finetune"], "needs a pretrained backbone"),
         (["predict", "{tmp}/nothing", "{data}"], "no such model bundle"),
     ],
 )
@@ -74,6 +75,22 @@ def test_bad_arguments_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "x", "--out", "r", "--optimizer", "rmsprop"])
     assert exc.value.code == 2
+
+
+def test_train_with_a_mode_prints_the_block_table_and_records_the_weights(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CNNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    code = main(["train", str(data), "--out", str(out), "--model", "vgg16", "--weights", "none", "--image-size", "32",
+                 "--mode", "extract", "--bottleneck", "--epochs", "1", "--batch-size", "8"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "bottleneck features cached in" in err
+    assert "block5            0    7,079,424  frozen" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["weights"]["label"] == "random initialisation (not pretrained)"
+    assert metrics["bottleneck"]["cache"] == "built" and metrics["mode"] == "extract"
+    config = json.loads((out / "config.json").read_text())
+    assert config["weights"]["pretrained"] is False and config["train"]["mode"] == "extract"
 
 
 @pytest.mark.slow
