@@ -17,6 +17,10 @@ class WeightsError(StudioError):
     """Pretrained weights cannot be loaded (no internet, a file that does not fit the architecture)."""
 
 
+class Cancelled(StudioError):
+    """The user stopped work before it produced anything (decoding images, computing features)."""
+
+
 class BundleError(StudioError):
     """A model bundle is missing, incomplete or unreadable."""
 

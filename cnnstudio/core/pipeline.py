@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnstudio.core.errors import ImageError
+from cnnstudio.core.errors import Cancelled, ImageError
 from cnnstudio.core.images import load_array
 from cnnstudio.core.tf import tf
 
@@ -77,9 +77,11 @@ class ImagePipeline:
         cache: str = "auto",
         cache_dir: str | os.PathLike | None = None,
         progress=None,
+        should_stop=None,
     ):
         self.image_size = int(image_size)
         self.progress = progress  # progress(done, total) while images are decoded into memory
+        self.should_stop = should_stop  # () -> bool: stop decoding into memory (raises Cancelled)
         self.cache = cache
         self.recorder = BadFileRecorder()
         self._cache_root = Path(cache_dir) if cache_dir else None
@@ -158,10 +160,11 @@ class ImagePipeline:
         ds = ds.filter(lambda image, label, index, ok: ok)
         return ds.map(lambda image, label, index, ok: (image, label, index))
 
-    def decode_all(self, paths: list[str], labels: list[int] | None = None, progress=None):
+    def decode_all(self, paths: list[str], labels: list[int] | None = None, progress=None, should_stop=None):
         """Decode every file once into ``(images uint8 (m, s, s, 3), labels, indices)`` of the good ones.
 
         ``progress(done, total)`` is called as batches of files finish. Bad files are recorded.
+        :class:`Cancelled` is raised as soon as ``should_stop()`` turns true.
         """
         n = len(paths)
         labels = list(labels) if labels is not None else [0] * n
@@ -178,6 +181,8 @@ class ImagePipeline:
             done = int(index[-1]) + 1
             if progress is not None:
                 progress(done, n)
+            if should_stop is not None and should_stop():
+                raise Cancelled("stopped while decoding images")
         if progress is not None and done != n:
             progress(n, n)
         return images[:m], got_labels[:m], got_index[:m]
@@ -189,7 +194,7 @@ class ImagePipeline:
         later epochs run as fast as training from arrays already in memory.
         """
         T = tf()
-        images, labels, indices = self.decode_all(paths, labels, self.progress)
+        images, labels, indices = self.decode_all(paths, labels, self.progress, self.should_stop)
         m = len(labels)
         arrays = (T.convert_to_tensor(images), T.convert_to_tensor(labels), T.convert_to_tensor(indices))
         del images

@@ -20,7 +20,7 @@ import numpy as np
 from cnnstudio.core import runs
 from cnnstudio.core.atomic import read_json
 from cnnstudio.core.dataset import DatasetIndex, Split
-from cnnstudio.core.errors import StudioError
+from cnnstudio.core.errors import Cancelled, StudioError
 from cnnstudio.core.pipeline import ImagePipeline, cache_mode_for
 from cnnstudio.core.spec import ModelSpec
 from cnnstudio.core.tf import device_description, keras
@@ -271,64 +271,75 @@ class Trainer:
         size = self.spec.input_size
         # One decision for the run: training and validation images share the memory budget.
         cache = cache_mode_for(len(self.split.train) + len(self.split.val), size, c.cache)
-        pipe = ImagePipeline(size, cache=cache, cache_dir=p.root / ".cache", progress=self._progress("decoding images"))
+        pipe = ImagePipeline(size, cache=cache, cache_dir=p.root / ".cache", progress=self._progress("decoding images"),
+                             should_stop=self.state.should_stop)
         self._bottleneck_info = None
+        t0 = time.perf_counter()
         try:
-            t0 = time.perf_counter()
-            first_phase = "head" if c.mode == "finetune" else "train"
-            reason = "completed"
-            if phase == first_phase:
-                if use_bottleneck:
-                    reason = self._fit_on_features(model, pipe, history, state, prior_seconds, first_phase)
-                else:
-                    reason = self._fit(model, pipe, history, state, prior_seconds, c.epochs, first_phase)
-                state = None
-                if c.restore_best and p.best_weights.exists() and history and reason != "cancelled":
-                    model.load_weights(p.best_weights)
-            if c.mode == "finetune" and reason != "cancelled":
-                if phase != "finetune":
-                    from cnnstudio.core.transfer import unfreeze_top
-
-                    provider = self.registry.backbones[self.spec.backbone]
-                    unfrozen = unfreeze_top(model, provider, c.finetune_blocks, c.finetune_from or None)
-                    self.state.on_status(
-                        f"fine-tuning {len(unfrozen)} layers of the base from {unfrozen[0] if unfrozen else '-'} up, "
-                        f"{c.finetune_optimizer} at learning rate {c.finetune_learning_rate:g}"
-                    )
-                    self._compile(model, c.finetune_optimizer, c.finetune_learning_rate)
-                    phase_start = len(history)
-                else:
-                    phase_start = state.get("phase_start", 0)
-                seconds = prior_seconds + time.perf_counter() - t0 if state is None else prior_seconds
-                reason = self._fit(
-                    model, pipe, history, state, seconds, phase_start + c.finetune_epochs, "finetune",
-                    phase_start=phase_start,
-                )
-            train_seconds = prior_seconds + time.perf_counter() - t0
-            if c.restore_best and p.best_weights.exists() and history:
-                model.load_weights(p.best_weights)
-            epochs_run = len(history)
-            self.state.on_end(EndEvent(reason, epochs_run, train_seconds))
-
-            metrics = None
-            if reason != "cancelled" and self.split.test:
-                from cnnstudio.core.evaluation import evaluate
-
-                self.state.on_status("evaluating on the test split")
-                result = evaluate(model, pipe, self.index, self.split.test, batch_size=c.batch_size)
-                metrics = result.metrics()
-                runs.write_predictions(p, result)
-            skipped = pipe.recorder.as_list()
-            extra = {"weights": self.weights_record(), "mode": c.mode}
-            if self._bottleneck_info:
-                extra["bottleneck"] = self._bottleneck_info
-            runs.write_results(
-                p, model, self.index, self.spec, reason=reason, epochs_run=epochs_run, history=history,
-                train_seconds=train_seconds, device=device, metrics=metrics, skipped=skipped,
-                n_classes=len(self.index.class_names), extra=extra,
-            )
+            return self._run(model, pipe, history, state, prior_seconds, phase, use_bottleneck, device, t0)
+        except Cancelled:
+            # Stopped before an epoch ended (decoding images, computing features): nothing new to save.
+            seconds = prior_seconds + time.perf_counter() - t0
+            self.state.on_end(EndEvent("cancelled", len(history), seconds))
+            return RunResult(self.run_dir, "cancelled", len(history), history, None, seconds, pipe.recorder.as_list())
         finally:
             pipe.close()
+
+    def _run(self, model, pipe, history, state, prior_seconds, phase, use_bottleneck, device, t0) -> RunResult:
+        c = self.config
+        p = self.paths
+        first_phase = "head" if c.mode == "finetune" else "train"
+        reason = "completed"
+        if phase == first_phase:
+            if use_bottleneck:
+                reason = self._fit_on_features(model, pipe, history, state, prior_seconds, first_phase)
+            else:
+                reason = self._fit(model, pipe, history, state, prior_seconds, c.epochs, first_phase)
+            state = None
+            if c.restore_best and p.best_weights.exists() and history and reason != "cancelled":
+                model.load_weights(p.best_weights)
+        if c.mode == "finetune" and reason != "cancelled":
+            if phase != "finetune":
+                from cnnstudio.core.transfer import unfreeze_top
+
+                provider = self.registry.backbones[self.spec.backbone]
+                unfrozen = unfreeze_top(model, provider, c.finetune_blocks, c.finetune_from or None)
+                self.state.on_status(
+                    f"fine-tuning {len(unfrozen)} layers of the base from {unfrozen[0] if unfrozen else '-'} up, "
+                    f"{c.finetune_optimizer} at learning rate {c.finetune_learning_rate:g}"
+                )
+                self._compile(model, c.finetune_optimizer, c.finetune_learning_rate)
+                phase_start = len(history)
+            else:
+                phase_start = state.get("phase_start", 0)
+            seconds = prior_seconds + time.perf_counter() - t0 if state is None else prior_seconds
+            reason = self._fit(
+                model, pipe, history, state, seconds, phase_start + c.finetune_epochs, "finetune",
+                phase_start=phase_start,
+            )
+        train_seconds = prior_seconds + time.perf_counter() - t0
+        if c.restore_best and p.best_weights.exists() and history:
+            model.load_weights(p.best_weights)
+        epochs_run = len(history)
+        self.state.on_end(EndEvent(reason, epochs_run, train_seconds))
+
+        metrics = None
+        if reason != "cancelled" and self.split.test:
+            from cnnstudio.core.evaluation import evaluate
+
+            self.state.on_status("evaluating on the test split")
+            result = evaluate(model, pipe, self.index, self.split.test, batch_size=c.batch_size)
+            metrics = result.metrics()
+            runs.write_predictions(p, result)
+        skipped = pipe.recorder.as_list()
+        extra = {"weights": self.weights_record(), "mode": c.mode}
+        if self._bottleneck_info:
+            extra["bottleneck"] = self._bottleneck_info
+        runs.write_results(
+            p, model, self.index, self.spec, reason=reason, epochs_run=epochs_run, history=history,
+            train_seconds=train_seconds, device=device, metrics=metrics, skipped=skipped,
+            n_classes=len(self.index.class_names), extra=extra,
+        )
         return RunResult(self.run_dir, reason, epochs_run, history, metrics, train_seconds, skipped)
 
     # -- phases ------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnstudio.core.errors import SpecError, StudioError
+from cnnstudio.core.errors import Cancelled, SpecError
 from cnnstudio.core.spec import ModelSpec
 
 MODES = ("scratch", "extract", "finetune")
@@ -284,7 +284,7 @@ class BottleneckCache:
 def extract_features(extractor, pipe, paths, labels, batch_size: int, progress=None, should_stop=None) -> Features:
     """Run ``extractor`` once over the images (batched, with ``progress(done, total)``).
 
-    Bad files are skipped (and recorded by ``pipe``). Raises :class:`StudioError` if
+    Bad files are skipped (and recorded by ``pipe``). Raises :class:`Cancelled` if
     ``should_stop()`` turns true before the end.
     """
     ds = pipe.dataset(paths, labels, batch_size=batch_size, with_index=True, cache=False)
@@ -297,7 +297,7 @@ def extract_features(extractor, pipe, paths, labels, batch_size: int, progress=N
         if progress is not None:
             progress(int(got_index[-1][-1]) + 1 if len(got_index[-1]) else 0, n)
         if should_stop is not None and should_stop():
-            raise StudioError("stopped while computing bottleneck features")
+            raise Cancelled("stopped while computing bottleneck features")
     if progress is not None:
         progress(n, n)
     if not chunks:

@@ -432,6 +432,13 @@ class TrainPanel(QWidget):
         self._end_run()
         self.result = result
         m = result.metrics or {}
+        saved = (Path(result.run_dir) / "model").is_dir()
+        if result.reason == "cancelled" and not saved:
+            headline = "Training stopped before its first epoch; nothing was saved."
+            self.result_label.setText(headline)
+            self._log(headline)
+            self._notify(headline)
+            return
         if result.reason == "cancelled":
             headline = f"Training stopped after {result.epochs_run} epoch(s); the model so far is saved."
             self.result_label.setText(headline + "\nNo test metrics (the run was stopped).")

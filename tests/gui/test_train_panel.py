@@ -93,7 +93,7 @@ def test_stop_mid_epoch_ends_within_a_few_batches_and_keeps_a_usable_model(qtbot
     monkeypatch.setattr(TrainWorker, "should_stop", counting)
     worker = panel.start()
     with qtbot.waitSignal(worker.finished, timeout=TIMEOUT) as blocker:
-        qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=TIMEOUT)  # the first batch event
+        qtbot.waitUntil(lambda: panel._batch > 0, timeout=TIMEOUT)  # the first batch event
         at_stop = len(checks)
         qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
     result = blocker.args[0]
@@ -168,3 +168,19 @@ def test_fine_tuning_draws_one_continuous_curve_with_a_marker_where_the_second_p
         assert list(curves.train.x) == [1.0, 2.0, 3.0]  # two head epochs, then one of fine-tuning
         assert [line.value() for line in curves.markers] == [2.5]
     assert "Fine-tuning from epoch 3" in panel.log.toPlainText()
+
+
+def test_stop_while_images_are_decoded_says_nothing_was_saved(qtbot, panel, monkeypatch):
+    # Stop as the first progress report arrives, i.e. while the images are still being decoded.
+    original = TrainWorker.on_progress
+
+    def stop_now(worker, task, done, total):
+        worker.stop()
+        original(worker, task, done, total)
+
+    monkeypatch.setattr(TrainWorker, "on_progress", stop_now)
+    runs_before = list(panel.session.runs)
+    assert panel.start() is not None
+    qtbot.waitUntil(lambda: not panel.is_training(), timeout=TIMEOUT)
+    assert panel.result_label.text() == "Training stopped before its first epoch; nothing was saved."
+    assert panel.session.runs == runs_before and panel.start_button.isEnabled()
