@@ -280,9 +280,13 @@ def cmd_predict(args) -> int:
     from cnnstudio.core.images import expand_paths
 
     if args.imagenet:
+        if args.gradcam is not None or args.gradcam_layer is not None:
+            args.predict_parser.error("--gradcam goes with a model bundle, not with --imagenet")
         return cmd_predict_imagenet(args)
     if not args.images:
         args.predict_parser.error("the following arguments are required: IMAGE_OR_DIR")
+    if args.gradcam_layer is not None and args.gradcam is None:
+        args.predict_parser.error("--gradcam-layer goes with --gradcam OUT_DIR")
     extra = [o for o, v in (("--model", args.model), ("--weights", args.weights), ("--image-size", args.image_size))
              if v is not None]
     if extra:
@@ -292,10 +296,19 @@ def cmd_predict(args) -> int:
         raise CliError("no image files given")
     bundle = Bundle(args.bundle)
     results = bundle.predict_paths(files, top_k=args.top_k if args.top_k is not None else 3)
+    overlays = {}
+    if args.gradcam is not None:
+        from cnnstudio.core.gradcam import GradCam, gradcam_paths
+
+        cam = GradCam(bundle.model, args.gradcam_layer)  # an unknown layer fails before anything is written
+        written = gradcam_paths(bundle, [r.path for r in results if not r.error], args.gradcam, cam=cam)
+        overlays = {w.path: w.out for w in written}
+        done = sum(1 for w in written if w.out)
+        print(f"Grad-CAM overlays (layer {cam.layer}) of {done} images in {args.gradcam}", file=sys.stderr)
     if args.json:
         _print_json([
             {"path": r.path, "top": [{"class": c, "probability": p} for c, p in r.top] if r.top else None,
-             "error": r.error}
+             "error": r.error, **({"gradcam": overlays.get(r.path)} if args.gradcam is not None else {})}
             for r in results
         ])
     else:
@@ -359,6 +372,126 @@ def cmd_predict_imagenet(args) -> int:
             else:
                 print(f"{r.path}: " + ", ".join(f"{n} {p * 100:.2f}%" for n, _, p in r.top) + note)
     return 1 if all(r.error for r in results) else 0
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def cmd_evaluate(args) -> int:
+    """Evaluate a run's bundle on its test split again: every number of the evaluation views, and
+    with ``--calibrate`` a temperature fitted on the validation split, stored in the bundle."""
+    from cnnstudio.core.bundle import Bundle, set_temperature
+    from cnnstudio.core.calibration import (
+        apply_temperature,
+        at_bound,
+        expected_calibration_error,
+        fit_temperature,
+        nll,
+    )
+    from cnnstudio.core.evaluation import (
+        evaluate_bundle,
+        evaluation_report,
+        format_evaluation,
+        split_subset,
+    )
+    from cnnstudio.core.runs import RunPaths, read_config
+
+    if args.bins < 1:
+        raise CliError("--bins must be at least 1")
+    run = Path(args.run_dir)
+    paths = RunPaths(run)
+    if not run.is_dir():
+        raise CliError(f"{run}: no such run folder")
+    if not paths.config.exists():
+        raise CliError(f"{run}: not a run folder (no config.json)")
+    if not (paths.bundle / "bundle.json").exists():
+        raise CliError(f"{run}: no model bundle in {paths.bundle} (the run did not finish)")
+    try:
+        config = read_config(run)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{paths.config}: unreadable ({exc})") from exc
+    split = config.get("split") or {}
+    test_paths = split.get("test") or []
+    if not test_paths:
+        raise CliError(f"{run}: the run has no test split (it was trained with a test fraction of 0)")
+    if args.calibrate and not split.get("val"):
+        raise CliError(f"{run}: the run has no validation split to fit the temperature on")
+    data_dir = args.data or (config.get("dataset") or {}).get("root")
+    if args.data and not Path(args.data).is_dir():
+        raise CliError(f"{args.data}: no such folder")
+    if not data_dir or not Path(data_dir).is_dir():
+        raise CliError(f"{data_dir}: the run's dataset folder is not there; pass --data DIR if it moved")
+    index = _scan(data_dir, quiet=args.json)
+    bundle = Bundle(paths.bundle)
+    test, missing = split_subset(index, test_paths, bundle.class_names)
+    if not test.items:
+        raise CliError(f"{index.root}: none of the run's {len(test_paths)} test images is there; "
+                       "pass --data DIR if the dataset moved")
+    raw = evaluate_bundle(bundle, test, batch_size=args.batch_size)
+    if not len(raw.y_true):
+        raise CliError(f"{index.root}: none of the run's test images could be read")
+
+    calibration = None
+    if args.calibrate:
+        val, val_missing = split_subset(index, split["val"], bundle.class_names)
+        val_raw = evaluate_bundle(bundle, val, batch_size=args.batch_size) if val.items else None
+        if val_raw is None or not len(val_raw.y_true):
+            raise CliError(f"{index.root}: none of the run's validation images is there to fit the temperature on")
+        T = fit_temperature(val_raw.y_true, val_raw.probs)
+        calibration = {
+            "temperature": T,
+            "at_bound": at_bound(T),
+            "previous_temperature": bundle.temperature,
+            "val_images": len(val_raw.y_true),
+            "val_missing_files": val_missing,
+            "val_nll_before": nll(val_raw.y_true, val_raw.probs),
+            "val_nll_after": nll(val_raw.y_true, val_raw.probs, T),
+            "test_ece_before": expected_calibration_error(raw.y_true, raw.probs, args.bins),
+            "test_ece_after": expected_calibration_error(raw.y_true, apply_temperature(raw.probs, T), args.bins),
+            "stored_in": str(paths.bundle / "bundle.json"),
+        }
+        bundle.temperature = set_temperature(paths.bundle, T)
+
+    probs = apply_temperature(raw.probs, bundle.temperature)
+    report = evaluation_report(raw.y_true, probs, bundle.class_names, bins=args.bins)
+    out = {
+        "run_dir": str(run),
+        "bundle": str(paths.bundle),
+        "dataset_root": str(index.root),
+        "temperature": bundle.temperature,
+        "test_files": len(test_paths),
+        "missing_files": missing,
+        "skipped_files": raw.skipped,
+        **report,
+    }
+    if calibration is not None:
+        out["calibrate"] = calibration
+    if args.json:
+        _print_json(out)
+    else:
+        print(format_evaluation(out))
+    return 0
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def cmd_export(args) -> int:
+    from cnnstudio.core.export import export_run
+
+    report = export_run(args.run_dir, args.format, args.out, data_dir=args.data_dir)
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    print(report.summary())
+    print(f"  runtime: {report.runtime}")
+    for note in report.notes:
+        print(f"  note: {note}")
+    if report.skipped:
+        print(f"  {len(report.skipped)} test image(s) could not be read and were skipped:")
+        for d in report.skipped:
+            print(f"    {d['path']}: {d['reason']}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- plugins and models
@@ -487,7 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict", help="classify images with a trained model bundle, or see what ImageNet sees (--imagenet)",
-        usage="cnnstudio predict [-h] [--top-k K] [--json] BUNDLE IMAGE_OR_DIR [IMAGE_OR_DIR ...]\n"
+        usage="cnnstudio predict [-h] [--top-k K] [--json] [--gradcam OUT_DIR [--gradcam-layer NAME]] "
+              "BUNDLE IMAGE_OR_DIR [IMAGE_OR_DIR ...]\n"
               "       cnnstudio predict --imagenet [--model ID] [--weights imagenet|none|PATH] "
               "[--image-size N] [--top-k K] [--json] IMAGE_OR_DIR [IMAGE_OR_DIR ...]",
         description="Classify images with a trained model bundle; with --imagenet, show the top ImageNet "
@@ -508,7 +642,43 @@ def build_parser() -> argparse.ArgumentParser:
                         "file of the whole classifier with its top")
     g.add_argument("--image-size", type=int, default=None, metavar="N",
                    help="input size for --weights none or PATH (default: 224; ImageNet weights need 224)")
+    g = p.add_argument_group("Grad-CAM")
+    g.add_argument("--gradcam", default=None, metavar="OUT_DIR",
+                   help="also write each image's Grad-CAM heatmap of its predicted class, overlaid on the image, "
+                        "as OUT_DIR/<name>.gradcam.png")
+    g.add_argument("--gradcam-layer", default=None, metavar="NAME",
+                   help="the backbone layer for --gradcam (default: its last convolutional feature map)")
     p.set_defaults(func=cmd_predict, predict_parser=p)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's model on its test split: confusion matrix, per-class "
+                                        "scores, top-k, ROC/PR for two classes, calibration")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by 'cnnstudio train'")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="the dataset folder, if it moved since training (default: the one the run recorded)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit a temperature on the validation split, store it in the bundle and show the "
+                        "test ECE before and after")
+    p.add_argument("--bins", type=int, default=10, metavar="N", help="confidence bins of the reliability table "
+                                                                     "(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="export a run's model (Keras, SavedModel, TFLite, ONNX) and verify it",
+                       description="Write the run's model in another format, reload it in the runtime that will "
+                                   "use it and compare it with the run's model on the test images.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run folder")
+    p.add_argument("--format", required=True,
+                   choices=["keras", "savedmodel", "tflite", "tflite-fp16", "tflite-int8", "onnx"],
+                   help="keras: the .keras file; savedmodel: a TensorFlow SavedModel folder (TF Serving); "
+                        "tflite: float32; tflite-fp16: float16 weights; tflite-int8: int8 inside, float32 "
+                        "input and output; onnx: via tf2onnx")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="the file (or folder for savedmodel) to write; an existing folder gets model.<ext> inside")
+    p.add_argument("--data-dir", default=None, metavar="DATA_DIR",
+                   help="the dataset folder, if it moved since training (the test images verify the export)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("plugins", help="list plugins with their origin, version, providers and errors")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -520,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = ("scan", "train", "predict", "plugins", "models")
+COMMANDS = ("scan", "train", "predict", "plugins", "models", "evaluate", "export")
 
 
 def main(argv: list[str] | None = None) -> int:

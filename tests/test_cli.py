@@ -28,7 +28,7 @@ def test_version():
 
 
 def test_every_command_has_help():
-    for command in ("scan", "train", "predict", "plugins", "models"):
+    for command in ("scan", "train", "predict", "plugins", "models", "evaluate", "export"):
         with pytest.raises(SystemExit) as exc:
             main([command, "--help"])
         assert exc.value.code == 0

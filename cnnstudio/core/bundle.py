@@ -3,7 +3,8 @@
 ```
 model/
   model.keras     the whole model, from raw RGB pixels to class probabilities
-  bundle.json     class names, input size, colour mode, resize and preprocessing
+  bundle.json     class names, input size, colour mode, resize and preprocessing,
+                  and an optional "temperature" (see core.calibration; absent = 1)
 ```
 
 The backbone's preprocessing is the model's first layer, so the bundle cannot be used with the
@@ -20,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnstudio import __version__
-from cnnstudio.core.atomic import atomic_save_model, atomic_write_json
+from cnnstudio.core.atomic import atomic_save_model, atomic_write_json, read_json
+from cnnstudio.core.calibration import apply_temperature
 from cnnstudio.core.errors import BundleError, ImageError
 from cnnstudio.core.images import RESIZE, load_array
 from cnnstudio.core.tf import keras
@@ -54,6 +56,28 @@ def save_bundle(model, folder, *, class_names: list[str], spec, weights: dict | 
         },
     )
     return folder
+
+
+def set_temperature(folder, temperature: float | None) -> float:
+    """Store the calibration temperature in ``folder``'s bundle.json (atomically, every other key
+    kept); ``None`` or 1 removes it. Returns the temperature now in effect."""
+    meta_path = Path(folder) / META_FILE
+    if not meta_path.exists():
+        raise BundleError(f"{folder}: not a model bundle (needs {MODEL_FILE} and {META_FILE})")
+    try:
+        meta = read_json(meta_path)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{meta_path}: unreadable ({exc})") from exc
+    if temperature is None or float(temperature) == 1.0:
+        meta.pop("temperature", None)
+        temperature = 1.0
+    else:
+        temperature = float(temperature)
+        if not (temperature > 0 and np.isfinite(temperature)):
+            raise BundleError(f"temperature must be a positive number, not {temperature}")
+        meta["temperature"] = temperature
+    atomic_write_json(meta_path, meta)
+    return temperature
 
 
 def _preprocessing_of(model) -> str | None:
@@ -94,15 +118,24 @@ class Bundle:
         self.folder = folder
         self.class_names: list[str] = list(self.meta["class_names"])
         self.input_size = int(self.meta["input_size"])
+        temperature = self.meta.get("temperature")
+        try:
+            self.temperature = 1.0 if temperature is None else float(temperature)
+        except (TypeError, ValueError):
+            self.temperature = float("nan")
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            raise BundleError(f"{meta_path}: temperature must be a positive number, not {temperature!r}")
         try:
             self.model = keras().saving.load_model(folder / MODEL_FILE, safe_mode=True)
         except Exception as exc:
             raise BundleError(f"{folder / MODEL_FILE}: cannot load the model ({exc})") from exc
 
-    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities for a batch of ``(n, size, size, 3)`` uint8 RGB images."""
+    def predict_arrays(self, images: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """Probabilities for a batch of ``(n, size, size, 3)`` uint8 RGB images, scaled by the
+        bundle's temperature unless ``calibrated`` is false."""
         x = images.astype(np.float32)
-        return np.asarray(self.model(x, training=False))
+        probs = np.asarray(self.model(x, training=False))
+        return apply_temperature(probs, self.temperature) if calibrated else probs
 
     def predict_paths(self, paths, top_k: int = 3, batch_size: int = 32) -> list[Prediction]:
         """Predict files; a file that cannot be read gets its own error and the rest still predict."""

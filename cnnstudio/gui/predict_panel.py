@@ -10,6 +10,10 @@ still predict.
 (:class:`cnnstudio.core.imagenet.ImageNetClassifier`): the shown and dropped images get their
 top-5 ImageNet classes. Its weights (ImageNet, downloaded once with progress; a file; or random,
 always labelled "not pretrained") are fetched and the classifier built off the GUI thread.
+
+"Grad-CAM" shows, instead of each card's plain thumbnail, the Grad-CAM heatmap of its predicted
+class overlaid on the image (:mod:`cnnstudio.core.gradcam`, the backbone's last convolutional
+layer), computed by the same background worker as the prediction.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import threading
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QPixmap
+from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -38,6 +42,7 @@ from PySide6.QtWidgets import (
 
 from cnnstudio.core import weights as weights_sources
 from cnnstudio.core.bundle import Bundle, Prediction
+from cnnstudio.core.gradcam import GradCam, gradcam_image
 from cnnstudio.core.imagenet import (
     DEFAULT_INPUT_SIZE,
     DEFAULT_MODEL,
@@ -71,6 +76,7 @@ class BundleCache:
         self._lock = threading.Lock()
         self.folder: Path | None = None
         self.bundle: Bundle | None = None
+        self.cam: GradCam | None = None  # Grad-CAM of self.bundle, made when first asked for
 
     def get(self, folder) -> Bundle:
         with self._lock:
@@ -78,10 +84,25 @@ class BundleCache:
 
     def _get(self, folder: Path) -> Bundle:
         if self.bundle is None or folder != self.folder:
-            self.bundle = None
+            self.bundle = self.cam = None
             self.bundle = Bundle(folder)
             self.folder = folder
         return self.bundle
+
+    def gradcam(self, folder, paths: list[str], size: int) -> tuple[list[QImage | None], str | None]:
+        """Grad-CAM overlays of the predicted classes, at most ``size`` px, and the layer used
+        (None for a file that cannot be read)."""
+        with self._lock:
+            bundle = self._get(Path(folder))
+            if self.cam is None or self.cam.model is not bundle.model:
+                self.cam = GradCam(bundle.model)
+            images = []
+            for path in paths:
+                try:
+                    images.append(_qimage(gradcam_image(self.cam, path, max_side=size).overlay))
+                except Exception:  # noqa: BLE001 - that card keeps its plain thumbnail
+                    images.append(None)
+            return images, self.cam.layer
 
     def predict(self, folder, paths: list[str], top_k: int):
         with self._lock:
@@ -128,17 +149,35 @@ def _imagenet_job(cache: ImageNetCache, job: int, key: tuple, paths: list[str], 
     return job, classifier.label, predictions, thumbs, None, ""
 
 
-def _predict_job(cache: BundleCache, job: int, folder, paths: list[str], top_k: int):
-    """(job, predictions, thumbnails, None) or, when the model cannot be used, (job, None, None, message).
+def _qimage(array) -> QImage:
+    """An (h, w, 3) uint8 RGB array as a QImage of its own (safe off the GUI thread)."""
+    h, w = array.shape[:2]
+    return QImage(array.tobytes(), w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+def _predict_job(cache: BundleCache, job: int, folder, paths: list[str], top_k: int, gradcam: bool = False):
+    """(job, predictions, thumbnails, None, gradcam) or, when the model cannot be used,
+    (job, None, None, message, None). With ``gradcam`` the thumbnails are Grad-CAM overlays and
+    ``gradcam`` is ``(layer, [overlay made])``, or ``(None, message)`` when it cannot be computed.
 
     A failure is returned rather than raised so that the cards of this very drop get the message.
     """
     try:
         predictions = cache.predict(folder, paths, top_k)
     except Exception as exc:  # noqa: BLE001 - shown on the cards of the drop
-        return job, None, None, describe(exc)[0]
-    thumbs = [load_thumbnail(p, THUMB) if pr.error is None else None for p, pr in zip(paths, predictions, strict=True)]
-    return job, predictions, thumbs, None
+        return job, None, None, describe(exc)[0], None
+    good = [p for p, pr in zip(paths, predictions, strict=True) if pr.error is None]
+    overlays, cam = {}, None
+    if gradcam and good:
+        try:
+            images, layer = cache.gradcam(folder, good, THUMB)
+            overlays = {p: image for p, image in zip(good, images, strict=True) if image is not None}
+            cam = (layer, [p in overlays for p in paths])
+        except Exception as exc:  # noqa: BLE001 - the cards keep their plain thumbnails and say why
+            cam = (None, describe(exc)[0])
+    thumbs = [None if pr.error is not None else overlays[p] if p in overlays else load_thumbnail(p, THUMB)
+              for p, pr in zip(paths, predictions, strict=True)]
+    return job, predictions, thumbs, None, cam
 
 
 class ResultCard(QFrame):
@@ -176,6 +215,7 @@ class ResultCard(QFrame):
         layout.addLayout(body, 1)
         self.top: list[tuple[str, float]] | None = None
         self.error: str | None = None
+        self.gradcam: str | None = None  # the layer of the Grad-CAM overlay shown, if one is
         self.bars: list[QProgressBar] = []
         self.percents: list[QLabel] = []
 
@@ -264,6 +304,13 @@ class PredictPanel(QWidget):
             "sees in the images, instead of the trained model's classes")
         self.imagenet_button.toggled.connect(self._on_imagenet_toggled)
         actions.addWidget(self.imagenet_button)
+        self.gradcam_button = QPushButton("Grad-CAM")
+        self.gradcam_button.setCheckable(True)
+        self.gradcam_button.setToolTip(
+            "Show where the model looked: each image with the Grad-CAM heatmap of its predicted class "
+            "(red: what speaks most for it), from the backbone's last convolutional layer")
+        self.gradcam_button.toggled.connect(self._on_gradcam_toggled)
+        actions.addWidget(self.gradcam_button)
         actions.addStretch(1)
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(self.clear)
@@ -429,7 +476,8 @@ class PredictPanel(QWidget):
         cards = self._add_cards(files)
         job = self._next_job = self._next_job + 1
         self._jobs[job] = cards
-        worker = FunctionWorker(_predict_job, self.cache, job, folder, files, self.top_k.value())
+        worker = FunctionWorker(_predict_job, self.cache, job, folder, files, self.top_k.value(),
+                                gradcam=self.gradcam_mode())
         worker.signals.finished.connect(self._on_predicted)
         worker.start()
         return cards
@@ -444,7 +492,7 @@ class PredictPanel(QWidget):
         return cards
 
     def _on_predicted(self, result) -> None:
-        job, predictions, thumbs, failure = result
+        job, predictions, thumbs, failure, cam = result
         if job not in self._jobs:  # its cards were cleared meanwhile
             return
         cards = self._jobs.pop(job)
@@ -454,7 +502,33 @@ class PredictPanel(QWidget):
         else:
             for card, prediction, image in zip(cards, predictions, thumbs, strict=True):
                 card.show_prediction(prediction, image)
+            if cam is not None:
+                self._show_gradcam(cards, *cam)
         self.predicted.emit(cards)
+
+    # -- Grad-CAM -------------------------------------------------------------------------
+
+    def gradcam_mode(self) -> bool:
+        return self.gradcam_button.isChecked()
+
+    def set_gradcam_mode(self, on: bool) -> None:
+        """Show (or stop showing) Grad-CAM overlays; the images shown are predicted again."""
+        self.gradcam_button.setChecked(on)
+
+    def _on_gradcam_toggled(self, _on: bool) -> None:
+        if not self.imagenet_mode() and self.model_folder() is not None:
+            self._predict_again()
+
+    def _show_gradcam(self, cards: list[ResultCard], layer: str | None, made) -> None:
+        if layer is None:  # Grad-CAM failed for the whole drop: made is why
+            for card in cards:
+                if card.error is None:
+                    card.detail.setText(f"{card.detail.text()} \u00b7 no Grad-CAM: {made}")
+            return
+        for card, ok in zip(cards, made, strict=True):
+            if ok:
+                card.gradcam = layer
+                card.thumb.setToolTip(f"Grad-CAM of {card.top[0][0]} (layer {layer}): red is what speaks most for it")
 
     # -- what ImageNet sees ---------------------------------------------------------------
 
@@ -500,6 +574,7 @@ class PredictPanel(QWidget):
 
     def _on_imagenet_toggled(self, on: bool) -> None:
         self.imagenet_row.setVisible(on)
+        self.gradcam_button.setEnabled(not on)  # Grad-CAM explains the trained model
         self.top_k.setVisible(not on)
         self.top_k_label.setVisible(not on)
         self._update_model_label()

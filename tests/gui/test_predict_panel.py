@@ -182,3 +182,38 @@ def test_what_imagenet_sees_reports_download_progress_and_errors(qtbot, tmp_path
     assert shown_errors and "cannot download" in shown_errors[0][1]
     assert panel.download_bar.maximum() == 1000 and 600 in values
     assert not panel.download_bar.isVisibleTo(panel)
+
+
+def test_grad_cam_shows_each_cards_overlay_computed_in_the_background(qtbot, run, tmp_path, data_dir, loads):
+    from cnnstudio.gui.plots import load_thumbnail
+
+    data, run_dir = run
+    session = make_session(data)
+    session.add_run(run_dir)
+    panel = make_panel(qtbot, session)
+    good = sorted((data / "red").glob("*.png"))[0]
+    broken = write_broken_png(tmp_path / "broken.png")
+    with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT) as blocker:
+        drop_files(panel, [good, broken])
+    assert [card.gradcam for card in blocker.args[0]] == [None, None]
+
+    # Switching it on predicts the shown images again, with overlays instead of thumbnails.
+    with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT) as blocker:
+        panel.set_gradcam_mode(True)
+    card, bad = blocker.args[0]
+    assert card.path == str(good) and len(panel.cards) == 2
+    assert card.gradcam == "block1_conv1" and card.error is None and len(card.top) == 3
+    assert "Grad-CAM of" in card.thumb.toolTip()
+    shown = card.thumb.pixmap().toImage().convertToFormat(load_thumbnail(good, 112).format())
+    plain = load_thumbnail(good, 112)
+    assert shown.size() == plain.size() and shown != plain
+    assert bad.error is not None and bad.gradcam is None
+
+    with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT) as blocker:
+        panel.predict_files([sorted((data / "blue").glob("*.png"))[0]])
+    assert blocker.args[0][0].gradcam == "block1_conv1"
+
+    panel.clear()  # nothing to predict again with ImageNet's classifier
+    panel.set_imagenet_mode(True)
+    assert not panel.gradcam_button.isEnabled()
+    assert loads == [run_dir / "model"]
