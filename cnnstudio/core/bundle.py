@@ -23,8 +23,8 @@ import numpy as np
 from cnnstudio import __version__
 from cnnstudio.core.atomic import atomic_save_model, atomic_write_json, read_json
 from cnnstudio.core.calibration import apply_temperature
-from cnnstudio.core.errors import BundleError, ImageError
-from cnnstudio.core.images import RESIZE, load_array
+from cnnstudio.core.errors import BundleError
+from cnnstudio.core.images import RESIZE, load_batches
 from cnnstudio.core.tf import keras
 
 BUNDLE_FORMAT = 1
@@ -140,18 +140,12 @@ class Bundle:
     def predict_paths(self, paths, top_k: int = 3, batch_size: int = 32) -> list[Prediction]:
         """Predict files; a file that cannot be read gets its own error and the rest still predict."""
         results: list[Prediction | None] = [None] * len(paths)
-        good, arrays = [], []
-        for i, path in enumerate(paths):
-            try:
-                arrays.append(load_array(path, self.input_size))
-                good.append(i)
-            except ImageError as exc:
-                results[i] = Prediction(str(path), None, exc.reason)
         k = max(1, min(top_k, len(self.class_names)))
-        for start in range(0, len(good), batch_size):
-            chunk = good[start:start + batch_size]
-            probs = self.predict_arrays(np.stack(arrays[start:start + batch_size]))
-            for i, p in zip(chunk, probs):
+        for kind, where, what in load_batches(paths, self.input_size, batch_size):
+            if kind == "error":
+                results[where] = Prediction(str(paths[where]), None, what)
+                continue
+            for i, p in zip(where, self.predict_arrays(what)):
                 order = np.argsort(-p)[:k]
                 results[i] = Prediction(str(paths[i]), [(self.class_names[j], float(p[j])) for j in order], None, p)
         return results

@@ -18,28 +18,19 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from cnnstudio.core import weights as weights_sources
-from cnnstudio.core.errors import ImageError, StudioError, WeightsError
-from cnnstudio.core.images import load_array
+from cnnstudio.core.errors import StudioError, WeightsError
+from cnnstudio.core.images import load_batches
+from cnnstudio.core.paths import resources_dir
 
 CLASSES_FILE = "imagenet_classes.json"
 N_CLASSES = 1000
 DEFAULT_MODEL = "vgg19"
 DEFAULT_INPUT_SIZE = 224  # Keras' ImageNet classifiers are built for 224 px only
 TOP_K = 5
-
-
-def resources_dir() -> Path:
-    """``resources/``: inside the package in a wheel, beside it in a source checkout."""
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package / "resources", package.parent / "resources"):
-        if candidate.is_dir():
-            return candidate
-    return package / "resources"
 
 
 @functools.lru_cache(maxsize=1)
@@ -169,16 +160,10 @@ class ImageNetClassifier:
     def predict_paths(self, paths, k: int = TOP_K, batch_size: int = 16) -> list[ImageNetPrediction]:
         """Top-``k`` classes per file; a file that cannot be read gets its error, the rest still predict."""
         results: list[ImageNetPrediction | None] = [None] * len(paths)
-        good, arrays = [], []
-        for i, path in enumerate(paths):
-            try:
-                arrays.append(load_array(path, self.input_size))
-                good.append(i)
-            except ImageError as exc:
-                results[i] = ImageNetPrediction(str(path), None, exc.reason)
-        for start in range(0, len(good), batch_size):
-            chunk = good[start:start + batch_size]
-            probs = self.predict_arrays(np.stack(arrays[start:start + batch_size]))
-            for i, p in zip(chunk, probs):
+        for kind, where, what in load_batches(paths, self.input_size, batch_size):
+            if kind == "error":
+                results[where] = ImageNetPrediction(str(paths[where]), None, what)
+                continue
+            for i, p in zip(where, self.predict_arrays(what)):
                 results[i] = ImageNetPrediction(str(paths[i]), top_k(p, k), None)
         return results

@@ -194,3 +194,20 @@ def expand_paths(items) -> list[str]:
         else:
             files.append(str(p))
     return files
+
+
+def load_batches(paths, size: int, batch_size: int):
+    """Load ``paths`` at ``size`` for prediction, in batches; a file that cannot be read is reported, not raised.
+
+    Yields ``("error", i, reason)`` for a bad file and ``("batch", indices, uint8 array)`` for
+    each batch of good ones, ``indices`` being their positions in ``paths``.
+    """
+    good, arrays = [], []
+    for i, path in enumerate(paths):
+        try:
+            arrays.append(load_array(path, size))
+            good.append(i)
+        except ImageError as exc:
+            yield "error", i, exc.reason
+    for start in range(0, len(good), batch_size):
+        yield "batch", good[start:start + batch_size], np.stack(arrays[start:start + batch_size])

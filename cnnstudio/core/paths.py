@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -18,3 +19,13 @@ def cache_dir() -> Path:
     """The user's cache folder for CNN Studio (``CNNSTUDIO_CACHE_DIR`` overrides it)."""
     override = os.environ.get("CNNSTUDIO_CACHE_DIR")
     return Path(override) if override else Path(platformdirs.user_cache_dir("cnnstudio", appauthor=False))
+
+
+@functools.cache
+def resources_dir() -> Path:
+    """``resources/``: inside the package in a wheel, beside it in a source checkout."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "resources", package.parent / "resources"):
+        if candidate.is_dir():
+            return candidate
+    return package / "resources"

@@ -7,7 +7,6 @@ their own: every ``Param`` kind maps to one editor with the same small interface
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cnnstudio.core.paths import resources_dir
+
 INT_LIMIT = 2**31 - 1
 
 # One spacing scale for every panel (pixels): between related controls, and around sections.
@@ -37,16 +38,6 @@ MARGIN = 12
 
 
 # ----------------------------------------------------------------------------- resources
-
-
-@functools.cache
-def resources_dir() -> Path:
-    """``resources/``: inside the package in a wheel, beside it in a source checkout."""
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package / "resources", package.parent / "resources"):
-        if candidate.is_dir():
-            return candidate
-    return package / "resources"
 
 
 # The icons' main stroke colour (see resources/icons); redrawn in the highlighted-text colour
