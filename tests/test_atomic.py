@@ -56,3 +56,19 @@ def test_failed_model_save_keeps_previous_model(tmp_path):
         atomic.atomic_save_model(BrokenModel(), target)
     assert target.read_bytes() == b"previous model"
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_written_files_get_the_usual_permissions_not_the_temp_files_private_ones(tmp_path):
+    import os
+
+    from cnnstudio.core.atomic import atomic_write_json
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "shared.json", {"a": 1})
+        assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        atomic_write_json(tmp_path / "private.json", {"a": 1})
+        assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(mask)

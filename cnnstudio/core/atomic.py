@@ -29,11 +29,21 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        usual_mode(tmp_path, 0o666)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def usual_mode(path: str | os.PathLike, mode: int = 0o666) -> None:
+    """Give ``path`` the permissions a newly created file (0o666) or folder (0o777) gets under the
+    umask: temporary files are private, but a user's models and reports must not be."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    with contextlib.suppress(OSError):
+        os.chmod(path, mode & ~mask)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -296,19 +296,20 @@ def _representative_images(root: Path, files: list[str], size: int) -> np.ndarra
 def _atomic_file(path: Path):
     from cnnstudio.core.atomic import atomic_path
 
-    with atomic_path(path, suffix=path.suffix or None) as tmp:
+    with atomic_path(path, suffix=path.suffix or None) as tmp:  # which leaves the usual permissions
         yield tmp
-        _usual_mode(tmp, 0o666)
 
 
 @contextlib.contextmanager
 def _atomic_folder(path: Path):
     """A new folder beside ``path``; on success it replaces ``path`` (an earlier export), else it is removed."""
+    from cnnstudio.core.atomic import usual_mode
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        _usual_mode(tmp, 0o777)
+        usual_mode(tmp, 0o777)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, old / "x")
@@ -319,14 +320,6 @@ def _atomic_folder(path: Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _usual_mode(path: Path, mode: int) -> None:
-    """Give an export the permissions a new file gets (temp files are private), so a server can read it."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    with contextlib.suppress(OSError):
-        os.chmod(path, mode & ~mask)
 
 
 # ----------------------------------------------------------------------------- formats
