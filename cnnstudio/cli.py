@@ -494,6 +494,41 @@ def cmd_export(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- report
+
+
+def cmd_report(args) -> int:
+    from cnnstudio.core.atomic import atomic_write_text
+    from cnnstudio.core.report import comparison_html, run_report_html
+
+    runs = [Path(d) for d in args.run_dirs]
+    for d in runs:
+        if not (d / "config.json").is_file():
+            raise CliError(f"{d}: not a run folder (no config.json)")
+    if len(runs) > 1 and not args.out:
+        raise CliError("a comparison of several runs needs --out DIR")
+    out = Path(args.out) if args.out else runs[0]
+    if out.exists() and not out.is_dir():
+        raise CliError(f"{out}: not a folder")
+    stem = "report" if len(runs) == 1 else "comparison"
+    written = []
+    html = run_report_html(runs[0]) if len(runs) == 1 else comparison_html(runs)
+    atomic_write_text(out / f"{stem}.html", html)
+    written.append(out / f"{stem}.html")
+    if args.pdf:
+        try:
+            from cnnstudio.gui.pdf import write_comparison_pdf, write_run_pdf
+        except ImportError as exc:
+            raise CliError(f"the PDF needs Qt (PySide6), which is not available: {exc}") from exc
+        if len(runs) == 1:
+            written.append(write_run_pdf(runs[0], out / f"{stem}.pdf"))
+        else:
+            written.append(write_comparison_pdf(runs, out / f"{stem}.pdf"))
+    for path in written:
+        print(path)
+    return 0
+
+
 # ----------------------------------------------------------------------------- plugins and models
 
 
@@ -680,6 +715,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("report", help="write a run's report (HTML, optionally PDF), or compare several runs",
+                       description="One run: report.html (and report.pdf) in the run folder, or in --out. "
+                                   "Several runs: comparison.html (and comparison.pdf) in --out.")
+    p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run folder(s) made by 'cnnstudio train'")
+    p.add_argument("--pdf", action="store_true", help="also write the PDF (Qt's PDF writer)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for the files (default: the run folder; required for several runs)")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("plugins", help="list plugins with their origin, version, providers and errors")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
@@ -690,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = ("scan", "train", "predict", "plugins", "models", "evaluate", "export")
+COMMANDS = ("scan", "train", "predict", "plugins", "models", "evaluate", "export", "report")
 
 
 def main(argv: list[str] | None = None) -> int:

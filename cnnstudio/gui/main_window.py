@@ -242,7 +242,18 @@ class MainWindow(QMainWindow):
             label = QLabel(f"The {key} panel is not part of this build yet.")
             label.setAlignment(Qt.AlignmentFlag.AlignCenter)
             return label
-        return cls(self.session)
+        widget = cls(self.session)
+        if key == "evaluate":
+            widget.datasetEdited.connect(self._dataset_edited)
+        return widget
+
+    def _dataset_edited(self, root: str) -> None:
+        """An image was moved to another class from the Evaluate panel: rescan the dataset it belongs to."""
+        data = self.panel("data")
+        if root and self.session.dataset_root is not None and Path(root) == Path(self.session.dataset_root) \
+                and not data.is_scanning():
+            data.rescan()
+            self.statusBar().showMessage("The dataset folder changed; rescanning it", 5000)
 
     def show_page(self, key: str) -> QWidget:
         """Show page ``key`` (creating its panel) and return the panel."""

@@ -279,3 +279,111 @@ def load_thumbnail(path, size: int) -> QImage | None:
 
 def load_thumbnails(paths, size: int) -> list[QImage | None]:
     return [load_thumbnail(p, size) for p in paths]
+
+
+class SwitchableConfusionMatrixPlot(ConfusionMatrixPlot):
+    """:class:`ConfusionMatrixPlot` whose cells read either counts or each row's share
+    (:func:`cnnstudio.core.evaluation.normalized_confusion`); the colours are the share either way."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.normalized = False
+        self._names: list[str] = []
+
+    def set_matrix(self, matrix, class_names: list[str]) -> None:
+        self._names = list(class_names)
+        super().set_matrix(matrix, class_names)
+        self._label_cells()
+
+    def set_normalized(self, normalized: bool) -> None:
+        self.normalized = bool(normalized)
+        self._label_cells()
+
+    def cell_texts(self) -> list[str]:
+        return [t.toPlainText() for t in self._texts]
+
+    def _label_cells(self) -> None:
+        from cnnstudio.core.evaluation import normalized_confusion
+
+        k = len(self._names)
+        if not k or len(self._texts) != k * k:
+            return
+        values = normalized_confusion(self.matrix) if self.normalized else self.matrix.tolist()
+        for i, text in enumerate(self._texts):
+            v = values[i // k][i % k]
+            text.setText(f"{v:.2f}" if self.normalized else str(v))
+
+
+def _dimmed_pen(plot: pg.PlotWidget):
+    colour = plot.palette().color(QPalette.ColorRole.Text)
+    colour.setAlpha(110)
+    return pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine)
+
+
+class CurvePlot(pg.PlotWidget):
+    """One curve on [0, 1] x [0, 1] with a dashed reference line: a ROC or a precision-recall curve."""
+
+    def __init__(self, x_label: str, y_label: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        style_plot(self)
+        item = self.getPlotItem()
+        item.setMenuEnabled(False)
+        item.hideButtons()
+        item.showGrid(x=True, y=True, alpha=0.2)
+        item.setLabel("bottom", x_label)
+        item.setLabel("left", y_label)
+        item.setRange(xRange=(0, 1), yRange=(0, 1.02), padding=0.02)
+        self.setMouseEnabled(x=False, y=False)
+        self.reference = item.plot([], [], pen=_dimmed_pen(self))
+        self.curve = item.plot([], [], pen=pg.mkPen(TRAIN_COLOUR, width=2))
+
+    def set_curve(self, x, y, title: str, reference=None) -> None:
+        """``reference``: ``((x0, x1), (y0, y1))`` of the dashed line, or None for none."""
+        self.curve.setData(np.asarray(x, float), np.asarray(y, float))
+        if reference is None:
+            self.reference.setData([], [])
+        else:
+            self.reference.setData(list(reference[0]), list(reference[1]))
+        self.getPlotItem().setTitle(title)
+
+    def clear_curve(self, title: str = "") -> None:
+        self.set_curve([], [], title)
+
+
+class ReliabilityPlot(pg.PlotWidget):
+    """The reliability diagram: per confidence bin, a bar of its accuracy against the diagonal
+    (perfect calibration); the bins come from :func:`cnnstudio.core.calibration.reliability`."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        style_plot(self)
+        item = self.getPlotItem()
+        item.setMenuEnabled(False)
+        item.hideButtons()
+        item.showGrid(x=False, y=True, alpha=0.2)
+        item.setLabel("bottom", "confidence")
+        item.setLabel("left", "accuracy")
+        item.setRange(xRange=(0, 1), yRange=(0, 1.02), padding=0.02)
+        self.setMouseEnabled(x=False, y=False)
+        self.bars = pg.BarGraphItem(x0=[], height=[], width=[], brush=TRAIN_COLOUR, pen=pg.mkPen("#ffffff"))
+        self.gap = pg.BarGraphItem(x0=[], y0=[], height=[], width=[], brush=pg.mkBrush(214, 39, 40, 70),
+                                   pen=pg.mkPen("#d62728"))
+        item.addItem(self.bars)
+        item.addItem(self.gap)
+        item.plot([0, 1], [0, 1], pen=_dimmed_pen(self))
+        self.bins: list[dict] = []
+
+    def set_bins(self, bins: list[dict], ece: float | None) -> None:
+        self.bins = list(bins)
+        full = [b for b in bins if b["count"]]
+        x0 = [b["lower"] for b in full]
+        width = [b["upper"] - b["lower"] for b in full]
+        acc = [b["accuracy"] for b in full]
+        conf = [b["confidence"] for b in full]
+        self.bars.setOpts(x0=x0, height=acc, width=width)
+        # the gap between each bin's accuracy and its mean confidence
+        self.gap.setOpts(x0=x0, y0=[min(a, c) for a, c in zip(acc, conf)],
+                         height=[abs(a - c) for a, c in zip(acc, conf)], width=width)
+        n = sum(b["count"] for b in bins)
+        title = "no predictions" if ece is None else f"Expected calibration error {ece:.3f} ({n} images)"
+        self.getPlotItem().setTitle(title)

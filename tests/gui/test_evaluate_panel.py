@@ -5,6 +5,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from helpers import make_session, trained_run
@@ -101,3 +102,182 @@ def test_the_run_selector_and_the_session_follow_each_other(panel, run, tmp_path
 
     session.select_run("")
     assert panel.report is None and panel.table.rowCount() == 0
+
+
+# -- the evaluation views and the misclassified browser ---------------------------------------
+
+
+def fake_run(tmp_path, classes, y_true, probs, name="run"):
+    """A run folder with what the panel reads (no model): metrics, predictions, the dataset root."""
+    import numpy as np
+    from PIL import Image
+
+    from cnnstudio.core.evaluation import EvalResult, classification_metrics
+    from cnnstudio.core.runs import RunPaths, write_predictions
+
+    data = tmp_path / f"{name}-data"
+    paths = []
+    for i, t in enumerate(y_true):
+        rel = f"{classes[t]}/img_{i:03d}.png"
+        (data / classes[t]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((12, 12, 3), 40 * (t + 1), np.uint8)).save(data / rel)
+        paths.append(rel)
+    for c in classes:
+        (data / c).mkdir(parents=True, exist_ok=True)
+    run = tmp_path / name
+    run.mkdir()
+    probs = np.asarray(probs, float)
+    metrics = classification_metrics(y_true, probs, classes)
+    metrics.update(class_names=list(classes), status="completed", epochs_run=1)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "config.json").write_text(json.dumps({"dataset": {"root": str(data)}}))
+    write_predictions(RunPaths(run), EvalResult(list(classes), paths, np.asarray(y_true), probs, []))
+    return data, run
+
+
+def three_class_run(tmp_path):
+    y = [0, 0, 0, 1, 1, 1, 2, 2, 2, 0]
+    probs = [[.9, .05, .05], [.2, .7, .1], [.6, .3, .1], [.1, .8, .1], [.3, .3, .4], [.05, .9, .05],
+             [.1, .1, .8], [.55, .05, .4], [.2, .2, .6], [.1, .1, .8]]
+    return fake_run(tmp_path, ["a", "b", "c"], y, probs)
+
+
+def test_normalised_toggle_shows_each_rows_share(panel, run):
+    _, run_dir = run
+    panel.session.add_run(run_dir)
+    cm = json.loads((run_dir / "metrics.json").read_text())["confusion_matrix"]
+    counts = [str(n) for row in cm for n in row]
+    assert panel.matrix_plot.cell_texts() == counts
+    panel.normalized_check.setChecked(True)
+    shares = [f"{n / sum(row):.2f}" if sum(row) else "0.00" for row in cm for n in row]
+    assert panel.matrix_plot.cell_texts() == shares
+    for r in range(len(cm)):  # each true class's row sums to 1
+        assert abs(sum(float(t) for t in shares[r * len(cm):(r + 1) * len(cm)]) - 1) < 0.02
+    panel.normalized_check.setChecked(False)
+    assert panel.matrix_plot.cell_texts() == counts
+    assert panel.matrix_plot.image.image.shape == (len(cm), len(cm))
+
+
+def test_misclassified_sorted_by_confidence_with_topk_and_calibration(qtbot, tmp_path):
+    from helpers import make_session
+
+    from cnnstudio.core.calibration import expected_calibration_error
+    from cnnstudio.core.evaluation import top_k_accuracy
+
+    _, run_dir = three_class_run(tmp_path)
+    panel = EvaluatePanel(make_session())
+    qtbot.addWidget(panel)
+    panel.session.add_run(run_dir)
+    with open(run_dir / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    wrong = [r for r in rows if r["true"] != r["predicted"]]
+    assert len(wrong) == 4 and panel.wrong_list.count() == len(wrong)
+    assert sorted(panel.misclassified_paths()) == sorted(r["path"] for r in wrong)
+    conf = [r.confidence for r in panel.wrong_rows]
+    assert conf == sorted(conf, reverse=True)
+    assert panel.misclassified_paths()[0] == "a/img_009.png"  # 0.8 sure of c
+
+    panel.wrong_sort.setCurrentIndex(panel.wrong_sort.findData("loss"))
+    losses = [r.loss for r in panel.wrong_rows]
+    assert losses == sorted(losses, reverse=True) and panel.wrong_list.count() == 4
+
+    import numpy as np
+    y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 0])
+    probs = np.array([[float(r[f"p_{c}"]) for c in "abc"] for r in rows])
+    topk = top_k_accuracy(y, probs)
+    assert f"top-2 {topk['2']:.1%}" in panel.topk_label.text()
+    ece = expected_calibration_error(y, probs)
+    assert f"{ece:.4f}" in panel.calibration_label.text()
+    assert f"{ece:.3f}" in panel.reliability_plot.getPlotItem().titleLabel.text
+    assert sum(b["count"] for b in panel.reliability_plot.bins) == 10
+    assert not panel.tabs.isTabEnabled(panel.curves_tab)  # three classes: no ROC / PR
+
+
+def test_two_classes_show_roc_and_pr(qtbot, tmp_path):
+    from helpers import make_session
+
+    from cnnstudio.core.evaluation import binary_curves
+
+    y = [0, 0, 0, 1, 1, 1]
+    probs = [[.9, .1], [.6, .4], [.3, .7], [.2, .8], [.55, .45], [.1, .9]]
+    _, run_dir = fake_run(tmp_path, ["neg", "pos"], y, probs)
+    panel = EvaluatePanel(make_session())
+    qtbot.addWidget(panel)
+    panel.session.add_run(run_dir)
+    curves = binary_curves(y, probs, ["neg", "pos"])
+    assert panel.tabs.isTabEnabled(panel.curves_tab)
+    assert f"AUC {curves['roc_auc']:.3f}" in panel.roc_plot.getPlotItem().titleLabel.text
+    assert f"AP {curves['average_precision']:.3f}" in panel.pr_plot.getPlotItem().titleLabel.text
+    assert list(panel.roc_plot.curve.getData()[0]) == curves["roc"]["fpr"]
+    assert list(panel.pr_plot.curve.getData()[1]) == curves["pr"]["precision"]
+    assert panel.topk_label.text() == ""
+
+
+def test_move_to_class_and_undo(qtbot, tmp_path, monkeypatch):
+    from helpers import make_session
+
+    from cnnstudio.gui import evaluate_panel, widgets
+
+    data, run_dir = three_class_run(tmp_path)
+    panel = EvaluatePanel(make_session())
+    qtbot.addWidget(panel)
+    panel.session.add_run(run_dir)
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    panel.wrong_list.setCurrentRow(0)
+    assert panel.selected_row().path == "a/img_009.png"
+    assert not panel.undo_button.isEnabled()
+
+    shown = []
+    monkeypatch.setattr(widgets, "show_in_folder", shown.append)
+    panel.show_button.click()
+    assert shown == [data / "a" / "img_009.png"]
+
+    asked = []
+    monkeypatch.setattr(evaluate_panel, "choose_class",
+                        lambda parent, names, current: asked.append((names, current)) or "c")
+    edited = []
+    panel.datasetEdited.connect(edited.append)
+    panel.move_button.click()
+    assert asked == [(["a", "b", "c"], "a")]
+    assert not (data / "a" / "img_009.png").exists() and (data / "c" / "img_009.png").is_file()
+    item = panel.wrong_list.item(0)
+    assert "moved to c" in item.text() and item.font().italic()
+    assert not panel.move_button.isEnabled() and panel.undo_button.isEnabled()
+    assert "rescan" in panel.move_hint.text() and edited == [str(data)]
+    shown.clear()
+    panel.show_button.click()
+    assert shown == [data / "c" / "img_009.png"]
+
+    panel.undo_button.click()
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    assert "moved" not in panel.wrong_list.item(0).text() and not panel.wrong_list.item(0).font().italic()
+    assert not panel.undo_button.isEnabled() and panel.move_button.isEnabled()
+
+    panel.move_button.click()  # and Ctrl+Z undoes it too
+    assert (data / "c" / "img_009.png").is_file()
+    panel.undo_action.trigger()
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+
+
+def test_misclassified_preview_and_gradcam(qtbot, panel, run, tmp_path):
+    _, run_dir = run
+    copy = tmp_path / "run-copy"
+    shutil.copytree(run_dir, copy)
+    with open(copy / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = json.loads((copy / "metrics.json").read_text())["class_names"]
+    if all(r["true"] == r["predicted"] for r in rows):  # a tiny run gets everything right: make one wrong
+        rows[0]["predicted"] = next(n for n in names if n != rows[0]["true"])
+    with open(copy / "predictions.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    panel.load_run(str(copy))
+    wrong = [r for r in rows if r["true"] != r["predicted"]]
+    assert panel.wrong_list.count() == len(wrong) > 0
+    panel.wrong_list.setCurrentRow(0)
+    qtbot.waitUntil(lambda: panel.preview.pixmap() is not None and not panel.preview.pixmap().isNull())
+    panel.gradcam_check.setChecked(True)
+    qtbot.waitUntil(lambda: panel.gradcam_shown is not None, timeout=60_000)
+    assert panel.gradcam_shown.endswith(Path(panel.selected_row().path).name)
+    assert not panel.preview.pixmap().isNull()

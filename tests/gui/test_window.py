@@ -233,3 +233,13 @@ def test_window_geometry_and_last_project_are_remembered(qtbot, window, tmp_path
     assert (again.width(), again.height()) == (960, 700)
     again.reopen_last_project()
     assert again.session.project_path == path
+
+
+def test_an_image_moved_to_another_class_in_evaluate_rescans_the_dataset(qtbot, window, tiny_dataset):
+    panel = window.data_panel
+    with qtbot.waitSignal(panel.scanFinished, timeout=TIMEOUT):
+        panel.load_folder(tiny_dataset)
+    (tiny_dataset / "red" / "red_00.png").rename(tiny_dataset / "green" / "red_00.png")  # as "Move to class" does
+    with qtbot.waitSignal(panel.scanFinished, timeout=TIMEOUT):
+        window.panel("evaluate").datasetEdited.emit(str(tiny_dataset))
+    assert ("green", 6) in panel.class_rows() and ("red", 5) in panel.class_rows()

@@ -1,0 +1,122 @@
+"""Run reports: every section in the HTML, every user string escaped, nothing external; the PDF
+(Qt's writer) renders to non-blank pages; the comparison lists every run; the command writes the files."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import subprocess
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pytest
+from coretrain import train
+from PIL import Image
+from tinydata import make_dataset
+
+from cnnstudio.cli import main
+from cnnstudio.core.report import RANDOM_WEIGHTS, SECTIONS, comparison_html, run_report_html
+
+EVIL = "<img src=x onerror=alert(1)>"
+EVIL_FILE = f"red/{EVIL}.png"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny trained run whose test predictions hold a confidently misclassified file with an HTML name."""
+    base = tmp_path_factory.mktemp("report")
+    data = make_dataset(base / "data", per_class=8, size=20)
+    run = base / "run"
+    train(data, run, epochs=2)
+    shutil.copy(data / "red" / "red_000.png", data / EVIL_FILE)
+    pred = run / "predictions.csv"
+    with open(pred, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    header = rows[0]  # path, true, predicted, confidence, correct, p_blue, p_green, p_red
+    assert header[5:] == ["p_blue", "p_green", "p_red"]
+    rows.insert(1, [EVIL_FILE, "red", "blue", "0.990000", "0", "0.990000", "0.005000", "0.005000"])
+    with open(pred, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return run
+
+
+def _assert_safe(html: str):
+    assert EVIL not in html and "<img src=x" not in html
+    assert "<script" not in html.lower()
+    assert not re.search(r"https?://", html)
+    assert not re.search(r"""src=["'](?!data:)""", html)  # every image is inside the file
+
+
+def test_run_report_has_every_section_and_escapes_names(run_dir):
+    html = run_report_html(run_dir)
+    for sid, _title in SECTIONS:
+        assert f'id="{sid}"' in html, sid
+    _assert_safe(html)
+    assert "&lt;img src=x onerror=alert(1)&gt;.png" in html  # shown, escaped, among the mistakes
+    mistakes = html[html.index('id="misclassified"'):html.index('id="calibration"')]
+    captions = re.findall(r"<small>(.*?)</small>", mistakes)
+    assert captions[0] == escape(EVIL_FILE)  # the most confident mistake first
+    assert "data:image/jpeg;base64," in mistakes
+    assert RANDOM_WEIGHTS in html
+    assert html.count("<svg") >= 3  # loss, accuracy, reliability
+    assert "Expected calibration error" in html and "tensorflow" in html
+
+
+def test_fine_tuning_phase_is_marked_on_the_curves(run_dir, tmp_path):
+    run = tmp_path / "ft"
+    shutil.copytree(run_dir, run)
+    hist = run / "history.csv"
+    with open(hist, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[-1]["phase"] = "finetune"
+    with open(hist, "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    html = run_report_html(run)
+    assert "stroke-dasharray=\"6,4\"" in html and "fine-tuning" in html
+
+
+def _pdf_pages_not_blank(pdf: Path, tmp_path: Path) -> int:
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm (poppler-utils) is not installed")
+    prefix = tmp_path / f"{pdf.stem}-page"
+    subprocess.run(["pdftoppm", "-png", "-r", "40", str(pdf), str(prefix)], check=True, capture_output=True)
+    pages = sorted(tmp_path.glob(f"{pdf.stem}-page*.png"))
+    assert pages
+    for page in pages:
+        arr = np.asarray(Image.open(page).convert("L"))
+        assert arr.min() < 128 < arr.max(), page  # text on white, not one colour
+    return len(pages)
+
+
+def test_cli_writes_html_and_pdf_into_the_run(run_dir, tmp_path, capsys):
+    assert main(["report", str(run_dir), "--pdf"]) == 0
+    out = capsys.readouterr().out.split()
+    html, pdf = run_dir / "report.html", run_dir / "report.pdf"
+    assert out == [str(html), str(pdf)]
+    _assert_safe(html.read_text(encoding="utf-8"))
+    assert pdf.read_bytes().startswith(b"%PDF")
+    assert _pdf_pages_not_blank(pdf, tmp_path) >= 3
+
+
+def test_comparison_lists_both_runs(run_dir, tmp_path, capsys):
+    other = tmp_path / "second-run"
+    shutil.copytree(run_dir, other)
+    html = comparison_html([run_dir, other])
+    assert run_dir.name in html and "second-run" in html
+    assert 'id="runs"' in html and 'id="curves"' in html and html.count("<svg") == 2
+    _assert_safe(html)
+    out = tmp_path / "cmp"
+    assert main(["report", str(run_dir), str(other), "--out", str(out), "--pdf"]) == 0
+    assert (out / "comparison.html").exists()
+    _pdf_pages_not_blank(out / "comparison.pdf", tmp_path)
+
+
+def test_report_errors_are_one_line(tmp_path, run_dir, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 1
+    assert main(["report", str(run_dir), str(run_dir)]) == 1  # several runs need --out
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("cnnstudio report: error:") for line in err)
