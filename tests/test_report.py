@@ -28,6 +28,7 @@ def run_dir(tmp_path_factory):
     """A tiny trained run whose test predictions hold a confidently misclassified file with an HTML name."""
     base = tmp_path_factory.mktemp("report")
     data = make_dataset(base / "data", per_class=8, size=20)
+    (data / "green" / "empty <b>.png").write_bytes(b"")  # a problem the scan reports, with markup in its name
     run = base / "run"
     train(data, run, epochs=2)
     shutil.copy(data / "red" / "red_000.png", data / EVIL_FILE)
@@ -120,3 +121,12 @@ def test_report_errors_are_one_line(tmp_path, run_dir, capsys):
     assert main(["report", str(run_dir), str(run_dir)]) == 1  # several runs need --out
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("cnnstudio report: error:") for line in err)
+
+
+def test_the_dataset_section_lists_what_the_scan_found(run_dir):
+    from cnnstudio.core.report import run_report_html
+
+    html = run_report_html(run_dir)
+    section = html[html.index('id="dataset"'):html.index('id="architecture"')]
+    assert "The dataset scan found" in section and "empty file" in section
+    assert "green/empty &lt;b&gt;.png" in section and "empty <b>" not in html

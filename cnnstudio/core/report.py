@@ -395,6 +395,11 @@ def _dataset(run: RunData) -> str:
                       ("split seed", split.get("seed")), ("validation fraction", split.get("val_fraction")),
                       ("test fraction", split.get("test_fraction"))])
     body += _table(["class", "images", "train", "validation", "test"], rows, numeric=(1, 2, 3, 4))
+    found = (run.config.get("dataset") or {}).get("problems") or []
+    if found:
+        body += f"<p>The dataset scan found {len(found)} problem(s):</p>"
+        body += _table(["level", "file or class", "reason"],
+                       [[d.get("level"), d.get("path") or "(dataset)", d.get("reason")] for d in found])
     problems = list((run.problems or {}).get("skipped_during_training") or [])
     problems += [d for d in run.metrics.get("skipped", []) or [] if isinstance(d, dict)]
     if problems:

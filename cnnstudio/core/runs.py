@@ -92,7 +92,12 @@ def write_config(p: RunPaths, index, split, spec, config, device: str, weights: 
         {
             "format": CONFIG_FORMAT,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "dataset": {"root": str(index.root), "class_names": index.class_names, "counts": index.counts()},
+            "dataset": {
+                "root": str(index.root), "class_names": index.class_names, "counts": index.counts(),
+                # what the scan found: bad files (left out), empty or tiny classes, imbalance
+                "problems": [{"path": q.path, "reason": q.reason, "level": q.level, "scope": q.scope}
+                             for q in index.problems],
+            },
             "split": split.to_dict(index),
             "spec": spec.to_dict(),
             "train": config.to_dict(),
