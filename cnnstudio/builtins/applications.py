@@ -22,32 +22,39 @@ def _one_line(exc: BaseException) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
+def _load_application(factory_name: str, display_name: str, weights: str, input_size: int, include_top: bool):
+    """``keras.applications.<factory_name>`` with ImageNet weights (Keras' download), a weights file
+    or random weights; every failure to get the weights is a :class:`WeightsError`."""
+    from cnnstudio.core.tf import keras
+
+    factory = getattr(keras().applications, factory_name)
+    kwargs = {"include_top": include_top, "input_shape": (input_size, input_size, 3)}
+    if not include_top:
+        kwargs["name"] = "backbone"
+    if weights == weights_sources.IMAGENET:
+        try:
+            return factory(weights="imagenet", **kwargs)
+        except Exception as exc:
+            raise WeightsError(weights_sources.offline_message(display_name, _one_line(exc))) from exc
+    model = factory(weights=None, **kwargs)
+    if weights == weights_sources.RANDOM:
+        return model
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    try:
+        model.load_weights(str(path))
+    except Exception as exc:
+        what = "with its ImageNet classifier (include_top=True)" if include_top else \
+            "without its classifier (include_top=False)"
+        raise WeightsError(f"weights file {path} cannot be loaded into {display_name} {what}: {_one_line(exc)}") \
+            from exc
+    return model
+
+
 def _application_builder(factory_name: str, display_name: str):
     def build(params: dict, input_size: int, registry):
-        from cnnstudio.core.tf import keras
-
-        factory = getattr(keras().applications, factory_name)
-        shape = (input_size, input_size, 3)
-        weights = params["weights"]
-        if weights == "imagenet":
-            try:
-                return factory(include_top=False, weights="imagenet", input_shape=shape, name="backbone")
-            except Exception as exc:
-                raise WeightsError(weights_sources.offline_message(display_name, _one_line(exc))) from exc
-        base = factory(include_top=False, weights=None, input_shape=shape, name="backbone")
-        if weights == "none":
-            return base
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} does not exist")
-        try:
-            base.load_weights(str(path))
-        except Exception as exc:
-            raise WeightsError(
-                f"weights file {path} cannot be loaded into {display_name} without its classifier "
-                f"(include_top=False): {_one_line(exc)}"
-            ) from exc
-        return base
+        return _load_application(factory_name, display_name, params["weights"], input_size, include_top=False)
 
     build.__name__ = f"build_{factory_name.lower()}"
     build.__qualname__ = build.__name__
@@ -58,28 +65,7 @@ def _imagenet_builder(factory_name: str, display_name: str):
     """The whole ImageNet classifier (with its top, 1,000 classes) for "What ImageNet sees"."""
 
     def build(weights: str, input_size: int = 224):
-        from cnnstudio.core.tf import keras
-
-        factory = getattr(keras().applications, factory_name)
-        shape = (input_size, input_size, 3)
-        if weights == weights_sources.IMAGENET:
-            try:
-                return factory(include_top=True, weights="imagenet", input_shape=shape)
-            except Exception as exc:
-                raise WeightsError(weights_sources.offline_message(display_name, _one_line(exc))) from exc
-        model = factory(include_top=True, weights=None, input_shape=shape)
-        if weights != weights_sources.RANDOM:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise WeightsError(f"weights file {path} does not exist")
-            try:
-                model.load_weights(str(path))
-            except Exception as exc:
-                raise WeightsError(
-                    f"weights file {path} cannot be loaded into {display_name} with its ImageNet "
-                    f"classifier (include_top=True): {_one_line(exc)}"
-                ) from exc
-        return model
+        return _load_application(factory_name, display_name, weights, input_size, include_top=True)
 
     build.__name__ = f"build_{factory_name.lower()}_imagenet"
     build.__qualname__ = build.__name__
