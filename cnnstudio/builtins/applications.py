@@ -15,13 +15,6 @@ from cnnstudio.core.errors import WeightsError
 from cnnstudio.core.providers import BackboneProvider, Param
 
 
-def _one_line(exc: BaseException) -> str:
-    """The first line of an exception's message: Keras' loading errors run to pages of tensors."""
-    text = str(exc).strip().splitlines()
-    line = text[0].rstrip(":. ") if text else type(exc).__name__
-    return line if len(line) <= 300 else line[:297] + "..."
-
-
 def _load_application(factory_name: str, display_name: str, weights: str, input_size: int, include_top: bool):
     """``keras.applications.<factory_name>`` with ImageNet weights (Keras' download), a weights file
     or random weights; every failure to get the weights is a :class:`WeightsError`."""
@@ -35,7 +28,8 @@ def _load_application(factory_name: str, display_name: str, weights: str, input_
         try:
             return factory(weights="imagenet", **kwargs)
         except Exception as exc:
-            raise WeightsError(weights_sources.offline_message(display_name, _one_line(exc))) from exc
+            reason = weights_sources.failure_reason(exc)
+            raise WeightsError(weights_sources.offline_message(display_name, reason)) from exc
     model = factory(weights=None, **kwargs)
     if weights == weights_sources.RANDOM:
         return model
@@ -47,8 +41,8 @@ def _load_application(factory_name: str, display_name: str, weights: str, input_
     except Exception as exc:
         what = "with its ImageNet classifier (include_top=True)" if include_top else \
             "without its classifier (include_top=False)"
-        raise WeightsError(f"weights file {path} cannot be loaded into {display_name} {what}: {_one_line(exc)}") \
-            from exc
+        reason = weights_sources.failure_reason(exc)
+        raise WeightsError(f"weights file {path} cannot be loaded into {display_name} {what}: {reason}") from exc
     return model
 
 

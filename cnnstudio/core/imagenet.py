@@ -144,7 +144,7 @@ class ImageNetClassifier:
         except WeightsError as exc:
             # The message must name the file with the top, not the base's *_notop.h5.
             cause = exc.__cause__ or exc
-            reason = weights_sources._reason(cause) if exc.__cause__ is not None else str(exc)
+            reason = weights_sources.download_failure(cause) if exc.__cause__ is not None else str(exc)
             raise WeightsError(
                 f"cannot download the ImageNet classifier of {self.provider.display_name} ({reason}). "
                 f"Without internet, copy Keras' {wf.fname} into {weights_sources.keras_cache_dir()} "

@@ -208,8 +208,8 @@ class Trainer:
         self.index = index
         self.split = split
         self.config = config.validate()
-        provider = spec.validate(registry) and registry.backbones[spec.backbone]
-        self.spec = apply_mode(spec.validate(registry), self.config.mode, provider)
+        spec = spec.validate(registry)
+        self.spec = apply_mode(spec, self.config.mode, registry.backbones[spec.backbone])
         self.run_dir = Path(run_dir)
         self.registry = registry
         self.state = state or QuietState()

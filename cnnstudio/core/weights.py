@@ -138,7 +138,7 @@ def fetch(wf: WeightsFile, display_name: str, progress=None, status=None) -> Pat
             cache_dir=str(keras_cache_dir().parent),
         )
     except Exception as exc:
-        raise WeightsError(offline_message(display_name, _reason(exc))) from exc
+        raise WeightsError(offline_message(display_name, download_failure(exc))) from exc
     finally:
         done.set()
         if watcher is not None:
@@ -149,12 +149,19 @@ def fetch(wf: WeightsFile, display_name: str, progress=None, status=None) -> Pat
     return Path(path)
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """The first line of an exception's message: Keras' loading errors run to pages of tensors."""
     text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
+    line = text[0].rstrip(":. ") if text else type(exc).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def download_failure(exc: BaseException) -> str:
+    """:func:`failure_reason` of a failed download, saying so when there was no connection."""
+    line = failure_reason(exc)
     if "URL fetch failure" in line or "urlopen error" in line or "Name or service not known" in line:
         return "no connection: " + line
-    return line if len(line) <= 300 else line[:297] + "..."
+    return line
 
 
 def describe(weights: str) -> str:
