@@ -8,6 +8,7 @@ leaves an atomic checkpoint from which an interrupted run resumes.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -247,7 +248,7 @@ class Trainer:
         c = self.config
         p = self.paths
         K.utils.set_random_seed(c.seed)
-        device = device_description()
+        device = self._device
         state = runs.load_train_state(p) if resume else None
         if resume and state is None:
             raise StudioError(f"{self.run_dir}: nothing to resume (no checkpoint in {p.checkpoints})")
@@ -538,8 +539,9 @@ class Trainer:
             progress=progress, status=self.state.on_status,
         )
 
-    @property
+    @functools.cached_property
     def _device(self) -> str:
+        """The device this run trains on, asked of TensorFlow once."""
         return device_description()
 
     def _progress(self, task: str):
