@@ -1,5 +1,6 @@
 """Exports: every format reloads in its own runtime and agrees with the run's Keras model."""
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -172,13 +173,15 @@ def test_unreadable_test_images_are_skipped_and_counted(run, tmp_path):
     assert [d["path"] for d in report.skipped] == [bad] and report.top1_agreement == 1.0
 
 
-def test_failed_verification_leaves_nothing_behind(run, tmp_path, monkeypatch):
-    def broken(path, images):
-        raise ExportError("the exported TFLite file does not load (simulated)")
+@pytest.mark.parametrize("fmt, out", [("tflite", "m.tflite"), ("savedmodel", "saved")])
+def test_failed_verification_leaves_nothing_behind(run, tmp_path, monkeypatch, fmt, out):
+    def broken(path):
+        raise ExportError("the export does not load (simulated)")
 
-    monkeypatch.setattr(export_module, "_verify_tflite", broken)
+    exporter = dataclasses.replace(export_module.BUILTIN_EXPORTERS[fmt], load=broken)
+    monkeypatch.setitem(export_module.BUILTIN_EXPORTERS, fmt, exporter)
     with pytest.raises(ExportError, match="simulated"):
-        export_run(run, "tflite", tmp_path / "m.tflite")
+        export_run(run, fmt, tmp_path / out)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -236,11 +239,60 @@ def test_cli_error_is_one_line_and_exit_1(tmp_path, capsys):
     assert err.startswith("cnnstudio export: error:") and "no such run folder" in err and "\n" not in err
 
 
-def test_cli_offers_every_format():
+def test_every_builtin_format_is_registered_through_the_plugin_hook():
+    from cnnstudio.plugins import load_registry
+
+    registry = load_registry()
+    assert set(FORMATS) <= set(registry.exporters)
+    assert {registry.origin("exporter", f) for f in FORMATS} == {"builtins"}
+
+
+def test_cli_help_names_every_builtin_format():
     parser = build_parser()
     export = parser._subparsers._group_actions[0].choices["export"]
     (fmt,) = [a for a in export._actions if a.dest == "format"]
-    assert tuple(fmt.choices) == FORMATS
+    assert all(f in fmt.help for f in FORMATS) and "plugin" in fmt.help
+
+
+def test_cli_refuses_an_unknown_format_listing_the_known_ones(run, tmp_path, capsys):
+    assert main(["export", str(run), "--format", "gif", "--out", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown export format 'gif'" in err and "tflite-int8" in err
+
+
+def _keras_exporter(**overrides):
+    from cnnstudio.core.tf import keras
+    from cnnstudio.plugins import ExporterProvider
+
+    def write(model, path, context):
+        model.save(path)
+        return f"saved at {context.input_size} px for {len(context.class_names)} classes"
+
+    def load(path):
+        model = keras().saving.load_model(path, safe_mode=True)
+        return (lambda x: np.asarray(model(x))), "a plugin's reloader"
+
+    fields = {"id": "plugin-keras", "display_name": "Plugin Keras", "write": write, "load": load,
+              "suffix": ".keras"}
+    return ExporterProvider(**{**fields, **overrides})
+
+
+def test_a_plugin_format_is_written_verified_and_reported(run, tmp_path):
+    exporter = _keras_exporter()
+    report = export_run(run, "plugin-keras", tmp_path, exporters={exporter.id: exporter})
+    assert report.path == str(tmp_path / "model.keras") and (tmp_path / "model.keras").is_file()
+    assert report.runtime == "a plugin's reloader" and report.top1_agreement == 1.0
+    assert any("for 4 classes" in note or "classes" in note for note in report.notes)
+
+
+def test_a_plugin_format_that_fails_to_reload_leaves_no_file_and_names_the_format(run, tmp_path):
+    def load(path):
+        raise RuntimeError("the runtime is not installed")
+
+    exporter = _keras_exporter(load=load)
+    with pytest.raises(ExportError, match="export format 'plugin-keras': load failed .*runtime is not installed"):
+        export_run(run, "plugin-keras", tmp_path / "m.keras", exporters={exporter.id: exporter})
+    assert not list(tmp_path.iterdir())
 
 
 def test_tflite_without_litert_uses_tensorflows_interpreter(run, tmp_path, monkeypatch):

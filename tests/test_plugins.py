@@ -131,7 +131,7 @@ def test_broken_plugins_are_reported_by_name_and_the_rest_still_loads(install_pl
             raise RuntimeError("boom in the hook")
     """)
     install_plugin("invalid", """
-        from cnnstudio.plugins import BackboneProvider, BlockProvider, hookimpl
+        from cnnstudio.plugins import BackboneProvider, BlockProvider, ExporterProvider, hookimpl
 
         @hookimpl
         def cnnstudio_register_backbones(registry):
@@ -142,6 +142,12 @@ def test_broken_plugins_are_reported_by_name_and_the_rest_still_loads(install_pl
         @hookimpl
         def cnnstudio_register_blocks(registry):
             registry.add_block(BlockProvider(id="noapply", display_name="No apply", apply=None))
+
+        @hookimpl
+        def cnnstudio_register_exporters(registry):
+            registry.add_exporter(ExporterProvider(id="nosuffix", display_name="No suffix", write=print, load=print))
+            registry.add_exporter(ExporterProvider(id="onnx", display_name="Again", write=print, load=print,
+                                                   suffix=".onnx"))
     """)
     install_plugin("future", """
         from cnnstudio.plugins import BackboneProvider, hookimpl
@@ -171,6 +177,8 @@ def test_broken_plugins_are_reported_by_name_and_the_rest_still_loads(install_pl
     assert "'Bad Id' is invalid" in errors["invalid"]
     assert "'vgg16' is already registered by plugin 'builtins'" in errors["invalid"]
     assert "block 'noapply': apply is not callable" in errors["invalid"]
+    assert "exporter 'nosuffix': a file format needs a suffix" in errors["invalid"]
+    assert "exporter 'onnx' is already registered by plugin 'builtins'" in errors["invalid"]
     assert f"needs plugin API version 99, but this CNN Studio provides version {API_VERSION}" in errors["future"]
     assert "unknown hook 'cnnstudio_register_backbone'" in errors["typo"]
     for name in ("no-import", "raises", "invalid", "future", "typo"):

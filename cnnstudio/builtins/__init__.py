@@ -25,6 +25,14 @@ def cnnstudio_register_blocks(registry):
 
 
 @hookimpl
+def cnnstudio_register_exporters(registry):
+    from cnnstudio.core.export import BUILTIN_EXPORTERS
+
+    for exporter in BUILTIN_EXPORTERS.values():
+        registry.add_exporter(exporter)
+
+
+@hookimpl
 def cnnstudio_register_presets(registry):
     for preset in PRESETS:
         registry.add_preset(preset)

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from cnnstudio.core.errors import ImageError, StudioError
+from cnnstudio.core.providers import ExportContext, ExporterProvider
 
-FORMATS = ("keras", "savedmodel", "tflite", "tflite-fp16", "tflite-int8", "onnx")
-QUANTISED = frozenset({"tflite-fp16", "tflite-int8"})
-_SUFFIX = {"keras": ".keras", "tflite": ".tflite", "tflite-fp16": ".tflite", "tflite-int8": ".tflite",
-           "onnx": ".onnx"}
+# A non-empty folder is overwritten only when it holds an earlier export of the same format.
+_FOLDER_MARKERS = {"savedmodel": "saved_model.pb"}
 
 # Training images that calibrate int8 quantisation (spread evenly over the training split).
 REPRESENTATIVE_IMAGES = 100
@@ -69,17 +68,14 @@ class ExportReport:
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: test images that failed to load
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def quantised(self) -> bool:
-        return self.format in QUANTISED
+    quantised: bool = False  # the format trades accuracy for size (its accuracy change is reported)
 
     @property
     def accuracy_change(self) -> float:
         return self.accuracy_export - self.accuracy_source
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "quantised": self.quantised, "accuracy_change": self.accuracy_change}
+        return {**asdict(self), "accuracy_change": self.accuracy_change}
 
     def summary(self) -> str:
         """One line, e.g. ``tflite-int8: /x/model.tflite (1.2 MB); test images 36; top-1 agreement 97.2%; ...``."""
@@ -103,19 +99,23 @@ def format_size(n: int) -> str:
 # ----------------------------------------------------------------------------- the export
 
 
-def export_run(run_dir, fmt: str, out, progress: Progress | None = None, data_dir=None) -> ExportReport:
+def export_run(run_dir, fmt: str, out, progress: Progress | None = None, data_dir=None,
+               exporters: Mapping[str, ExporterProvider] | None = None) -> ExportReport:
     """Write the run's model as ``fmt`` at ``out`` and verify it on the run's test split.
 
-    ``data_dir`` replaces the dataset folder recorded in the run (when it has moved). For the
-    single-file formats ``out`` may be an existing folder: the file goes inside it as
-    ``model.<ext>``. Raises :class:`StudioError` with a one-line message.
+    ``exporters`` are the formats to choose from (a registry's, plugins' included; default the
+    built-in ones). ``data_dir`` replaces the dataset folder recorded in the run (when it has
+    moved). For the single-file formats ``out`` may be an existing folder: the file goes inside
+    it as ``model.<ext>``. Raises :class:`StudioError` with a one-line message.
     """
     from cnnstudio.core.bundle import MODEL_FILE, Bundle
     from cnnstudio.core.runs import RunPaths, read_config
 
     started = time.monotonic()
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    exporters = BUILTIN_EXPORTERS if exporters is None else exporters
+    exporter = exporters.get(fmt)
+    if exporter is None:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(exporters)}")
     run_dir = Path(run_dir)
     paths = RunPaths(run_dir)
     if not run_dir.is_dir():
@@ -139,9 +139,9 @@ def export_run(run_dir, fmt: str, out, progress: Progress | None = None, data_di
     if not root.is_dir():
         raise ExportError(f"{root}: the run's dataset folder is gone; the test images are needed to verify the "
                           "export (give the folder's new place)")
-    out = _output_path(fmt, Path(out), folder=os.fspath(out).endswith(("/", os.sep)))
-    if fmt == "onnx":
-        _onnx_modules()  # fail before any work when the converter is missing
+    out = _output_path(exporter, Path(out), folder=os.fspath(out).endswith(("/", os.sep)))
+    if exporter.prepare is not None:
+        _guarded(exporter, "prepare", exporter.prepare)  # fail before any work when something is missing
 
     bundle = Bundle(paths.bundle)
     size = bundle.input_size
@@ -158,43 +158,27 @@ def export_run(run_dir, fmt: str, out, progress: Progress | None = None, data_di
     if temperature not in (None, 1, 1.0):
         notes.append(f"the bundle's calibration temperature {temperature} is not part of the export: its "
                      "probabilities are the uncalibrated ones (apply softmax(log(p) / T) to calibrate)")
+    train_files = list((config.get("split") or {}).get("train") or [])
+    context = ExportContext(
+        input_size=size,
+        class_names=tuple(bundle.class_names),
+        model_file=bundle.folder / MODEL_FILE,
+        representative=lambda: _representative_images(root, train_files, size),
+    )
     _report(progress, f"writing {fmt}", 0, 1)
-    if fmt == "keras":
-        with _atomic_file(out) as tmp:
-            shutil.copyfile(bundle.folder / MODEL_FILE, tmp)
-            probs, runtime = _verify_keras(tmp, images)
-            _check_shape(probs, reference)
-    elif fmt == "savedmodel":
-        with _atomic_folder(out) as tmp:
-            _write_savedmodel(bundle.model, tmp, size)
-            probs, runtime = _verify_savedmodel(tmp, images)
-            _check_shape(probs, reference)
-    elif fmt.startswith("tflite"):
-        representative = None
-        if fmt == "tflite-int8":
-            train_files = list((config.get("split") or {}).get("train") or [])
-            representative = _representative_images(root, train_files, size)
-            notes.append(f"int8: weights and activations int8, calibrated on {len(representative)} training "
-                         "images; input and output stay float32")
-        blob, note = _tflite_bytes(bundle.model, size, fmt, representative)
-        if note:
-            notes.append(note)
-        with _atomic_file(out) as tmp:
-            tmp.write_bytes(blob)
-            probs, runtime = _verify_tflite(tmp, images)
-            _check_shape(probs, reference)
-    else:
-        blob, converter = _onnx_bytes(bundle.model, size)
-        with _atomic_file(out) as tmp:
-            tmp.write_bytes(blob)
-            probs, runtime = _verify_onnx(tmp, images)
-            _check_shape(probs, reference)
-        notes.append(f"converted by {converter}, opset {ONNX_OPSET}")
+    with (_atomic_folder if exporter.folder else _atomic_file)(out) as tmp:
+        note = _guarded(exporter, "write", exporter.write, bundle.model, tmp, context)
+        predict, runtime = _guarded(exporter, "load", exporter.load, tmp)
+        probs = _guarded(exporter, "load", _batched, predict, images)
+        _check_shape(probs, reference)
+    if note:
+        notes.append(str(note))
     _report(progress, f"writing {fmt}", 1, 1)
 
     return ExportReport(
         format=fmt,
         path=str(out),
+        quantised=exporter.quantised,
         size_bytes=_size_of(out),
         runtime=runtime,
         test_images=len(images),
@@ -218,21 +202,34 @@ def _report(progress: Progress | None, task: str, done: int, total: int) -> None
         progress(task, done, total)
 
 
-def _output_path(fmt: str, out: Path, folder: bool = False) -> Path:
+def _output_path(exporter: ExporterProvider, out: Path, folder: bool = False) -> Path:
     """Where the export goes; ``folder``: ``out`` was written with a trailing slash."""
-    if fmt == "savedmodel":
+    if exporter.folder:
         if out.exists() and not out.is_dir():
-            raise ExportError(f"{out}: is a file; a SavedModel is a folder")
-        if out.is_dir() and any(out.iterdir()) and not (out / "saved_model.pb").exists():
-            raise ExportError(f"{out}: is a folder that holds other files and no SavedModel; choose another --out")
+            raise ExportError(f"{out}: is a file; a {exporter.display_name} is a folder")
+        marker = _FOLDER_MARKERS.get(exporter.id)
+        if out.is_dir() and any(out.iterdir()) and not (marker and (out / marker).exists()):
+            raise ExportError(f"{out}: is a folder that holds other files and no {exporter.display_name}; "
+                              "choose another --out")
         return out
     if out.exists() and not out.is_dir() and folder:
         raise ExportError(f"{out}: is a file, not a folder")
     if out.is_dir() or folder:
-        out = out / f"model{_SUFFIX[fmt]}"
-    if fmt == "keras" and out.suffix != ".keras":
+        out = out / f"model{exporter.suffix}"
+    if exporter.id == "keras" and out.suffix != ".keras":
         raise ExportError(f"{out}: a Keras model file must end in .keras")
     return out
+
+
+def _guarded(exporter: ExporterProvider, step: str, function, *args):
+    """Run an exporter's step; what a plugin's code raises becomes one line naming the format."""
+    try:
+        return function(*args)
+    except StudioError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"export format {exporter.id!r}: {step} failed ({type(exc).__name__}: "
+                          f"{_one_line(exc)})") from exc
 
 
 def _size_of(path: Path) -> int:
@@ -325,7 +322,11 @@ def _atomic_folder(path: Path):
 # ----------------------------------------------------------------------------- formats
 
 
-def _verify_keras(path: Path, images: np.ndarray):
+def _write_keras(model, path: Path, context: ExportContext) -> None:
+    shutil.copyfile(context.model_file, path)
+
+
+def _load_keras(path: Path):
     from cnnstudio.core.tf import keras
 
     k = keras()
@@ -333,8 +334,7 @@ def _verify_keras(path: Path, images: np.ndarray):
         model = k.saving.load_model(path, safe_mode=True)
     except Exception as exc:
         raise ExportError(f"the exported Keras file does not reload ({_one_line(exc)})") from exc
-    probs = _batched(lambda x: model(x.astype(np.float32), training=False), images)
-    return probs, f"Keras {k.__version__} (safe mode)"
+    return (lambda x: model(x.astype(np.float32), training=False)), f"Keras {k.__version__} (safe mode)"
 
 
 def _write_savedmodel(model, folder: Path, size: int) -> None:
@@ -349,7 +349,7 @@ def _write_savedmodel(model, folder: Path, size: int) -> None:
         raise ExportError(f"cannot write a SavedModel ({_one_line(exc)})") from exc
 
 
-def _verify_savedmodel(folder: Path, images: np.ndarray):
+def _load_savedmodel(folder: Path):
     from cnnstudio.core.tf import tf
 
     t = tf()
@@ -364,7 +364,7 @@ def _verify_savedmodel(folder: Path, images: np.ndarray):
         (y,) = serve(**{name: t.constant(x, dtype=t.float32)}).values()
         return y.numpy()
 
-    return _batched(predict, images), f"TensorFlow {t.__version__} tf.saved_model.load, serving_default signature"
+    return predict, f"TensorFlow {t.__version__} tf.saved_model.load, serving_default signature"
 
 
 def _tflite_bytes(model, size: int, fmt: str, representative: np.ndarray | None) -> tuple[bytes, str | None]:
@@ -429,7 +429,7 @@ def _tflite_interpreter(blob: bytes):
             return t.lite.Interpreter(model_content=blob), f"TensorFlow {t.__version__} tf.lite interpreter"
 
 
-def _verify_tflite(path: Path, images: np.ndarray):
+def _load_tflite(path: Path):
     try:
         interpreter, runtime = _tflite_interpreter(path.read_bytes())
         (inp,) = interpreter.get_input_details()
@@ -444,7 +444,7 @@ def _verify_tflite(path: Path, images: np.ndarray):
         interpreter.invoke()
         return _dequantise(interpreter.get_tensor(outp["index"]), outp)
 
-    return _batched(predict, images), runtime
+    return predict, runtime
 
 
 def _quantise(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -489,15 +489,60 @@ def _onnx_bytes(model, size: int) -> tuple[bytes, str]:
     return proto.SerializeToString(), f"tf2onnx {tf2onnx.__version__}"
 
 
-def _verify_onnx(path: Path, images: np.ndarray):
+def _load_onnx(path: Path):
     _, ort = _onnx_modules()
     try:
         session = ort.InferenceSession(path.read_bytes(), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
     except Exception as exc:
         raise ExportError(f"the exported ONNX file does not load in onnxruntime ({_one_line(exc)})") from exc
-    probs = _batched(lambda x: session.run(None, {name: x.astype(np.float32)})[0], images)
-    return probs, f"onnxruntime {ort.__version__} (CPU)"
+    return (lambda x: session.run(None, {name: x.astype(np.float32)})[0]), f"onnxruntime {ort.__version__} (CPU)"
+
+
+def _tflite_writer(fmt: str):
+    def write(model, path: Path, context: ExportContext) -> str | None:
+        representative = context.representative() if fmt == "tflite-int8" else None
+        blob, note = _tflite_bytes(model, context.input_size, fmt, representative)
+        path.write_bytes(blob)
+        if fmt == "tflite-int8":
+            calibrated = (f"int8: weights and activations int8, calibrated on {len(representative)} training "
+                          "images; input and output stay float32")
+            return f"{calibrated}; {note}" if note else calibrated
+        return note
+
+    return write
+
+
+def _write_savedmodel_format(model, folder: Path, context: ExportContext) -> None:
+    _write_savedmodel(model, folder, context.input_size)
+
+
+def _write_onnx(model, path: Path, context: ExportContext) -> str:
+    blob, converter = _onnx_bytes(model, context.input_size)
+    path.write_bytes(blob)
+    return f"converted by {converter}, opset {ONNX_OPSET}"
+
+
+# The built-in formats, registered by the built-in plugin like any plugin's exporter.
+BUILTIN_EXPORTERS: dict[str, ExporterProvider] = {
+    e.id: e
+    for e in (
+        ExporterProvider("keras", "Keras model file", _write_keras, _load_keras, suffix=".keras",
+                         description="the .keras file itself"),
+        ExporterProvider("savedmodel", "TensorFlow SavedModel", _write_savedmodel_format, _load_savedmodel,
+                         folder=True, description="a SavedModel folder (TF Serving)"),
+        ExporterProvider("tflite", "TFLite (float32)", _tflite_writer("tflite"), _load_tflite, suffix=".tflite",
+                         description="float32"),
+        ExporterProvider("tflite-fp16", "TFLite (float16 weights)", _tflite_writer("tflite-fp16"), _load_tflite,
+                         suffix=".tflite", quantised=True, description="float16 weights"),
+        ExporterProvider("tflite-int8", "TFLite (int8)", _tflite_writer("tflite-int8"), _load_tflite,
+                         suffix=".tflite", quantised=True,
+                         description="int8 inside, float32 input and output"),
+        ExporterProvider("onnx", "ONNX", _write_onnx, _load_onnx, suffix=".onnx",
+                         prepare=_onnx_modules, description="via tf2onnx"),
+    )
+}
+FORMATS = tuple(BUILTIN_EXPORTERS)
 
 
 def _one_line(exc: BaseException) -> str:

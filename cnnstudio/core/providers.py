@@ -1,4 +1,4 @@
-"""Light descriptors of what plugins contribute: backbones, blocks and presets.
+"""Light descriptors of what plugins contribute: backbones, blocks, presets and export formats.
 
 A descriptor holds everything the window and ``cnnstudio models`` show (id, name, parameter
 schema, input sizes, preprocessing) and a ``build`` / ``apply`` callable that imports
@@ -212,7 +212,48 @@ class Preset:
     description: str = ""
 
 
-_KINDS = {"backbone": BackboneProvider, "block": BlockProvider, "preset": Preset}
+@dataclass(frozen=True)
+class ExportContext:
+    """What an exporter's ``write`` may need besides the model.
+
+    ``model_file`` is the bundle's ``.keras`` file; ``representative()`` loads up to 100 of the
+    run's training images as uint8 ``(n, size, size, 3)`` (for calibrating quantisation) and is
+    only called when needed, since it reads files.
+    """
+
+    input_size: int
+    class_names: tuple[str, ...]
+    model_file: Any
+    representative: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class ExporterProvider:
+    """A model file format for ``cnnstudio export`` and the window's export.
+
+    ``write(model, path, context)`` writes the Keras ``model`` (raw RGB pixels in [0, 255] in,
+    class probabilities out) at ``path`` (a file ending in ``suffix``, or an empty folder when
+    ``folder`` is True) and may return a one-line note for the report. ``load(path)`` reloads
+    it in the runtime that will use it and returns ``(predict, runtime)``: ``predict`` maps a
+    float32 ``(n, size, size, 3)`` batch to an ``(n, classes)`` array, ``runtime`` names what
+    ran it. The studio runs the test images through both and keeps the file only if it loads
+    and agrees. ``prepare()``, if given, runs before any work and raises when something the
+    format needs is missing (say which package to install). ``quantised`` formats report the
+    accuracy change too.
+    """
+
+    id: str
+    display_name: str
+    write: Callable
+    load: Callable
+    suffix: str = ""
+    folder: bool = False
+    quantised: bool = False
+    prepare: Callable | None = None
+    description: str = ""
+
+
+_KINDS = {"backbone": BackboneProvider, "block": BlockProvider, "preset": Preset, "exporter": ExporterProvider}
 
 
 class Registry:
@@ -228,6 +269,7 @@ class Registry:
         self.backbones: dict[str, BackboneProvider] = {}
         self.blocks: dict[str, BlockProvider] = {}
         self.presets: dict[str, Preset] = {}
+        self.exporters: dict[str, ExporterProvider] = {}
         self._origins: dict[tuple[str, str], str] = {}
         self._plugin: str | None = None
         self._on_error: Callable[[ValueError], None] | None = None
@@ -253,8 +295,11 @@ class Registry:
     def add_preset(self, preset: Preset) -> None:
         self._add("preset", preset, self.presets, self._check_preset)
 
+    def add_exporter(self, provider: ExporterProvider) -> None:
+        self._add("exporter", provider, self.exporters, _check_exporter)
+
     def origin(self, kind: str, id: str) -> str:
-        """The name of the plugin that registered ``kind`` (backbone, block, preset) ``id``."""
+        """The name of the plugin that registered ``kind`` (backbone, block, preset, exporter) ``id``."""
         try:
             return self._origins[(kind, id)]
         except KeyError:
@@ -377,6 +422,20 @@ def _check_block(provider: BlockProvider) -> None:
     _check_params(owner, provider.params)
     if any(p.name == "type" for p in provider.params):
         raise ValueError(f"{owner}: 'type' is reserved for the block id")
+
+
+def _check_exporter(provider: ExporterProvider) -> None:
+    owner = f"exporter {provider.id!r}"
+    for name in ("write", "load"):
+        if not callable(getattr(provider, name)):
+            raise ValueError(f"{owner}: {name} is not callable")
+    if provider.prepare is not None and not callable(provider.prepare):
+        raise ValueError(f"{owner}: prepare is not callable")
+    if provider.folder:
+        if provider.suffix:
+            raise ValueError(f"{owner}: a folder format has no file suffix, got {provider.suffix!r}")
+    elif not (isinstance(provider.suffix, str) and re.fullmatch(r"\.[A-Za-z0-9][A-Za-z0-9._-]*", provider.suffix)):
+        raise ValueError(f"{owner}: a file format needs a suffix such as '.onnx', got {provider.suffix!r}")
 
 
 def _number(value: float) -> str:

@@ -50,6 +50,16 @@ def cnnstudio_register_blocks(registry: Registry) -> None:
 
 
 @hookspec
+def cnnstudio_register_exporters(registry: Registry) -> None:
+    """Register model file formats with ``registry.add_exporter(ExporterProvider(...))``.
+
+    Each format appears in ``cnnstudio export --format`` and in the window's export. The studio
+    calls ``write`` into a temporary path, reloads the result with ``load`` and compares it with
+    the Keras model on the run's test images before it moves the file into place.
+    """
+
+
+@hookspec
 def cnnstudio_register_presets(registry: Registry) -> None:
     """Register ready-made model specs with ``registry.add_preset(Preset(...))``.
 

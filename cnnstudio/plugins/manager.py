@@ -34,6 +34,7 @@ BUILTINS = "builtins"
 REGISTRATION_HOOKS = (
     "cnnstudio_register_backbones",
     "cnnstudio_register_blocks",
+    "cnnstudio_register_exporters",
     "cnnstudio_register_presets",
 )
 
