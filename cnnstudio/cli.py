@@ -7,6 +7,7 @@ that need it, so ``cnnstudio --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -191,10 +192,80 @@ def format_block_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def spec_and_config(args, registry):
+    """The model spec and training configuration that the training options describe."""
+    from cnnstudio.core.spec import resolve_spec
+    from cnnstudio.core.training import TrainConfig
+
+    spec = resolve_spec(registry, args.model, input_size=args.image_size, weights=args.weights)
+    config = TrainConfig(
+        epochs=args.epochs if args.epochs is not None else 10,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        patience=args.patience,
+        class_weight=args.class_weights,
+        seed=args.seed,
+        cache=args.cache,
+        mode=args.mode,
+        finetune_blocks=args.finetune_blocks,
+        finetune_from=args.finetune_from,
+        finetune_epochs=args.finetune_epochs,
+        finetune_learning_rate=args.finetune_lr,
+        bottleneck=args.bottleneck,
+    )
+    return spec, config
+
+
+# 'train' options and the TrainConfig fields they set, for 'train --config FILE'.
+_CONFIG_OPTIONS = {
+    "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer", "lr": "learning_rate",
+    "patience": "patience", "class_weights": "class_weight", "seed": "seed", "cache": "cache", "mode": "mode",
+    "finetune_blocks": "finetune_blocks", "finetune_from": "finetune_from", "finetune_epochs": "finetune_epochs",
+    "finetune_lr": "finetune_learning_rate", "bottleneck": "bottleneck",
+}
+
+
+def _given_options(parser: argparse.ArgumentParser, argv: list[str], dests) -> set[str]:
+    """The options typed on the command line, as opposed to left at their defaults (an option
+    typed with its default value still counts): a second parse with every default replaced by
+    a marker leaves the marker wherever nothing was typed. (A non-string marker, because argparse
+    converts string defaults with the option's type.)"""
+    untyped = object()
+    saved = {d: parser.get_default(d) for d in dests}
+    parser.set_defaults(**dict.fromkeys(dests, untyped))
+    try:
+        given = parser.parse_args(argv)
+    finally:
+        parser.set_defaults(**saved)
+    return {k for k, v in vars(given).items() if v is not untyped}
+
+
+def configured_spec_and_config(args, registry):
+    """'train --config FILE': the spec and settings of a search's best.json or a run's config.json,
+    with the options typed on the command line winning over the file's values."""
+    import dataclasses
+
+    from cnnstudio.core.search import load_configuration
+    from cnnstudio.core.spec import resolve_spec
+
+    given = _given_options(args.train_parser, args.argv[1:], [k for k in vars(args) if k != "argv"])
+    spec, config = load_configuration(args.config)
+    if "model" in given:
+        spec = resolve_spec(registry, args.model, input_size=args.image_size, weights=args.weights)
+    else:
+        if "image_size" in given:
+            spec.input_size = args.image_size
+        if "weights" in given:
+            spec.params["weights"] = args.weights
+    typed = {field: getattr(args, dest) for dest, field in _CONFIG_OPTIONS.items() if dest in given}
+    return spec, dataclasses.replace(config, **typed).validate()
+
+
 def cmd_train(args) -> int:
     from cnnstudio.core.dataset import Split, make_split
     from cnnstudio.core.runs import RunPaths, read_config
-    from cnnstudio.core.spec import ModelSpec, resolve_spec
+    from cnnstudio.core.spec import ModelSpec
     from cnnstudio.core.training import TrainConfig, Trainer
 
     out = Path(args.out)
@@ -202,6 +273,8 @@ def cmd_train(args) -> int:
     registry = _registry()
 
     if args.resume:
+        if args.config:
+            raise CliError("--config starts a new run; --resume continues a run with its own settings")
         if not paths.config.exists():
             raise CliError(f"{out}: nothing to resume (no config.json)")
         saved = read_config(out)
@@ -221,24 +294,8 @@ def cmd_train(args) -> int:
         data_dir = _dataset_dir(args)
         index = _scan(data_dir, quiet=args.json)
         index.raise_for_errors()
-        split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=args.seed)
-        spec = resolve_spec(registry, args.model, input_size=args.image_size, weights=args.weights)
-        config = TrainConfig(
-            epochs=args.epochs if args.epochs is not None else 10,
-            batch_size=args.batch_size,
-            optimizer=args.optimizer,
-            learning_rate=args.lr,
-            patience=args.patience,
-            class_weight=args.class_weights,
-            seed=args.seed,
-            cache=args.cache,
-            mode=args.mode,
-            finetune_blocks=args.finetune_blocks,
-            finetune_from=args.finetune_from,
-            finetune_epochs=args.finetune_epochs,
-            finetune_learning_rate=args.finetune_lr,
-            bottleneck=args.bottleneck,
-        )
+        spec, config = configured_spec_and_config(args, registry) if args.config else spec_and_config(args, registry)
+        split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=config.seed)
 
     state = TerminalState(quiet=args.json)
     previous = signal.getsignal(signal.SIGINT)
@@ -270,6 +327,100 @@ def cmd_train(args) -> int:
                 print(f"  {d['path']}: {d['reason']}")
         print(f"Run saved in {out}; model bundle in {paths.bundle}")
     return 130 if result.reason == "cancelled" else 0
+
+
+# ----------------------------------------------------------------------------- tune
+
+
+class TuneState(TerminalState):
+    """The terminal state of 'tune': training progress on stderr, one line per finished trial on stdout."""
+
+    def __init__(self, trials: int | None, objective: str, records=()):
+        super().__init__()
+        self.trials = trials
+        self.objective = objective
+        self.records = list(records)  # a resumed search's earlier trials count for the best
+
+    def label(self, number: int) -> str:
+        return f"trial {number + 1}/{self.trials}" if self.trials else f"trial {number + 1}"
+
+    def on_trial_start(self, number, params):
+        from cnnstudio.core.search import format_params
+
+        self._say(f"{self.label(number).capitalize()}: {format_params(params)}")
+
+    def on_trial_end(self, record):
+        from cnnstudio.core.search import best_trial, format_params
+
+        self.records.append(record)
+        best = best_trial(self.records, self.objective)
+        if record.status == "failed":
+            outcome = f"{'failed':<8}  {record.error}"
+        else:
+            value = "-" if record.value is None else f"{record.value:.4f}"
+            outcome = f"{record.status:<8}  {self.objective} {value}"
+            if record.status == "pruned":
+                outcome += f" at epoch {record.epochs}"
+        best_text = f"  (best {best.value:.4f}, trial {best.number + 1})" if best else ""
+        print(f"{self.label(record.number)}  {outcome}{best_text}  {record.seconds:.1f} s  "
+              f"{format_params(record.params)}", flush=True)
+
+
+def cmd_tune(args) -> int:
+    from cnnstudio.core.dataset import make_split
+    from cnnstudio.core.search import Search, SearchSpace, format_params
+
+    registry = _registry()
+    data_dir = _dataset_dir(args)
+    index = _scan(data_dir)
+    index.raise_for_errors()
+    spec, config = spec_and_config(args, registry)
+    split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=args.seed)
+    space = SearchSpace.load(args.space) if args.space else None
+    trials = 10 if args.trials is None and args.timeout is None else args.trials
+    state = TuneState(trials, args.objective)
+    search = Search(index, split, spec, config, space, args.out, registry, trials=trials, timeout=args.timeout,
+                    sampler=args.sampler, prune=not args.no_prune, objective=args.objective, seed=args.seed,
+                    state=state)
+    state.objective = search.objective  # a resumed search keeps its own
+    state.records = [r for r in search.records if r.status != "running"]
+    if search.resumed:
+        print(f"Resuming the search in {args.out}: {len(state.records)} trial(s) finished", file=sys.stderr)
+    print(f"Searching {', '.join(d.describe() for d in search.space.dimensions)}", file=sys.stderr)
+
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        if state.stop.is_set():  # a second Ctrl-C stops at once; the trial is re-run on resume
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        state._say("Stopping after this epoch (Ctrl-C again to abort)...")
+        state.stop.set()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = search.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    out = Path(args.out)
+    if result.best is not None:
+        b = result.best
+        print(f"Best: trial {b.number + 1}, {result.objective} {b.value:.4f}: {format_params(b.params)}")
+        data = "--sample" if args.sample else data_dir
+        print(f"Search saved in {out}; train the best configuration with: "
+              f"cnnstudio train {data} --config {out / 'best.json'} --out RUN_DIR")
+    else:
+        print(f"Search saved in {out}; no trial has completed yet")
+    if result.reason == "timeout":
+        print(f"Time limit of {args.timeout:g} s reached")
+    if result.reason == "cancelled":
+        running = next((r for r in result.trials if r.status == "running"), None)
+        where = f" during trial {running.number + 1}" if running else ""
+        print(f"Stopped{where}; run the same command again to resume the search"
+              + (" (that trial goes on from its last epoch)" if running else ""))
+        return 130
+    return 0
 
 
 # ----------------------------------------------------------------------------- predict
@@ -479,7 +630,8 @@ def cmd_evaluate(args) -> int:
 def cmd_export(args) -> int:
     from cnnstudio.core.export import export_run
 
-    report = export_run(args.run_dir, args.format, args.out, data_dir=args.data_dir)
+    report = export_run(args.run_dir, args.format, args.out, data_dir=args.data_dir,
+                        exporters=_registry().exporters)
     if args.json:
         _print_json(report.to_dict())
         return 0
@@ -529,12 +681,195 @@ def cmd_report(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- cross-validation, rerun, runs, diff
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c(state):
+    """The first Ctrl-C asks ``state`` to stop (the run stays resumable); a second one aborts."""
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        if state.stop.is_set():
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        state._say("Stopping after this batch (Ctrl-C again to abort)...")
+        state.stop.set()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _fold_line(fold: int, k: int, m: dict) -> str:
+    parts = [f"{key} {m[key]:.4f}" for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
+             if m.get(key) is not None]
+    seconds = f", {m['seconds']:.1f}s" if m.get("seconds") is not None else ""
+    status = "" if m.get("status") in ("completed", "early_stopped") else f" [{m.get('status')}]"
+    return f"Fold {fold}/{k}: " + ", ".join(parts) + f" (best of {m.get('epochs')} epochs{seconds}){status}"
+
+
+class CrossValidationState(TerminalState):
+    """The terminal state of 'cv': training progress per fold on stderr, one line per fold on stdout."""
+
+    def on_fold_start(self, fold, k):
+        self.k = k
+        self._say(f"Fold {fold} of {k}")
+
+    def on_fold_end(self, fold, metrics):
+        if not self.quiet:
+            print(_fold_line(fold, self.k, metrics), flush=True)
+
+
+def cmd_cv(args) -> int:
+    from cnnstudio.core.crossval import CrossValidation
+
+    if args.val_split is not None:
+        raise CliError("--val-split does not apply to cv: each fold validates on 1/K of the images")
+    data_dir = _dataset_dir(args)
+    index = _scan(data_dir, quiet=args.json)
+    index.raise_for_errors()
+    registry = _registry()
+    spec, config = spec_and_config(args, registry)
+    state = CrossValidationState(quiet=args.json)
+    with _stop_on_ctrl_c(state):
+        result = CrossValidation(index, spec, config, args.folds, args.out, registry, seed=args.seed,
+                                 test_fraction=args.test_split, state=state).run()
+    if args.json:
+        _print_json({"out_dir": str(result.out_dir), "k": result.k, "status": result.reason,
+                     "folds": result.folds, "summary": result.summary,
+                     "std": "sample standard deviation (ddof=1)"})
+    else:
+        for line in result.summary_lines():
+            print(line)
+        if result.reason == "cancelled":
+            print(f"Stopped; repeat the same command to resume (finished folds are kept) in {args.out}")
+        else:
+            print(f"Cross-validation saved in {args.out} (cv.json, fold-1 ... fold-{result.k})")
+    return 130 if result.reason == "cancelled" else 0
+
+
+def cmd_rerun(args) -> int:
+    from cnnstudio.core.compare import diff_runs
+    from cnnstudio.core.reproduce import rerun
+    from cnnstudio.core.runs import RunPaths, read_history
+
+    original = Path(args.run_dir)
+    state = TerminalState(quiet=args.json)
+    with _stop_on_ctrl_c(state):
+        result = rerun(original, args.out, _registry(), data_dir=args.data, state=state)
+    history = read_history(original) if RunPaths(original).history.exists() else []
+    pairs = [(a.get("loss"), b.get("loss")) for a, b in zip(history, result.history)]
+    loss_gap = max((abs(a - b) for a, b in pairs if a is not None and b is not None), default=None)
+    diff = diff_runs(original, args.out)
+    shown = ("test_accuracy", "test_loss", "val_accuracy", "val_loss")
+    rows = [(key, a, b) for key, a, b in diff.metrics if key in shown]
+    if args.json:
+        _print_json({"original": str(original), "rerun": str(args.out), "status": result.reason,
+                     **{key: {"original": a, "rerun": b} for key, a, b in rows},
+                     "largest_epoch_loss_difference": loss_gap, "epochs_compared": len(pairs),
+                     "changed_predictions": diff.changed_predictions})
+    else:
+        print(f"{'':<14}  {'original':>10}  {'rerun':>10}")
+        for key, a, b in rows:
+            print(f"{key:<14}  {_number(a):>10}  {_number(b):>10}")
+        if loss_gap is not None:
+            print(f"Largest difference of the training loss over {len(pairs)} epoch(s): {loss_gap:.3g}")
+        if diff.compared_predictions:
+            print(f"Test predictions that changed: {len(diff.changed_predictions)} of {diff.compared_predictions}")
+        print(f"Rerun saved in {args.out}")
+    return 130 if result.reason == "cancelled" else 0
+
+
+def _number(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+RUN_COLUMNS = (("name", "run"), ("model", "model"), ("status", "status"), ("epochs", "epochs"),
+               ("val_accuracy", "val_acc"), ("val_loss", "val_loss"), ("test_accuracy", "test_acc"),
+               ("train_seconds", "seconds"), ("created", "created"))
+
+
+def _sorted_runs(found: list, sort: str) -> list:
+    """Runs sorted by a column or a setting (``-KEY``: descending); runs without it come last."""
+    key = sort.lstrip("-")
+
+    def value(run):
+        return getattr(run, key) if key in run.__dataclass_fields__ else run.settings.get(key)
+
+    have = [r for r in found if value(r) is not None]
+    if found and not have and not any(key in r.settings for r in found) and key not in found[0].__dataclass_fields__:
+        raise CliError(f"--sort {key}: no such column or setting (columns: {', '.join(c for c, _ in RUN_COLUMNS)}; "
+                       "or a setting such as train.learning_rate)")
+    numeric = all(isinstance(value(r), (int, float)) and not isinstance(value(r), bool) for r in have)
+    have.sort(key=(lambda r: value(r)) if numeric else (lambda r: str(value(r))), reverse=sort.startswith("-"))
+    return have + [r for r in found if value(r) is None]
+
+
+def _matches(run, text: str) -> bool:
+    text = text.lower()
+    if "=" in text:
+        key, _, wanted = text.partition("=")
+        return any(k.lower() == key.strip() and str(v).lower() == wanted.strip() for k, v in run.settings.items())
+    return any(text in str(v).lower() for v in (run.name, run.model, run.status) if v)
+
+
+def cmd_runs(args) -> int:
+    from cnnstudio.core.compare import find_runs
+
+    found = find_runs(args.folder)
+    if args.filter:
+        found = [r for r in found if _matches(r, args.filter)]
+    if args.sort:
+        found = _sorted_runs(found, args.sort)
+    if args.json:
+        _print_json([r.to_dict() for r in found])
+        return 0
+    if not found:
+        print(f"No runs under {args.folder}")
+        return 0
+    table = [[label for _, label in RUN_COLUMNS]]
+    for r in found:
+        row = []
+        for key, _ in RUN_COLUMNS:
+            v = getattr(r, key)
+            row.append("-" if v is None else f"{v:.4f}" if isinstance(v, float) and key != "train_seconds"
+                       else f"{v:.1f}" if isinstance(v, float) else str(v))
+        table.append(row)
+    widths = [max(len(row[i]) for row in table) for i in range(len(RUN_COLUMNS))]
+    for row in table:
+        print("  ".join(cell.ljust(w) if i in (0, 1, 2, 8) else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    for r in found:
+        if r.status == "unreadable":
+            print(f"{r.name}: {r.reason}")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from cnnstudio.core.compare import diff_runs, format_diff
+
+    diff = diff_runs(args.run_a, args.run_b)
+    if args.json:
+        _print_json(diff.to_dict())
+    else:
+        print(format_diff(diff))
+    return 0
+
+
 # ----------------------------------------------------------------------------- plugins and models
 
 
 def cmd_plugins(args) -> int:
     from cnnstudio.plugins import default_manager
+    from cnnstudio.plugins.settings import set_enabled
 
+    for name, enabled in [(n, False) for n in args.disable] + [(n, True) for n in args.enable]:
+        set_enabled(name, enabled)
+        print(f"{name}: {'enabled' if enabled else 'disabled'} (remembered; the window uses the same setting)",
+              file=sys.stderr)
     manager = default_manager()
     infos = manager.plugins
     if args.json:
@@ -599,25 +934,8 @@ def cmd_models(args) -> int:
 # ----------------------------------------------------------------------------- main
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cnnstudio",
-        description="CNN Studio: train image classifiers from a folder of images (one sub-folder per class).",
-        epilog="Without a command, cnnstudio opens the window: 'cnnstudio [PROJECT_FILE]', or "
-        "'cnnstudio --sample' to start on the built-in sample dataset.",
-    )
-    parser.add_argument("--version", action="version", version=f"cnnstudio {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("scan", help="check a dataset folder: classes, counts and problem files")
-    p.add_argument("data_dir", metavar="DATA_DIR")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_scan)
-
-    p = sub.add_parser("train", help="train a model on a dataset folder into a run folder")
-    p.add_argument("data_dir", metavar="DATA_DIR", nargs="?", help="folder with one sub-folder per class")
-    p.add_argument("--sample", action="store_true", help="use the built-in sample dataset instead of DATA_DIR")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for this run (config, history, model)")
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """The model, hyper-parameter and split options of 'train', shared by 'tune' and 'cv'."""
     p.add_argument("--model", default="scratch", metavar="ID_OR_PRESET",
                    help="a backbone id or preset name (see 'cnnstudio models'; default: %(default)s)")
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: 10)")
@@ -649,9 +967,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bottleneck", action="store_true",
                    help="feature extraction: compute the base's features once (cached on disk) and train the head "
                         "on them; off with augmentation")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnstudio",
+        description="CNN Studio: train image classifiers from a folder of images (one sub-folder per class).",
+        epilog="Without a command, cnnstudio opens the window: 'cnnstudio [PROJECT_FILE]', or "
+        "'cnnstudio --sample' to start on the built-in sample dataset.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnstudio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("scan", help="check a dataset folder: classes, counts and problem files")
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("train", help="train a model on a dataset folder into a run folder")
+    p.add_argument("data_dir", metavar="DATA_DIR", nargs="?", help="folder with one sub-folder per class")
+    p.add_argument("--sample", action="store_true", help="use the built-in sample dataset instead of DATA_DIR")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for this run (config, history, model)")
+    add_training_options(p)
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="take the model and training settings from a search's best.json or a run's config.json; "
+                        "options given here override the file's values")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, train_parser=p)
 
     p = sub.add_parser(
         "predict", help="classify images with a trained model bundle, or see what ImageNet sees (--imagenet)",
@@ -703,11 +1046,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write the run's model in another format, reload it in the runtime that will "
                                    "use it and compare it with the run's model on the test images.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run folder")
-    p.add_argument("--format", required=True,
-                   choices=["keras", "savedmodel", "tflite", "tflite-fp16", "tflite-int8", "onnx"],
+    p.add_argument("--format", required=True, metavar="FORMAT",
                    help="keras: the .keras file; savedmodel: a TensorFlow SavedModel folder (TF Serving); "
                         "tflite: float32; tflite-fp16: float16 weights; tflite-int8: int8 inside, float32 "
-                        "input and output; onnx: via tf2onnx")
+                        "input and output; onnx: via tf2onnx; or a format a plugin adds ('cnnstudio plugins')")
     p.add_argument("--out", required=True, metavar="PATH",
                    help="the file (or folder for savedmodel) to write; an existing folder gets model.<ext> inside")
     p.add_argument("--data-dir", default=None, metavar="DATA_DIR",
@@ -724,17 +1066,90 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the files (default: the run folder; required for several runs)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("plugins", help="list plugins with their origin, version, providers and errors")
+    p = sub.add_parser("plugins", help="list plugins with their origin, version, providers and errors; "
+                                       "enable or disable one")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--disable", action="append", default=[], metavar="NAME",
+                   help="turn an installed plugin off (remembered; the window's Plugins dialog does the same)")
+    p.add_argument("--enable", action="append", default=[], metavar="NAME", help="turn a disabled plugin on again")
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("models", help="list backbones and presets with their parameters")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser(
+        "cv", help="k-fold cross-validation: one run per fold, then each metric's mean ± std",
+        description="Stratified k-fold cross-validation: fold i validates, the other folds train, every fold is a "
+                    "normal run folder (DIR/fold-1 ... DIR/fold-K) and DIR/cv.json holds the folds and the summary "
+                    "(mean ± sample standard deviation, ddof=1). Here --test-split defaults to 0: every image is "
+                    "validated on once; give it to hold out one test split, the same for every fold. --val-split "
+                    "does not apply. Ctrl-C stops after the current batch; the same command again resumes.",
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR", nargs="?", help="folder with one sub-folder per class")
+    p.add_argument("--sample", action="store_true", help="use the built-in sample dataset instead of DATA_DIR")
+    p.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for cv.json and the fold runs")
+    add_training_options(p)
+    p.set_defaults(test_split=0.0, val_split=None)
+    p.add_argument("--json", action="store_true", help="print the folds and the summary as JSON")
+    p.set_defaults(func=cmd_cv)
+
+    p = sub.add_parser(
+        "rerun", help="train a run again with its spec, settings, seeds and files, and compare",
+        description="Train RUN_DIR again into NEW_DIR on the files it recorded, after checking them against the "
+                    "run's fingerprint (a changed or missing file stops it), and show both test accuracies.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run to reproduce")
+    p.add_argument("--out", required=True, metavar="NEW_DIR", help="folder for the new run")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="the dataset folder, if it moved since training (default: the one the run recorded)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_rerun)
+
+    p = sub.add_parser("runs", help="list the runs under a folder (folds and trials included) as a table")
+    p.add_argument("folder", metavar="FOLDER")
+    p.add_argument("--json", action="store_true", help="every run with all its settings, as JSON")
+    p.add_argument("--sort", default=None, metavar="KEY",
+                   help="a column (test_accuracy, val_loss, created, ...) or a setting (train.learning_rate); "
+                        "--sort=-KEY sorts descending; runs without the value come last")
+    p.add_argument("--filter", default=None, metavar="TEXT",
+                   help="runs whose name, model or status contains TEXT, or with a setting KEY=VALUE "
+                        "(e.g. train.optimizer=sgd)")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("diff", help="what differs between two runs: settings, results, changed test predictions")
+    p.add_argument("run_a", metavar="RUN_A")
+    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_diff)
+    p = sub.add_parser(
+        "tune", help="hyperparameter search: many training runs over a space, the best configuration kept",
+        description="Search a space of hyperparameters (Optuna: TPE or random sampling, median pruning after each "
+                    "epoch). Every trial is a normal run folder in OUT/trials; OUT/best.json holds the best "
+                    "configuration, for 'cnnstudio train --config OUT/best.json'. Ctrl-C stops after the current "
+                    "epoch; the same command again resumes the search.",
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR", nargs="?", help="folder with one sub-folder per class")
+    p.add_argument("--sample", action="store_true", help="use the built-in sample dataset instead of DATA_DIR")
+    p.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="trials to finish, pruned and failed ones included (default: 10, or unlimited with --timeout)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the search (search.json, trials, best.json)")
+    p.add_argument("--space", default=None, metavar="FILE_OR_PRESET",
+                   help="a JSON search space or a preset (seed-report); default: the seed report's space, "
+                        "keeping the dimensions that apply to the model")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="stop starting trials after S seconds of trials")
+    p.add_argument("--sampler", choices=["tpe", "random"], default="tpe", help="default: %(default)s")
+    p.add_argument("--no-prune", action="store_true", help="let every trial run all its epochs")
+    p.add_argument("--objective", choices=["val_accuracy", "val_loss"], default="val_accuracy",
+                   help="what the best epoch of a trial is judged by (default: %(default)s)")
+    add_training_options(p)
+    p.set_defaults(func=cmd_tune)
     return parser
 
 
-COMMANDS = ("scan", "train", "predict", "plugins", "models", "evaluate", "export", "report")
+COMMANDS = ("scan", "train", "predict", "plugins", "models", "evaluate", "export", "report", "cv", "rerun", "runs", "diff", "tune")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -744,6 +1159,7 @@ def main(argv: list[str] | None = None) -> int:
         return _open_window(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # 'train --config' tells typed options from defaults by parsing them again
     if args.command is None:
         return _open_window([])
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +53,42 @@ def make_dataset(tmp_path):
     return make
 
 
+@pytest.fixture(autouse=True)
+def _private_config(tmp_path, monkeypatch):
+    """A private CNNSTUDIO_CONFIG_DIR: no test reads or changes the user's plugin settings."""
+    monkeypatch.setenv("CNNSTUDIO_CONFIG_DIR", str(tmp_path / "studio-config"))
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch) -> Path:
     """A private CNNSTUDIO_DATA_DIR, so tests never touch the user's own data folder."""
     path = tmp_path / "studio-data"
     monkeypatch.setenv("CNNSTUDIO_DATA_DIR", str(path))
     return path
+
+
+@pytest.fixture
+def install_plugin(tmp_path, monkeypatch):
+    """Install a plugin the way pip would leave it: a module and a ``*.dist-info`` with entry points."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    modules = []
+
+    def install(entry_name: str, source: str, distribution: str | None = None) -> str:
+        module = f"cnnstudio_test_{entry_name.replace('-', '_')}"
+        distribution = distribution or f"cnnstudio-test-{entry_name}"
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+        # As a wheel names it: the distribution name normalised, '-' separating the version.
+        info = tmp_path / f"{distribution.replace('-', '_')}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1\n", encoding="utf-8"
+        )
+        (info / "entry_points.txt").write_text(
+            f"[cnnstudio.plugins]\n{entry_name} = {module}\n", encoding="utf-8"
+        )
+        modules.append(module)
+        return module
+
+    yield install
+    for module in modules:
+        sys.modules.pop(module, None)

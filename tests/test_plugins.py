@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import subprocess
 import sys
 import textwrap
@@ -45,33 +46,6 @@ def cnnstudio_register_backbones(registry):
         default_input_size=16, min_input_size=8,
     ))
 """
-
-
-@pytest.fixture
-def install_plugin(tmp_path, monkeypatch):
-    """Install a plugin the way pip would leave it: a module and a ``*.dist-info`` with entry points."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-    modules = []
-
-    def install(entry_name: str, source: str, distribution: str | None = None) -> str:
-        module = f"cnnstudio_test_{entry_name.replace('-', '_')}"
-        distribution = distribution or f"cnnstudio-test-{entry_name}"
-        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
-        # As a wheel names it: the distribution name normalised, '-' separating the version.
-        info = tmp_path / f"{distribution.replace('-', '_')}-0.1.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1\n", encoding="utf-8"
-        )
-        (info / "entry_points.txt").write_text(
-            f"[cnnstudio.plugins]\n{entry_name} = {module}\n", encoding="utf-8"
-        )
-        modules.append(module)
-        return module
-
-    yield install
-    for module in modules:
-        sys.modules.pop(module, None)
 
 
 def errors_by_plugin(manager_: PluginManager) -> dict[str, str]:
@@ -204,6 +178,49 @@ def test_a_disabled_plugin_is_not_imported(install_plugin):
     assert "tiny" not in registry.backbones
     assert module not in sys.modules
     assert manager_.errors == []
+
+
+def test_disabling_is_remembered_for_the_next_start(install_plugin, monkeypatch, capsys):
+    from cnnstudio.cli import main
+
+    install_plugin("tiny", TINY_PLUGIN)
+    monkeypatch.setattr(manager, "_default", None)
+    assert main(["plugins", "--disable", "tiny", "--json"]) == 0
+    listed = {p["name"]: p["status"] for p in json.loads(capsys.readouterr().out)}
+    assert listed["tiny"] == "disabled"
+
+    monkeypatch.setattr(manager, "_default", None)  # a new process
+    assert "tiny" not in load_registry().backbones
+    assert info(default_manager(), "tiny").status == "disabled"
+
+    monkeypatch.setattr(manager, "_default", None)
+    assert main(["plugins", "--enable", "tiny"]) == 0
+    monkeypatch.setattr(manager, "_default", None)
+    assert "tiny" in load_registry().backbones
+
+
+def test_reload_finds_a_plugin_installed_since_start_into_the_same_registry(install_plugin):
+    manager_ = PluginManager()
+    registry = manager_.load()
+    assert "tiny" not in registry.backbones
+    install_plugin("tiny", TINY_PLUGIN)
+    assert manager_.reload() is registry
+    assert "tiny" in registry.backbones and info(manager_, "tiny").status == "ok"
+    assert [p.name for p in manager_.plugins].count("builtins") == 1
+
+    assert manager_.reload(disabled=["tiny"]) is registry
+    assert "tiny" not in registry.backbones and info(manager_, "tiny").status == "disabled"
+    assert BUILTIN_BACKBONES <= set(registry.backbones) and "onnx" in registry.exporters
+
+
+def test_an_unreadable_settings_file_enables_every_plugin(install_plugin, monkeypatch, tmp_path):
+    from cnnstudio.plugins.settings import settings_path
+
+    install_plugin("tiny", TINY_PLUGIN)
+    settings_path().parent.mkdir(parents=True, exist_ok=True)
+    settings_path().write_text("{not json", encoding="utf-8")
+    monkeypatch.setattr(manager, "_default", None)
+    assert "tiny" in load_registry().backbones
 
 
 def test_environment_variable_turns_discovery_off(install_plugin, monkeypatch):

@@ -486,6 +486,15 @@ def kfold_splits(
                 f"class '{name}' has {_plural(len(members), 'image')}; {k}-fold cross-validation "
                 f"needs at least {k} per class"
             )
+    everything = set(range(len(index.items)))
+    return [(sorted(everything - set(fold)), fold) for fold in deal_folds(groups, k, seed)]
+
+
+def deal_folds(groups: list[list[int]], k: int, seed: int) -> list[list[int]]:
+    """Deal each group (a class's items) into ``k`` folds after a seeded shuffle; each fold sorted.
+
+    Shared by :func:`kfold_splits` and cross-validation, so the same seed gives the same folds.
+    """
     rng = np.random.default_rng(seed)
     folds: list[list[int]] = [[] for _ in range(k)]
     offset = 0
@@ -494,8 +503,7 @@ def kfold_splits(
         for j, part in enumerate(np.array_split(rng.permutation(members), k)):
             folds[(j + offset) % k] += part.tolist()
         offset += len(members) % k
-    everything = set(range(len(index.items)))
-    return [(sorted(everything - set(fold)), sorted(fold)) for fold in folds]
+    return [sorted(fold) for fold in folds]
 
 
 def _by_class(index: DatasetIndex) -> list[list[int]]:

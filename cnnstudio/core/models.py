@@ -11,6 +11,7 @@ saved model needs nothing else to predict exactly as it was trained:
 from __future__ import annotations
 
 import math
+import threading
 
 from cnnstudio.core.errors import SpecError, StudioError
 from cnnstudio.core.layers import Preprocess
@@ -20,9 +21,19 @@ from cnnstudio.core.tf import keras as load_keras
 
 keras = load_keras()
 
+# Keras' functional API keeps graph-building state that is not safe across threads, and the
+# window builds a model summary in one worker while a run builds its model in another: one
+# build at a time (a build takes well under a second to a few seconds; fitting is not held).
+_BUILD_LOCK = threading.RLock()
+
 
 def build_model(spec: ModelSpec, num_classes: int, registry) -> keras.Model:
     """The uncompiled classifier for ``spec`` (validated here) with ``num_classes`` softmax outputs."""
+    with _BUILD_LOCK:
+        return _build_model(spec, num_classes, registry)
+
+
+def _build_model(spec: ModelSpec, num_classes: int, registry) -> keras.Model:
     spec = spec.validate(registry)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise SpecError(f"a classifier needs at least 2 classes, got {num_classes!r}")

@@ -15,6 +15,12 @@ def data_dir() -> Path:
     return Path(override) if override else Path(platformdirs.user_data_dir("cnnstudio", appauthor=False))
 
 
+def config_dir() -> Path:
+    """The user's settings folder for CNN Studio (``CNNSTUDIO_CONFIG_DIR`` overrides it)."""
+    override = os.environ.get("CNNSTUDIO_CONFIG_DIR")
+    return Path(override) if override else Path(platformdirs.user_config_dir("cnnstudio", appauthor=False))
+
+
 def cache_dir() -> Path:
     """The user's cache folder for CNN Studio (``CNNSTUDIO_CACHE_DIR`` overrides it)."""
     override = os.environ.get("CNNSTUDIO_CACHE_DIR")

@@ -286,6 +286,12 @@ class Registry:
         finally:
             self._plugin, self._on_error = previous
 
+    def clear(self) -> None:
+        """Forget every provider, so the plugins can be registered again (after an install)."""
+        for table in (self.backbones, self.blocks, self.presets, self.exporters):
+            table.clear()
+        self._origins.clear()
+
     def add_backbone(self, provider: BackboneProvider) -> None:
         self._add("backbone", provider, self.backbones, _check_backbone)
 

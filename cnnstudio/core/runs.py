@@ -2,7 +2,8 @@
 
 ```
 RUN_DIR/
-  config.json        spec, hyper-parameters, dataset, split (seed and file lists), device, versions
+  config.json        spec, hyper-parameters, dataset, split (seed and file lists), fingerprint of the
+                     split's files, seeds, device, versions
   history.csv        one row per epoch
   checkpoints/       last.keras, best.weights.h5, state.json (what resume needs)
   metrics.json       test metrics, status, timings
@@ -87,6 +88,10 @@ def versions() -> dict:
 
 
 def write_config(p: RunPaths, index, split, spec, config, device: str, weights: dict | None = None) -> None:
+    """Everything needed to train the run again: the split's files with a fingerprint of their
+    contents (so changed data is noticed), the seeds, the spec and hyper-parameters, versions."""
+    from cnnstudio.core.fingerprint import dataset_fingerprint
+
     atomic_write_json(
         p.config,
         {
@@ -99,6 +104,8 @@ def write_config(p: RunPaths, index, split, spec, config, device: str, weights: 
                              for q in index.problems],
             },
             "split": split.to_dict(index),
+            "fingerprint": dataset_fingerprint(index, split),
+            "seeds": {"split": split.seed, "training": config.seed},
             "spec": spec.to_dict(),
             "train": config.to_dict(),
             "weights": weights,
@@ -128,8 +135,18 @@ def write_history(p: RunPaths, history: list[dict]) -> None:
 
 
 def read_history(run_dir) -> list[dict]:
+    """history.csv with numbers as floats, empty cells as None and text (the ``phase`` column) as text."""
     with open(RunPaths(Path(run_dir)).history, encoding="utf-8", newline="") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _cell(v):
+    if v in ("", None):
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return v
 
 
 def write_predictions(p: RunPaths, result) -> None:
@@ -163,6 +180,16 @@ def write_results(p: RunPaths, model, index, spec, *, reason, epochs_run, histor
     if metrics:
         out.update(metrics)
     atomic_write_json(p.metrics, out)
+
+
+def best_row(history: list[dict], monitor: str = "val_loss") -> dict | None:
+    """The history row of the epoch whose weights a run keeps: the best by ``monitor`` (lowest
+    loss, highest accuracy), as the checkpoint chooses it; None when no epoch has it."""
+    rows = [r for r in history if r.get(monitor) is not None]
+    if not rows:
+        return None
+    pick = max if "acc" in monitor else min
+    return pick(rows, key=lambda r: r[monitor])
 
 
 def _best_epoch(history):

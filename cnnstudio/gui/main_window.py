@@ -14,8 +14,6 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QSize, Qt, qVersion
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QDialog,
-    QDialogButtonBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -24,8 +22,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QStackedWidget,
-    QTreeWidget,
-    QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -38,7 +34,7 @@ from cnnstudio.gui.workers import FunctionWorker
 
 MAX_RECENT = 8
 
-# (key, sidebar title, icon); Ctrl+1..5 go to the five workflow panels.
+# (key, sidebar title, icon); Ctrl+1..6 go to the workflow panels and Experiments.
 PAGES = (
     ("start", "Start", "home"),
     ("data", "Data", "data"),
@@ -46,6 +42,7 @@ PAGES = (
     ("train", "Train", "train"),
     ("evaluate", "Evaluate", "evaluate"),
     ("predict", "Predict", "predict"),
+    ("experiments", "Experiments", "experiments"),
 )
 
 PROJECT_FILTER = f"CNN Studio projects (*{PROJECT_SUFFIX});;All files (*)"
@@ -231,6 +228,7 @@ class MainWindow(QMainWindow):
             "train": ("cnnstudio.gui.train_panel", "TrainPanel"),
             "evaluate": ("cnnstudio.gui.evaluate_panel", "EvaluatePanel"),
             "predict": ("cnnstudio.gui.predict_panel", "PredictPanel"),
+            "experiments": ("cnnstudio.gui.experiments_panel", "ExperimentsPanel"),
         }[key]
         import importlib
 
@@ -528,7 +526,21 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About CNN Studio", self.about_text())
 
     def show_plugins(self) -> None:
-        PluginsDialog(self.manager, self).exec()
+        self.plugins_dialog().exec()
+
+    def plugins_dialog(self):
+        from cnnstudio.gui.plugins_dialog import PluginsDialog
+
+        return PluginsDialog(self.manager, self, reload=self.reload_plugins)
+
+    def reload_plugins(self, disabled=None) -> None:
+        """Register the plugins again (after an install, uninstall, enable or disable); the
+        panels refresh from the same registry, no restart needed."""
+        self.manager.reload(disabled)
+        self.session.registry_reloaded()
+        n = len(self.manager.errors)
+        if n:
+            self.statusBar().showMessage(f"{n} plugin error{'s' if n > 1 else ''}: see Help > Plugins", 10000)
 
     # ------------------------------------------------------------------ settings and closing
 
@@ -557,7 +569,9 @@ class MainWindow(QMainWindow):
 
     def is_training(self) -> bool:
         train = self._panels.get("train")
-        return bool(train is not None and hasattr(train, "is_training") and train.is_training())
+        experiments = self._panels.get("experiments")
+        return bool(train is not None and hasattr(train, "is_training") and train.is_training()) or bool(
+            experiments is not None and hasattr(experiments, "is_running") and experiments.is_running())
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         if self.is_training():
@@ -569,7 +583,9 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return
-            self._panels["train"].stop()
+            for key in ("train", "experiments"):
+                if key in self._panels and hasattr(self._panels[key], "stop"):
+                    self._panels[key].stop()
         if not self._maybe_save():
             event.ignore()
             return
@@ -615,36 +631,6 @@ class MainWindow(QMainWindow):
 
     def _show_job(self, text: str) -> None:
         self.job_label.setText(text)
-
-
-class PluginsDialog(QDialog):
-    """Every plugin with its version, origin, status, what it provides and its errors."""
-
-    def __init__(self, manager, parent=None):
-        super().__init__(parent)
-        self.setWindowTitle("Plugins")
-        self.resize(720, 420)
-        tree = QTreeWidget()
-        tree.setHeaderLabels(["Plugin", "Version", "Origin", "Status"])
-        tree.setAlternatingRowColors(True)
-        for info in getattr(manager, "plugins", []):
-            item = QTreeWidgetItem([info.name, info.version or "", info.origin, info.status])
-            for provided in info.provides:
-                item.addChild(QTreeWidgetItem([f"provides {provided}"]))
-            for error in info.errors:
-                child = QTreeWidgetItem([f"error: {error.cause}"])
-                child.setToolTip(0, getattr(error, "traceback", "") or error.cause)
-                item.addChild(child)
-            if info.errors:
-                item.setExpanded(True)
-            tree.addTopLevelItem(item)
-        for column in range(4):
-            tree.resizeColumnToContents(column)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addWidget(tree)
-        layout.addWidget(buttons)
 
 
 def _vertical_line() -> QWidget:

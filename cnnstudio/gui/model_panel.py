@@ -313,6 +313,7 @@ class ModelPanel(QWidget):
         session.datasetChanged.connect(self._schedule_summary)
         session.datasetChanged.connect(self._show_transfer)
         session.configChanged.connect(self._on_config)
+        session.registryChanged.connect(self._on_registry)
         self._show_spec(session.spec)
         self._schedule_summary()
 
@@ -321,25 +322,7 @@ class ModelPanel(QWidget):
     def _build_chooser(self) -> None:
         self.chooser = QComboBox()
         self.chooser.setMinimumContentsLength(30)
-        bold = QFont(self.chooser.font())
-        bold.setBold(True)
-        model = self.chooser.model()
-
-        def header(text):
-            self.chooser.addItem(text)
-            item = model.item(self.chooser.count() - 1)
-            item.setEnabled(False)
-            item.setFont(bold)
-
-        header("Presets")
-        for preset in self.registry.presets.values():
-            self.chooser.addItem(f"    {preset.display_name}", f"preset:{preset.id}")
-            self.chooser.setItemData(self.chooser.count() - 1, preset.description, Qt.ItemDataRole.ToolTipRole)
-        self.chooser.insertSeparator(self.chooser.count())
-        header("Backbones")
-        for provider in self.registry.backbones.values():
-            self.chooser.addItem(f"    {provider.display_name}", f"backbone:{provider.id}")
-            self.chooser.setItemData(self.chooser.count() - 1, provider.description, Qt.ItemDataRole.ToolTipRole)
+        self._fill_chooser()
         self.chooser.activated.connect(self._on_chosen)
         self.chooser_row = QHBoxLayout()
         self.chooser_row.setSpacing(widgets.SPACING)
@@ -590,6 +573,37 @@ class ModelPanel(QWidget):
         layout.addWidget(self.blocks)
         layout.addWidget(self.layers, 1)
 
+    def _fill_chooser(self) -> None:
+        """Presets, then backbones, as the registry has them now."""
+        self.chooser.clear()
+        bold = QFont(self.chooser.font())
+        bold.setBold(True)
+        model = self.chooser.model()
+
+        def header(text):
+            self.chooser.addItem(text)
+            item = model.item(self.chooser.count() - 1)
+            item.setEnabled(False)
+            item.setFont(bold)
+
+        header("Presets")
+        for preset in self.registry.presets.values():
+            self.chooser.addItem(f"    {preset.display_name}", f"preset:{preset.id}")
+            self.chooser.setItemData(self.chooser.count() - 1, preset.description, Qt.ItemDataRole.ToolTipRole)
+        self.chooser.insertSeparator(self.chooser.count())
+        header("Backbones")
+        for provider in self.registry.backbones.values():
+            self.chooser.addItem(f"    {provider.display_name}", f"backbone:{provider.id}")
+            self.chooser.setItemData(self.chooser.count() - 1, provider.description, Qt.ItemDataRole.ToolTipRole)
+
+    def _on_registry(self) -> None:
+        """Plugins were installed, removed, enabled or disabled: offer what is registered now."""
+        self._fill_chooser()
+        self._backbone = None  # rebuild the forms: a block type or parameter may have changed
+        self._summarized_key = None
+        self._show_spec(self.session.spec)
+        self._schedule_summary()
+
     # ------------------------------------------------------------------ showing a spec
 
     def _select_in_chooser(self, spec) -> None:
@@ -604,6 +618,8 @@ class ModelPanel(QWidget):
         self._select_in_chooser(spec)
         provider = self.registry.backbones.get(spec.backbone)
         if provider is None:
+            widgets.set_error(self.error, f"The backbone {spec.backbone!r} is not available: its plugin is not "
+                                          "installed or is disabled (Help > Plugins). Choose another model.")
             return
         if spec.preset in self.registry.presets:
             self.description.setText(self.registry.presets[spec.preset].description)
@@ -781,7 +797,7 @@ class ModelPanel(QWidget):
         """Build the session's spec in a worker and show its layers and parameter counts."""
         spec, n, transfer = self.session.spec, self._num_classes(), self.transfer_key()
         key = (repr(spec.to_dict()), n, transfer)
-        if key == self._summarized_key:
+        if key == self._summarized_key or spec.backbone not in self.registry.backbones:
             return None
         if self._summary_worker is not None:  # one build at a time; rebuild when it is done
             self._summary_stale = True

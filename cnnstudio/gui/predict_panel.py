@@ -321,9 +321,8 @@ class PredictPanel(QWidget):
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(QLabel("ImageNet classifier"))
         self.imagenet_model = QComboBox()
-        for provider in imagenet_providers(session.registry):
-            self.imagenet_model.addItem(provider.display_name, provider.id)
-        self.imagenet_model.setCurrentIndex(max(0, self.imagenet_model.findData(DEFAULT_MODEL)))
+        self._fill_imagenet_models()
+        session.registryChanged.connect(self._fill_imagenet_models)
         row.addWidget(self.imagenet_model)
         row.addWidget(QLabel("Weights"))
         self.imagenet_weights = QComboBox()
@@ -580,6 +579,19 @@ class PredictPanel(QWidget):
         self._update_model_label()
         if on or self.model_folder() is not None:
             self._predict_again()
+
+    def _fill_imagenet_models(self) -> None:
+        """The backbones whose whole ImageNet classifier can be built, as registered now."""
+        current = self.imagenet_model.currentData()
+        self.imagenet_model.blockSignals(True)
+        self.imagenet_model.clear()
+        for provider in imagenet_providers(self.session.registry):
+            self.imagenet_model.addItem(provider.display_name, provider.id)
+        index = self.imagenet_model.findData(current) if current else -1
+        if index < 0:
+            index = max(0, self.imagenet_model.findData(DEFAULT_MODEL))
+        self.imagenet_model.setCurrentIndex(index)
+        self.imagenet_model.blockSignals(False)
 
     def _on_imagenet_choice(self, *_args) -> None:
         _, weights, _ = self.imagenet_choice()

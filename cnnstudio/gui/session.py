@@ -29,6 +29,7 @@ class Session(QObject):
     currentRunChanged = Signal(str)  # path of the selected run ("" for none)
     projectChanged = Signal()  # project_path or modified flag changed
     jobChanged = Signal(str)  # a short description of the running job ("" when idle)
+    registryChanged = Signal()  # plugins were registered again (installed, removed, enabled, disabled)
 
     def __init__(self, registry, parent=None):
         super().__init__(parent)
@@ -62,6 +63,15 @@ class Session(QObject):
         if touch:
             self._touch()
         self.datasetChanged.emit()
+
+    def registry_reloaded(self) -> None:
+        """The registry (the same object) now holds what the plugins registered again.
+
+        The spec stays as it is even when its backbone's plugin is gone, so nothing the user
+        set is lost; the Model panel says so and training refuses it until the plugin is back
+        or another model is chosen.
+        """
+        self.registryChanged.emit()
 
     def set_split(self, val_fraction: float, test_fraction: float, seed: int) -> None:
         if (val_fraction, test_fraction, seed) == (self.val_fraction, self.test_fraction, self.seed):

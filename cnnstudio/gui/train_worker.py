@@ -155,17 +155,12 @@ class TrainWorker(QObject):
         self.started.emit()
         yield_cpu_to_gui_thread()
         try:
-            from cnnstudio.core.training import Trainer
-
             if not _frozen:
                 self.status.emit("loading TensorFlow")
             freeze_imported_objects()  # TensorFlow loads here, on this thread, never on the GUI's
 
             self.status.emit("preparing the data and the model")
-            trainer = Trainer(
-                self.index, self.split, self.spec, self.config, self.run_dir, self.registry, state=self
-            )
-            result = trainer.run(resume=self.resume)
+            result = self._work()
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the window
             message, details = describe(exc)
             self.errored.emit(message, details)
@@ -177,6 +172,12 @@ class TrainWorker(QObject):
             # Back to the GUI thread, so the worker may be dropped there once the thread is gone.
             self.moveToThread(QCoreApplication.instance().thread())
             self._thread.quit()
+
+    def _work(self):
+        from cnnstudio.core.training import Trainer
+
+        trainer = Trainer(self.index, self.split, self.spec, self.config, self.run_dir, self.registry, state=self)
+        return trainer.run(resume=self.resume)
 
     # -- the core's TrainState protocol (called on the training thread) -------------------
 
@@ -204,3 +205,36 @@ class TrainWorker(QObject):
 
     def should_stop(self) -> bool:
         return self._stop.is_set()
+
+
+class ExperimentWorker(TrainWorker):
+    """Runs ``job(state)`` on its own thread: a hyperparameter search, a cross-validation or a rerun.
+
+    ``state`` is this worker: the TrainState of whichever run is training, plus the search's and
+    the cross-validation's own events, each relayed as a signal. ``finished`` carries what
+    ``job`` returns; a stop reaches the running run through :meth:`should_stop`.
+    """
+
+    trial_started = Signal(int, object)  # number, params
+    trial_ended = Signal(object)  # TrialRecord
+    fold_started = Signal(int, int)  # fold (1-based), k
+    fold_ended = Signal(int, object)  # fold, metrics
+
+    def __init__(self, job):
+        super().__init__(None, None, None, None, None, None)
+        self.job = job
+
+    def _work(self):
+        return self.job(self)
+
+    def on_trial_start(self, number: int, params: dict) -> None:
+        self.trial_started.emit(number, params)
+
+    def on_trial_end(self, record) -> None:
+        self.trial_ended.emit(record)
+
+    def on_fold_start(self, fold: int, k: int) -> None:
+        self.fold_started.emit(fold, k)
+
+    def on_fold_end(self, fold: int, metrics: dict) -> None:
+        self.fold_ended.emit(fold, metrics)

@@ -103,14 +103,17 @@ def hint_label(text: str = "") -> QLabel:
     return label
 
 
+# A mid red reads on light and dark palettes alike.
+ERROR_RED = "#e0443e"
+
+
 def error_label() -> QLabel:
     """A red, wrapped, selectable label for validation messages shown in place; hidden when empty."""
     label = QLabel()
     label.setWordWrap(True)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     label.setObjectName("errorLabel")
-    # A mid red reads on light and dark palettes alike.
-    label.setStyleSheet("QLabel#errorLabel { color: #e0443e; }")
+    label.setStyleSheet(f"QLabel#errorLabel {{ color: {ERROR_RED}; }}")
     label.hide()
     return label
 

@@ -10,6 +10,7 @@ path, but their failure is a bug and raises.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import inspect
 import logging
@@ -82,10 +83,30 @@ class PluginManager:
         self.plugins: list[PluginInfo] = []
         self.errors: list[PluginError] = []
         self.registry = Registry()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.plugins = []
+        self.errors = []
         self._pm = pluggy.PluginManager(PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self._infos: dict[str, PluginInfo] = {}
         self._loaded = False
+
+    def reload(self, disabled: Iterable[str] | None = None) -> Registry:
+        """Find and register the plugins again, into the same :class:`Registry` object.
+
+        After ``pip install`` or ``uninstall`` in this interpreter, or a change of the disabled
+        set: whoever holds the registry (the window's panels) sees the new providers without a
+        restart. A module that was imported stays imported; an uninstalled plugin is simply no
+        longer registered.
+        """
+        if disabled is not None:
+            self.disabled = frozenset(disabled)
+        importlib.invalidate_caches()  # packages installed since start-up are on disk, not in the finders' caches
+        self.registry.clear()
+        self._reset()
+        return self.load()
 
     def load(self) -> Registry:
         """Register the built-ins, then every enabled plugin; errors end up in :attr:`errors`."""
@@ -218,13 +239,15 @@ _default_lock = threading.Lock()
 def default_manager(disabled: Iterable[str] | None = None) -> PluginManager:
     """The process-wide manager the CLI and the window share, loaded on first use.
 
-    ``disabled`` None keeps the current one (or loads with nothing disabled); a different set
-    of disabled names loads a new one.
+    ``disabled`` None keeps the current one (or loads one with the plugins the user disabled,
+    :mod:`cnnstudio.plugins.settings`); a different set of disabled names loads a new one.
     """
+    from cnnstudio.plugins.settings import load_disabled
+
     global _default
     with _default_lock:
         if _default is None or (disabled is not None and frozenset(disabled) != _default.disabled):
-            manager = PluginManager(disabled or ())
+            manager = PluginManager(load_disabled() if disabled is None else disabled)
             manager.load()
             _default = manager
         return _default

@@ -36,8 +36,8 @@ def test_window_starts_on_the_start_page_with_the_workflow_in_the_sidebar(window
     assert window.windowTitle().startswith("CNN Studio")
     assert window.current_page() == "start"
     titles = [window.sidebar.item(i).text() for i in range(window.sidebar.count())]
-    assert titles == ["Start", "Data", "Model", "Train", "Evaluate", "Predict"]
-    assert [a.shortcut().toString() for a in window.page_actions[1:]] == [f"Ctrl+{i}" for i in range(1, 6)]
+    assert titles == ["Start", "Data", "Model", "Train", "Evaluate", "Predict", "Experiments"]
+    assert [a.shortcut().toString() for a in window.page_actions[1:]] == [f"Ctrl+{i}" for i in range(1, 7)]
     window.page_actions[2].trigger()  # Ctrl+2
     assert window.current_page() == "model"
     window.sidebar.setCurrentRow(1)

@@ -1,0 +1,236 @@
+"""Help > Plugins: broken plugins listed by name, enable/disable remembered, install and uninstall with pip."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import make_session
+from PySide6.QtWidgets import QMessageBox
+from tinydata import make_dataset
+from venvs import make_venv
+
+from cnnstudio.gui.main_window import MainWindow
+from cnnstudio.plugins import PluginManager, manager
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_PLUGIN = REPO / "plugins" / "cnnstudio-mobilenet"
+
+TINY = """
+from cnnstudio.plugins import BackboneProvider, Param, hookimpl
+
+def build(params, input_size, registry):
+    from cnnstudio.core.tf import keras
+    keras = keras()
+    inputs = keras.Input((input_size, input_size, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    return keras.Model(inputs, x, name="backbone")
+
+@hookimpl
+def cnnstudio_register_backbones(registry):
+    registry.add_backbone(BackboneProvider(id="tiny", display_name="Tiny plugin net", build=build,
+                                           default_input_size=16, min_input_size=8))
+"""
+
+BROKEN = {
+    "no-import": "import cnnstudio_no_such_module_anywhere\n",
+    "raises": """
+        from cnnstudio.plugins import hookimpl
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            raise RuntimeError("boom in the hook")
+    """,
+    "invalid": """
+        from cnnstudio.plugins import BackboneProvider, hookimpl
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            registry.add_backbone(BackboneProvider(id="Bad Id", display_name="Bad", build=print))
+    """,
+    "fails-to-build": """
+        from cnnstudio.plugins import BackboneProvider, hookimpl
+
+        def build(params, input_size, registry):
+            raise RuntimeError("this backbone cannot be built")
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            registry.add_backbone(BackboneProvider(id="fragile", display_name="Fragile", build=build,
+                                                   default_input_size=16, min_input_size=8))
+    """,
+}
+
+
+def _window(qtbot, plugin_manager=None):
+    if plugin_manager is None:
+        plugin_manager = PluginManager()
+        plugin_manager.load()
+    window = MainWindow(plugin_manager)
+    qtbot.addWidget(window)
+    return window
+
+
+def _chooser_ids(window) -> set[str]:
+    chooser = window.panel("model").chooser
+    return {chooser.itemData(i) for i in range(chooser.count())} - {None}
+
+
+def test_each_kind_of_broken_plugin_is_listed_by_name_and_the_builtins_work(qtbot, install_plugin):
+    for name, source in BROKEN.items():
+        install_plugin(name, source)
+    plugin_manager = PluginManager()
+    plugin_manager.load()
+    window = _window(qtbot, plugin_manager)
+    dialog = window.plugins_dialog()
+    qtbot.addWidget(dialog)
+
+    for name in ("no-import", "raises", "invalid"):
+        item = dialog.item_for(name)
+        assert item is not None and item.text(3) == "Error", name
+        assert item.text(2) == f"package cnnstudio-test-{name}"
+    builtins = dialog.item_for("builtins")
+    assert builtins.text(3) == "OK" and builtins.text(2) == "built-in" and "backbones" in builtins.text(4)
+    # The plugin whose build raises registers fine: its failure shows when a model is built.
+    assert dialog.item_for("fails-to-build").text(3) == "OK"
+
+    dialog.tree.setCurrentItem(dialog.item_for("raises"))
+    details = dialog.details.toPlainText()
+    assert "cnnstudio_register_backbones raised RuntimeError: boom in the hook" in details
+    assert "Traceback (most recent call last)" in details  # the traceback, on demand
+    dialog.tree.setCurrentItem(dialog.item_for("no-import"))
+    assert "cnnstudio_no_such_module_anywhere" in dialog.details.toPlainText()
+    assert "3 with errors" in dialog.status.text()
+    assert {"backbone:vgg16", "backbone:scratch", "backbone:fragile"} <= _chooser_ids(window)
+
+
+def test_training_a_plugin_backbone_whose_build_fails_shows_the_error_and_the_window_goes_on(
+    qtbot, install_plugin, tmp_path, shown_errors
+):
+    from cnnstudio.core.spec import ModelSpec
+
+    install_plugin("fails-to-build", BROKEN["fails-to-build"])
+    plugin_manager = PluginManager()
+    plugin_manager.load()
+    session = make_session(make_dataset(tmp_path / "data", per_class=6))
+    window = _window(qtbot, plugin_manager)
+    window.session.set_dataset(session.dataset_root, session.index)
+    window.session.set_train_config(session.train_config)
+    window.session.set_spec(ModelSpec(backbone="fragile", input_size=16, head=session.spec.head))
+    train = window.panel("train")
+    worker = train.start()
+    assert worker is not None
+    qtbot.waitUntil(lambda: not train.is_training(), timeout=60_000)
+
+    (title, message, _details), = shown_errors
+    assert title == "Training failed"
+    assert "fragile" in message and "fails-to-build" in message and "this backbone cannot be built" in message
+    # The window is still usable: another model trains.
+    window.session.set_spec(session.spec)
+    assert train.start() is not None
+    qtbot.waitUntil(lambda: not train.is_training(), timeout=120_000)
+    assert len(shown_errors) == 1
+
+
+def test_disabling_a_plugin_is_remembered_and_refreshes_the_model_panel(qtbot, install_plugin, monkeypatch):
+    install_plugin("tiny", TINY)
+    monkeypatch.setattr(manager, "_default", None)
+    window = MainWindow()  # the process-wide manager, as the application starts
+    qtbot.addWidget(window)
+    assert "backbone:tiny" in _chooser_ids(window)
+    dialog = window.plugins_dialog()
+    qtbot.addWidget(dialog)
+    dialog.tree.setCurrentItem(dialog.item_for("tiny"))
+    assert dialog.toggle_button.text() == "Disable"
+    dialog.toggle_button.click()
+
+    assert dialog.item_for("tiny").text(3) == "Disabled" and dialog.toggle_button.text() == "Enable"
+    assert "backbone:tiny" not in _chooser_ids(window)
+    assert "remembered" in dialog.status.text()
+
+    monkeypatch.setattr(manager, "_default", None)  # a restart
+    restarted = MainWindow()
+    qtbot.addWidget(restarted)
+    assert "backbone:tiny" not in _chooser_ids(restarted)
+    again = restarted.plugins_dialog()
+    qtbot.addWidget(again)
+    again.tree.setCurrentItem(again.item_for("tiny"))
+    again.toggle_button.click()
+    assert "backbone:tiny" in _chooser_ids(restarted)
+
+
+def test_a_model_whose_plugin_is_disabled_stays_and_says_why(qtbot, install_plugin):
+    from cnnstudio.core.spec import resolve_spec
+
+    install_plugin("tiny", TINY)
+    window = _window(qtbot)
+    window.session.set_spec(resolve_spec(window.session.registry, "tiny"))
+    model = window.panel("model")
+    window.reload_plugins(disabled=["tiny"])
+    assert window.session.spec.backbone == "tiny"  # nothing the user set is lost
+    assert "'tiny' is not available" in model.error.text() and not model.error.isHidden()
+    window.reload_plugins(disabled=[])
+    assert model.error.isHidden()
+
+
+def test_install_refuses_what_is_not_a_package_naming_it(qtbot, tmp_path, shown_errors):
+    window = _window(qtbot)
+    dialog = window.plugins_dialog()
+    qtbot.addWidget(dialog)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    assert not dialog.install(tmp_path / "empty")
+    assert not dialog.install(tmp_path / "notes.txt")
+    assert not dialog.install(tmp_path / "missing.whl")
+    messages = [m for _, m, _ in shown_errors]
+    assert "empty: not a Python project folder" in messages[0]
+    assert "notes.txt: not a Python package" in messages[1]
+    assert "missing.whl: no such file or folder" in messages[2]
+
+
+@pytest.mark.slow
+def test_install_from_folder_and_uninstall_the_example_plugin(qtbot, tmp_path, monkeypatch, questions):
+    """The dialog's pip runs for a fresh interpreter whose site-packages this process can see, so the
+    example plugin is installed for real without touching the environment the tests run in."""
+    python = make_venv(tmp_path / "venv")
+    site_packages = next((tmp_path / "venv" / "lib").glob("python*/site-packages"))
+    monkeypatch.syspath_prepend(str(site_packages))
+    monkeypatch.setattr(sys, "modules", dict(sys.modules))  # the plugin's modules go with the test
+    window = _window(qtbot)
+    dialog = window.plugins_dialog()
+    qtbot.addWidget(dialog)
+    dialog.python = str(python)
+    assert "backbone:mobilenetv2" not in _chooser_ids(window)
+
+    with qtbot.waitSignal(dialog.pipFinished, timeout=300_000) as finished:
+        assert dialog.install(EXAMPLE_PLUGIN)
+    assert finished.args == [0], dialog.log.toPlainText()[-2000:]
+    log = dialog.log.toPlainText()
+    assert "-m pip install" in log and "Successfully installed cnnstudio-mobilenet" in log
+    assert "new plugin mobilenet" in dialog.status.text()
+    item = dialog.item_for("mobilenet")
+    assert item.text(3) == "OK" and item.text(2) == "package cnnstudio-mobilenet" and item.text(1) == "0.1.0"
+    assert {"backbone:mobilenetv2", "backbone:efficientnetb0"} <= _chooser_ids(window)
+
+    dialog.tree.setCurrentItem(item)
+    with qtbot.waitSignal(dialog.pipFinished, timeout=120_000) as finished:
+        assert dialog.uninstall_selected()
+    assert finished.args == [0], dialog.log.toPlainText()[-2000:]
+    assert "Uninstall plugin" in questions
+    assert dialog.item_for("mobilenet") is None
+    assert "backbone:mobilenetv2" not in _chooser_ids(window)
+
+
+def test_the_dialog_asks_before_uninstalling(qtbot, install_plugin, monkeypatch):
+    from cnnstudio.gui import widgets
+
+    install_plugin("tiny", TINY)
+    window = _window(qtbot)
+    dialog = window.plugins_dialog()
+    qtbot.addWidget(dialog)
+    dialog.tree.setCurrentItem(dialog.item_for("tiny"))
+    monkeypatch.setattr(widgets, "ask", lambda *a, **k: QMessageBox.StandardButton.No)
+    assert not dialog.uninstall_selected() and dialog.process is None
+    dialog.tree.setCurrentItem(dialog.item_for("builtins"))
+    assert not dialog.uninstall_button.isEnabled() and not dialog.toggle_button.isEnabled()
