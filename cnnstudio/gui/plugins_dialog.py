@@ -192,8 +192,8 @@ class PluginsDialog(QDialog):
                 child.setToolTip(0, error.cause)
                 child.setData(0, Qt.ItemDataRole.UserRole, info)
                 item.addChild(child)
-            item.setExpanded(bool(info.errors))
             self.tree.addTopLevelItem(item)
+            item.setExpanded(bool(info.errors))  # only takes effect once the item is in the tree
             if info.name == current:
                 self.tree.setCurrentItem(item)
         for column in range(len(COLUMNS)):
