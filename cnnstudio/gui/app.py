@@ -63,7 +63,7 @@ def run(argv: list[str] | None = None) -> int:
     QApplication.setApplicationDisplayName(APP_NAME)
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "cnnstudio"])
     app.setWindowIcon(icon("app"))
-    app.setDesktopFileName("cnnstudio")
+    app.setDesktopFileName("io.github.cnnstudio.CNNStudio")
     install_excepthook()
 
     from cnnstudio.gui.main_window import MainWindow
