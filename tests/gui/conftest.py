@@ -78,10 +78,10 @@ def tiny_dataset(tmp_path) -> Path:
 @pytest.fixture
 def wait_for_workers(qtbot):
     """Call to let every FunctionWorker finish and deliver its signals."""
-    from PySide6.QtCore import QThreadPool
+    from cnnstudio.gui.workers import wait_for_all
 
     def wait(timeout_ms: int = 120_000) -> None:
-        assert QThreadPool.globalInstance().waitForDone(timeout_ms)
+        assert wait_for_all(timeout_ms / 1000)
         qtbot.wait(20)
 
     return wait

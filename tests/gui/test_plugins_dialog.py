@@ -196,7 +196,8 @@ def test_install_from_folder_and_uninstall_the_example_plugin(qtbot, tmp_path, m
     python = make_venv(tmp_path / "venv")
     site_packages = next((tmp_path / "venv" / "lib").glob("python*/site-packages"))
     monkeypatch.syspath_prepend(str(site_packages))
-    monkeypatch.setattr(sys, "modules", dict(sys.modules))  # the plugin's modules go with the test
+    for name in [m for m in sys.modules if m.startswith("cnnstudio_mobilenet")]:
+        monkeypatch.delitem(sys.modules, name)  # given back at the end; the test's own import goes
     window = _window(qtbot)
     dialog = window.plugins_dialog()
     qtbot.addWidget(dialog)
@@ -220,6 +221,8 @@ def test_install_from_folder_and_uninstall_the_example_plugin(qtbot, tmp_path, m
     assert "Uninstall plugin" in questions
     assert dialog.item_for("mobilenet") is None
     assert "backbone:mobilenetv2" not in _chooser_ids(window)
+    for name in [m for m in sys.modules if m.startswith("cnnstudio_mobilenet")]:
+        del sys.modules[name]
 
 
 def test_the_dialog_asks_before_uninstalling(qtbot, install_plugin, monkeypatch):
