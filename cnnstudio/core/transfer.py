@@ -151,7 +151,9 @@ def block_summary(model, provider) -> list[dict]:
 
 
 def _is_batch_norm(layer) -> bool:
-    return type(layer).__name__ == "BatchNormalization"
+    """Layers whose weights are statistics, never trained: batch norm, and input normalisation
+    (EfficientNet's stem), so a block of them does not read as partly frozen."""
+    return type(layer).__name__ in ("BatchNormalization", "Normalization")
 
 
 def _row(name: str, layers) -> dict:

@@ -194,9 +194,16 @@ class PluginsDialog(QDialog):
                 item.addChild(child)
             self.tree.addTopLevelItem(item)
             item.setExpanded(bool(info.errors))  # only takes effect once the item is in the tree
+            for i in range(item.childCount()):  # a long error reads across the row
+                item.child(i).setFirstColumnSpanned(True)
             if info.name == current:
                 self.tree.setCurrentItem(item)
-        for column in range(len(COLUMNS)):
+        # The name column fits the plugins' names, not their (spanning) error lines.
+        metrics = self.tree.fontMetrics()
+        names = [self.tree.topLevelItem(i).text(0) for i in range(self.tree.topLevelItemCount())]
+        self.tree.setColumnWidth(0, max([metrics.horizontalAdvance(n) for n in names] + [120])
+                                 + self.tree.indentation() + 24)
+        for column in range(1, len(COLUMNS)):
             self.tree.resizeColumnToContents(column)
         if self.tree.currentItem() is None and self.tree.topLevelItemCount():
             self.tree.setCurrentItem(self.tree.topLevelItem(0))
