@@ -3,6 +3,7 @@ interruption and resume, the best configuration, and ``cnnstudio tune``."""
 
 import dataclasses
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -311,6 +312,8 @@ def test_a_trial_behind_the_median_is_pruned(data, registry, tmp_path):
     assert (good.status, good.epochs) == ("complete", 3)
     assert bad.status == "pruned" and bad.params == {"train.learning_rate": 5.0}
     assert bad.epochs == 2  # the median pruner compares from the second epoch and stopped it there
+    # Its run folder says so too, as the run comparison shows it.
+    assert json.loads((Path(bad.run_dir) / "metrics.json").read_text())["status"] == "pruned"
     assert result.best == good and json.loads((out / "best.json").read_text())["trial"] == 0
     # It is Optuna's own verdict, on record in the study.
     study = optuna.load_study(study_name="cnnstudio", storage=f"sqlite:///{out / 'study.db'}")

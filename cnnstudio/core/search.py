@@ -849,6 +849,7 @@ class Search:
         if relay.pruned:
             record.status = "pruned"
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            _mark_pruned(runs.RunPaths(run_dir))
         elif result.reason == "cancelled":
             record.status = "running"  # interrupted: re-run on resume
         elif record.value is None:
@@ -946,3 +947,14 @@ def best_configuration(out_dir: str | Path) -> tuple[ModelSpec, TrainConfig]:
     if not path.exists():
         raise SearchError(f"{path}: no best configuration yet (no trial of this search has completed)")
     return load_configuration(path)
+
+
+def _mark_pruned(paths: runs.RunPaths) -> None:
+    """A pruned trial's run stopped on purpose: its metrics say "pruned", not "cancelled", so the
+    run comparison does not read it as interrupted."""
+    from cnnstudio.core.atomic import atomic_write_json, read_json
+
+    if paths.metrics.exists():
+        metrics = read_json(paths.metrics)
+        if metrics.get("status") == "cancelled":
+            atomic_write_json(paths.metrics, {**metrics, "status": "pruned"})

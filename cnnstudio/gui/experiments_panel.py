@@ -73,6 +73,13 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+def _param_text(value) -> str:
+    """A searched value as it was chosen: 0.001, 0.12, 64 (not 0.001000)."""
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
     plot = pg.PlotWidget()
     plot.setBackground(None)
@@ -81,6 +88,8 @@ def _plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
     plot.setLabel("left", left)
     plot.setLabel("bottom", bottom)
     plot.setMinimumHeight(180)
+    for axis in ("left", "bottom"):  # accuracies are not "x0.001" thousands
+        plot.getAxis(axis).enableAutoSIPrefix(False)
     return plot
 
 
@@ -330,11 +339,23 @@ class SearchTab(_ExperimentTab):
         if not self._ready("Cannot resume the search"):
             return None
         try:
+            self._show_saved_space(folder)
             self._show_records(read_search(folder).trials)
-        except StudioError as exc:
-            errors.show_error(self, "Cannot resume the search", str(exc))
+        except (StudioError, OSError, ValueError, KeyError) as exc:
+            errors.show_error(self, "Cannot resume the search", f"{folder}: {exc}")
             return None
         return self._run(folder, None, self.session.make_split(), self.session.train_config)
+
+    def _show_saved_space(self, folder: Path) -> None:
+        """The space a search folder was started with (it wins on resume), in the space table."""
+        from cnnstudio.core.atomic import read_json
+        from cnnstudio.core.search import SearchSpace
+
+        space = SearchSpace.from_dict(read_json(folder / "search.json")["space"])
+        rows = [d.describe() for d in space.dimensions]
+        self.space_table.setRowCount(len(rows))
+        for i, text in enumerate(rows):
+            self.space_table.setItem(i, 0, QTableWidgetItem(text))
 
     def _choose_resume(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Resume the search in", str(self.session.runs_folder()))
@@ -406,7 +427,7 @@ class SearchTab(_ExperimentTab):
         row = self._row(record.number)
         values = [str(record.number + 1), record.status, _fmt(record.value), str(record.epochs or ""),
                   _fmt(record.seconds, 1) if record.seconds else ""]
-        values += [_fmt(record.params.get(t), 6) for t in self.dimensions]
+        values += [_param_text(record.params.get(t)) for t in self.dimensions]
         for column, text in enumerate(values):
             item = QTableWidgetItem(text)
             if column == 0:
@@ -779,6 +800,9 @@ class CompareTab(QWidget):
         lower = QSplitter(Qt.Orientation.Horizontal)
         lower.addWidget(self.plot)
         lower.addWidget(lower_right)
+        lower.setStretchFactor(0, 1)
+        lower.setStretchFactor(1, 1)
+        lower.setSizes([500, 500])  # the plot's size hint would take most of it
         body = QSplitter(Qt.Orientation.Vertical)
         body.addWidget(self.view)
         body.addWidget(lower)
@@ -812,7 +836,11 @@ class CompareTab(QWidget):
             row = []
             for _, key in self.COLUMNS:
                 value = getattr(summary, key)
-                item = QStandardItem(_fmt(value))
+                if key == "created" and value:
+                    text = str(value)[:16].replace("T", " ")  # to the minute, as a list shows times
+                else:
+                    text = _fmt(value, 1 if key == "train_seconds" else 4)
+                item = QStandardItem(text)
                 item.setData(value if value is not None else (-math.inf if key != "name" else ""), SORT_ROLE)
                 item.setData(summary.path, PATH_ROLE)
                 if summary.status == "unreadable":
@@ -902,7 +930,8 @@ class CompareTab(QWidget):
             item.setExpanded(True)
             return item
 
-        section(f"Changed settings ({len(diff.settings)})", [(k, _fmt(x, 6), _fmt(y, 6)) for k, x, y in diff.settings])
+        section(f"Changed settings ({len(diff.settings)})",
+                [(k, _param_text(x), _param_text(y)) for k, x, y in diff.settings])
         section("Metrics", [(k, _fmt(x), _fmt(y)) for k, x, y in diff.metrics])
         changed = diff.changed_predictions
         section(f"Test images whose prediction changed ({len(changed)} of {diff.compared_predictions})",
@@ -912,8 +941,10 @@ class CompareTab(QWidget):
                     [(p, "\u2713", "") for p in diff.only_in_a] + [(p, "", "\u2713") for p in diff.only_in_b])
         for note in diff.notes:
             section(note, [])
-        for column in range(3):
-            self.diff_tree.resizeColumnToContents(column)
+        # Half for what changed (paths can be long), a quarter for each run's value.
+        width = max(self.diff_tree.viewport().width(), 400)
+        self.diff_tree.setColumnWidth(0, width // 2)
+        self.diff_tree.setColumnWidth(1, width // 4)
         self.diff_label.setText(f"{len(diff.settings)} setting{'s' if len(diff.settings) != 1 else ''} differ; "
                                 f"{len(changed)} test image{'s' if len(changed) != 1 else ''} changed prediction.")
         self.diff = diff

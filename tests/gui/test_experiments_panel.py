@@ -87,6 +87,9 @@ def test_a_stopped_search_resumes_from_its_folder(qtbot, data, tmp_path):
     resumed = _panel(qtbot, session).search
     resumed.trials.setValue(2)
     assert resumed.resume(folder) is not None
+    # The table shows the space the search was started with, which wins over this tab's choice.
+    shown = [resumed.space_table.item(r, 0).text() for r in range(resumed.space_table.rowCount())]
+    assert shown == [d.describe() for d in tab.space.dimensions]
     _wait(qtbot, resumed)
     trials = json.loads((folder / "trials.json").read_text())["trials"]
     assert [t["status"] for t in trials] == ["complete", "complete"]
