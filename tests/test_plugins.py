@@ -326,3 +326,56 @@ def test_registry_checks_presets_against_what_is_registered():
     registry.add_preset(Preset("r", "R", {"backbone": "vgg16", "input_size": 48}))
     with pytest.raises(KeyError):
         registry.origin("preset", "missing")
+
+
+def test_cli_reports_each_kind_of_broken_plugin_by_name_while_the_builtins_work(
+    install_plugin, monkeypatch, capsys, tmp_path
+):
+    from tinydata import make_dataset
+
+    from cnnstudio.cli import main
+
+    install_plugin("no-import", "import cnnstudio_no_such_module_anywhere\n")
+    install_plugin("raises", """
+        from cnnstudio.plugins import hookimpl
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            raise RuntimeError("boom in the hook")
+    """)
+    install_plugin("invalid", """
+        from cnnstudio.plugins import BackboneProvider, hookimpl
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            registry.add_backbone(BackboneProvider(id="Bad Id", display_name="Bad", build=print))
+    """)
+    install_plugin("fails-to-build", """
+        from cnnstudio.plugins import BackboneProvider, hookimpl
+
+        def build(params, input_size, registry):
+            raise RuntimeError("this backbone cannot be built")
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            registry.add_backbone(BackboneProvider(id="fragile", display_name="Fragile", build=build,
+                                                   default_input_size=16, min_input_size=8))
+    """)
+    monkeypatch.setattr(manager, "_default", None)
+    assert main(["plugins", "--json"]) == 0
+    listed = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert listed["builtins"]["status"] == "ok"
+    assert "failed to import" in listed["no-import"]["errors"][0]["cause"]
+    assert "RuntimeError: boom in the hook" in listed["raises"]["errors"][0]["cause"]
+    assert "Traceback" in listed["raises"]["errors"][0]["traceback"]
+    assert "'Bad Id' is invalid" in listed["invalid"]["errors"][0]["cause"]
+    assert {listed[n]["status"] for n in ("no-import", "raises", "invalid")} == {"error"}
+    assert listed["fails-to-build"]["status"] == "ok" and listed["fails-to-build"]["provides"] == ["backbone:fragile"]
+
+    assert main(["models", "--json"]) == 0
+    assert BUILTIN_BACKBONES | {"fragile"} <= {b["id"] for b in json.loads(capsys.readouterr().out)["backbones"]}
+    data = make_dataset(tmp_path / "data", per_class=6)
+    assert main(["train", str(data), "--model", "fragile", "--epochs", "1", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "backbone 'fragile' from plugin 'fails-to-build' failed to build" in err
+    assert "this backbone cannot be built" in err
