@@ -463,8 +463,20 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ export, about, plugins
 
+    BUNDLE_FORMAT = "Model bundle folder (for cnnstudio predict)"
+
+    def export_formats(self) -> list[tuple[str, object]]:
+        """(label, exporter or None for the bundle) as File > Export Model offers them."""
+        exporters = getattr(self.manager.registry, "exporters", {})
+        return [(self.BUNDLE_FORMAT, None)] + [
+            (f"{e.display_name} ({e.id})", e) for e in exporters.values()
+        ]
+
     def export_model(self) -> FunctionWorker | None:
-        """Copy the current run's model bundle folder to a folder the user chooses."""
+        """Export the current run's model: its bundle folder, or any registered format (a plugin's
+        too), written and verified on the run's test images."""
+        from PySide6.QtWidgets import QInputDialog
+
         from cnnstudio.core.runs import RunPaths
 
         run = self.session.current_run
@@ -475,6 +487,17 @@ class MainWindow(QMainWindow):
         if not bundle.is_dir():
             errors.show_error(self, "Nothing to export", f"{bundle}: this run has no model bundle (yet)")
             return None
+        formats = self.export_formats()
+        label, ok = QInputDialog.getItem(self, "Export Model", f"Export {Path(run).name} as:",
+                                         [label for label, _ in formats], 0, False)
+        if not ok:
+            return None
+        exporter = dict(formats)[label]
+        if exporter is None:
+            return self._export_bundle(run, bundle)
+        return self._export_format(run, exporter)
+
+    def _export_bundle(self, run: str, bundle: Path) -> FunctionWorker | None:
         folder = QFileDialog.getExistingDirectory(self, "Export the model bundle into", str(Path.home()))
         if not folder:
             return None
@@ -489,9 +512,45 @@ class MainWindow(QMainWindow):
         worker.signals.errored.connect(self._export_failed)
         return worker.start()
 
-    def _exported(self, _result) -> None:
+    def _export_format(self, run: str, exporter) -> FunctionWorker | None:
+        from cnnstudio.core.export import export_run
+
+        name = Path(run).name
+        if exporter.folder:
+            folder = QFileDialog.getExistingDirectory(self, f"Export the {exporter.display_name} into",
+                                                      str(Path.home()))
+            if not folder:
+                return None
+            target = Path(folder) / f"{name}-{exporter.id}"
+        else:
+            path, _ = QFileDialog.getSaveFileName(
+                self, f"Export as {exporter.display_name}", str(Path.home() / f"{name}{exporter.suffix}"),
+                f"{exporter.display_name} (*{exporter.suffix});;All files (*)")
+            if not path:
+                return None
+            target = Path(path)
+        exporters = self.manager.registry.exporters
+
+        def job(progress):
+            return export_run(run, exporter.id, target, exporters=exporters,
+                              progress=lambda _task, done, total: progress(done, total))
+
+        self.session.set_job(f"Exporting {name} as {exporter.display_name} and checking it on the test images...")
+        worker = FunctionWorker(job)
+        self._export_target = target
+        worker.signals.finished.connect(self._exported)
+        worker.signals.errored.connect(self._export_failed)
+        return worker.start()
+
+    def _exported(self, result) -> None:
         self.session.set_job("")
-        self.statusBar().showMessage(f"Model exported to {self._export_target}", 8000)
+        if result is None or isinstance(result, (str, Path)):  # the bundle folder, copied
+            self.statusBar().showMessage(f"Model exported to {self._export_target}", 8000)
+            return
+        self.statusBar().showMessage(f"Exported and verified: {result.path}", 8000)
+        lines = [result.summary(), f"Checked in: {result.runtime}"] + [f"Note: {n}" for n in result.notes]
+        self.last_export = result
+        QMessageBox.information(self, "Model exported", "\n\n".join(lines))
 
     def _export_failed(self, message: str, details: str) -> None:
         self.session.set_job("")

@@ -1,0 +1,51 @@
+"""File > Export Model: the bundle folder, or any registered format, written and verified."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import trained_run
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
+
+from cnnstudio.gui.main_window import MainWindow
+
+
+@pytest.fixture
+def window_with_run(qtbot, tmp_path_factory):
+    _, run = trained_run(tmp_path_factory)
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.session.current_run = str(run)
+    return window, run
+
+
+def test_every_registered_format_is_offered(window_with_run):
+    window, _ = window_with_run
+    labels = [label for label, _ in window.export_formats()]
+    assert labels[0] == MainWindow.BUNDLE_FORMAT
+    assert {"TFLite (int8) (tflite-int8)", "ONNX (onnx)", "Keras model file (keras)"} <= set(labels)
+
+
+def test_a_format_is_written_verified_and_reported(qtbot, window_with_run, tmp_path, monkeypatch, shown_errors):
+    window, run = window_with_run
+    target = tmp_path / "classifier.tflite"
+    monkeypatch.setattr(QInputDialog, "getItem", lambda *a, **k: ("TFLite (float32) (tflite)", True))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    shown = []
+    monkeypatch.setattr(QMessageBox, "information", lambda parent, title, text: shown.append((title, text)))
+
+    worker = window.export_model()
+    assert worker is not None
+    qtbot.waitUntil(lambda: bool(shown or shown_errors), timeout=120_000)
+    assert not shown_errors
+    (title, text), = shown
+    assert title == "Model exported" and target.is_file()
+    assert f"tflite: {target}" in text and "top-1 agreement 100.0%" in text
+    assert window.last_export.test_images > 0
+
+
+def test_the_bundle_folder_is_still_one_choice(qtbot, window_with_run, tmp_path, monkeypatch):
+    window, run = window_with_run
+    monkeypatch.setattr(QInputDialog, "getItem", lambda *a, **k: (MainWindow.BUNDLE_FORMAT, True))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path))
+    window.export_model()
+    qtbot.waitUntil(lambda: (tmp_path / f"{run.name}-model" / "bundle.json").exists(), timeout=30_000)
