@@ -192,12 +192,31 @@ def format_block_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def backbone_params(items: list[str]) -> dict:
+    """``--param NAME=VALUE`` options as a dict: VALUE as JSON when it is a list or a mapping (a
+    scratch stack's blocks), else as typed (the backbone's schema converts numbers and booleans)."""
+    params = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise CliError(f"--param {item!r}: expected NAME=VALUE, e.g. alpha=0.35")
+        value = value.strip()
+        if value[:1] in "[{":
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise CliError(f"--param {name}: not valid JSON ({exc.msg} at character {exc.pos})") from None
+        params[name.strip()] = value
+    return params
+
+
 def spec_and_config(args, registry):
     """The model spec and training configuration that the training options describe."""
     from cnnstudio.core.spec import resolve_spec
     from cnnstudio.core.training import TrainConfig
 
-    spec = resolve_spec(registry, args.model, input_size=args.image_size, weights=args.weights)
+    spec = resolve_spec(registry, args.model, input_size=args.image_size, weights=args.weights,
+                        params=backbone_params(args.param))
     config = TrainConfig(
         epochs=args.epochs if args.epochs is not None else 10,
         batch_size=args.batch_size,
@@ -252,12 +271,16 @@ def configured_spec_and_config(args, registry):
     given = _given_options(args.train_parser, args.argv[1:], [k for k in vars(args) if k != "argv"])
     spec, config = load_configuration(args.config)
     if "model" in given:
-        spec = resolve_spec(registry, args.model, input_size=args.image_size, weights=args.weights)
+        spec = resolve_spec(registry, args.model, input_size=args.image_size, weights=args.weights,
+                            params=backbone_params(args.param))
     else:
         if "image_size" in given:
             spec.input_size = args.image_size
         if "weights" in given:
             spec.params["weights"] = args.weights
+        if "param" in given:
+            spec.params.update(backbone_params(args.param))
+            spec = spec.validate(registry)
     typed = {field: getattr(args, dest) for dest, field in _CONFIG_OPTIONS.items() if dest in given}
     return spec, dataclasses.replace(config, **typed).validate()
 
@@ -949,6 +972,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs, 0 for off (default: %(default)s)")
     p.add_argument("--weights", default=None, metavar="imagenet|none|PATH",
                    help="weights of a pretrained backbone: ImageNet (downloaded once), none (random), or a local file")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a backbone parameter, e.g. alpha=0.35 for a plugin's MobileNetV2 or "
+                        "blocks='[{\"type\": \"conv\", \"filters\": 16}]' for a scratch stack (repeatable; "
+                        "'cnnstudio models' lists each backbone's parameters)")
     p.add_argument("--class-weights", choices=["none", "auto"], default="none",
                    help="'auto' weights classes by inverse frequency (for imbalanced data)")
     p.add_argument("--cache", choices=["auto", "memory", "disk", "none"], default="auto",

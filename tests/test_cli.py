@@ -132,3 +132,21 @@ def test_plugins_and_models_json(capsys):
     assert {"scratch", "vgg16", "vgg19", "resnet50"} <= ids
     presets = {p["id"] for p in models["presets"]}
     assert {f"seed-model-{i}" for i in range(1, 7)} | {"keras-small-convnet"} <= presets
+
+
+def test_backbone_parameters_from_the_command_line(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", per_class=6)
+    blocks = '[{"type": "conv", "filters": 4, "convs": 1}]'
+    out = tmp_path / "run"
+    assert main(["train", str(data), "--param", f"blocks={blocks}", "--image-size", "16", "--epochs", "1",
+                 "--out", str(out), "--json"]) == 0
+    spec = json.loads((out / "config.json").read_text())["spec"]
+    assert [b["filters"] for b in spec["params"]["blocks"]] == [4] and spec["params"]["blocks"][0]["convs"] == 1
+    capsys.readouterr()
+
+    assert main(["train", str(data), "--param", "alpha=0.35", "--out", str(tmp_path / "r2")]) == 1
+    assert "unknown parameter 'alpha'" in capsys.readouterr().err
+    assert main(["train", str(data), "--param", "blocks=[{oops", "--out", str(tmp_path / "r3")]) == 1
+    assert "--param blocks: not valid JSON" in capsys.readouterr().err
+    assert main(["train", str(data), "--param", "noequals", "--out", str(tmp_path / "r4")]) == 1
+    assert "expected NAME=VALUE" in capsys.readouterr().err

@@ -187,11 +187,13 @@ class ModelSpec:
         )
 
 
-def resolve_spec(registry, id_or_preset: str, input_size: int | None = None, weights=None) -> ModelSpec:
+def resolve_spec(registry, id_or_preset: str, input_size: int | None = None, weights=None,
+                 params: dict | None = None) -> ModelSpec:
     """The validated spec for a preset id or a backbone id (with its defaults).
 
     ``input_size`` overrides the preset's / backbone's size; ``weights`` (``"imagenet"``,
-    ``"none"`` or a weights file) overrides the ``weights`` parameter of a pretrained backbone.
+    ``"none"`` or a weights file) overrides the ``weights`` parameter of a pretrained backbone;
+    ``params`` set other backbone parameters (a plugin's too), checked against its schema.
     """
     if id_or_preset in registry.presets:
         spec = ModelSpec.from_dict(registry.presets[id_or_preset].spec)
@@ -210,6 +212,7 @@ def resolve_spec(registry, id_or_preset: str, input_size: int | None = None, wei
         if provider is not None and not any(p.name == "weights" for p in provider.params):
             raise SpecError(f"weights: backbone {spec.backbone!r} has no pretrained weights to choose")
         spec.params["weights"] = weights
+    spec.params.update(params or {})
     return spec.validate(registry)
 
 
