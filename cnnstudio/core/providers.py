@@ -164,7 +164,9 @@ class BackboneProvider:
     Optional, for pretrained providers:
 
     * ``imagenet_weights``: the :class:`cnnstudio.core.weights.WeightsFile` that ``build``
-      loads for ``weights="imagenet"``; the studio fetches it first, with progress.
+      loads for ``weights="imagenet"``; the studio fetches it first, with progress. When the
+      file depends on the parameters or the input size (MobileNetV2's width and size), a
+      callable ``(params, input_size) -> WeightsFile`` instead; see :meth:`weights_file`.
     * ``imagenet_top``: the file of the whole ImageNet classifier (with its top), and
       ``build_imagenet(weights, input_size)`` returning that classifier, for "What ImageNet sees".
     * ``block_pattern``: a regular expression whose first group names the block of a base layer
@@ -185,6 +187,12 @@ class BackboneProvider:
     imagenet_top: Any = None
     build_imagenet: Callable | None = None
     block_pattern: str | None = None
+
+    def weights_file(self, params: dict, input_size: int):
+        """The ImageNet weights file ``build`` loads with these parameters at this size, or None."""
+        if callable(self.imagenet_weights):
+            return self.imagenet_weights(dict(params), input_size)
+        return self.imagenet_weights
 
 
 @dataclass(frozen=True)

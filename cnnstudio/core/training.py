@@ -470,7 +470,8 @@ class Trainer:
             "labels": {part: self.index.labels(items) for part, items in parts.items()},
             "backbone": provider.id,
             "params": {k: v for k, v in self.spec.params.items() if k != "trainable"},
-            "weights": transfer.weights_identity(self.spec.params.get("weights", "none"), provider, c.seed),
+            "weights": transfer.weights_identity(self.spec.params.get("weights", "none"), provider, c.seed,
+                                                 self.spec.params, self.spec.input_size),
             "input_size": self.spec.input_size,
             "preprocessing": provider.preprocessing,
         }
@@ -531,13 +532,13 @@ class Trainer:
         from cnnstudio.core import weights
 
         provider = self.registry.backbones[self.spec.backbone]
-        if self.spec.params.get("weights") != weights.IMAGENET or provider.imagenet_weights is None:
+        if self.spec.params.get("weights") != weights.IMAGENET:
+            return
+        wf = provider.weights_file(self.spec.params, self.spec.input_size)
+        if wf is None:
             return
         progress = self._progress("downloading ImageNet weights (bytes)")
-        weights.fetch(
-            provider.imagenet_weights, provider.display_name,
-            progress=progress, status=self.state.on_status,
-        )
+        weights.fetch(wf, provider.display_name, progress=progress, status=self.state.on_status)
 
     @functools.cached_property
     def _device(self) -> str:

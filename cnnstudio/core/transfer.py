@@ -225,12 +225,12 @@ def content_hashes(paths: list[str]) -> list[str]:
     return out
 
 
-def weights_identity(weights: str, provider, seed: int) -> dict:
+def weights_identity(weights: str, provider, seed: int, params: dict | None = None, input_size: int = 224) -> dict:
     """What the features depend on about the base's weights."""
     from cnnstudio.core.weights import file_digest
 
     if weights == "imagenet":
-        wf = provider.imagenet_weights
+        wf = provider.weights_file(params or {}, input_size)
         return {"imagenet": [wf.fname, wf.file_hash] if wf is not None else provider.id}
     if weights == "none":
         return {"random": seed}

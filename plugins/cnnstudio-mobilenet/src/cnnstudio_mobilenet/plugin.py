@@ -174,7 +174,8 @@ MOBILENETV2 = BackboneProvider(
     pretrained=True,
     description="MobileNetV2 (Sandler et al. 2018): a base of 2.3 M parameters at width 1.0, fast on a CPU; "
                 "ImageNet weights; inputs scaled to [-1, 1].",
-    imagenet_weights=mobilenet_v2_weights(1.0, 224),
+    # The file depends on the width and the input size: the studio fetches the right one, with progress.
+    imagenet_weights=lambda params, input_size: mobilenet_v2_weights(params.get("alpha", 1.0), input_size),
     imagenet_top=mobilenet_v2_weights(1.0, 224, include_top=True),
     build_imagenet=build_mobilenetv2_imagenet,
     block_pattern=r"^(expanded_conv|block_\d+|Conv_1)(?:_|$)",
