@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import signal
 import sys
 import threading
@@ -893,7 +894,14 @@ def cmd_plugins(args) -> int:
         set_enabled(name, enabled)
         print(f"{name}: {'enabled' if enabled else 'disabled'} (remembered; the window uses the same setting)",
               file=sys.stderr)
-    manager = default_manager()
+    # The listing shows every error; the manager's own warnings would say each one twice.
+    manager_log = logging.getLogger("cnnstudio.plugins.manager")
+    level = manager_log.level
+    manager_log.setLevel(logging.ERROR)
+    try:
+        manager = default_manager()
+    finally:
+        manager_log.setLevel(level)
     infos = manager.plugins
     if args.json:
         _print_json([

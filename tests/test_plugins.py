@@ -379,3 +379,20 @@ def test_cli_reports_each_kind_of_broken_plugin_by_name_while_the_builtins_work(
     err = capsys.readouterr().err
     assert "backbone 'fragile' from plugin 'fails-to-build' failed to build" in err
     assert "this backbone cannot be built" in err
+
+
+def test_cli_listing_says_each_plugin_error_once(install_plugin, monkeypatch, capsys):
+    from cnnstudio.cli import main
+
+    install_plugin("raises", """
+        from cnnstudio.plugins import hookimpl
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            raise RuntimeError("boom in the hook")
+    """)
+    monkeypatch.setattr(manager, "_default", None)
+    assert main(["plugins"]) == 0
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("boom in the hook") == 1
+    assert "raises 0.1 [package] error" in captured.out
