@@ -21,9 +21,10 @@ from cnnstudio.core.tf import keras as load_keras
 
 keras = load_keras()
 
-# Keras' functional API keeps graph-building state that is not safe across threads, and the
-# window builds a model summary in one worker while a run builds its model in another: one
-# build at a time (a build takes well under a second to a few seconds; fitting is not held).
+# The window builds a model summary in one worker while a run builds its model on another
+# thread; once, with both at it, Keras failed inside a layer call ("Only input tensors may be
+# passed as positional arguments"). Keras does not promise thread-safe graph building, so one
+# build at a time (well under a second to a few seconds; fitting is not held).
 _BUILD_LOCK = threading.RLock()
 
 
