@@ -193,6 +193,15 @@ def format_block_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# 'train' options and the TrainConfig fields they set (and, for 'train --config FILE', override).
+_CONFIG_OPTIONS = {
+    "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer", "lr": "learning_rate",
+    "patience": "patience", "class_weights": "class_weight", "seed": "seed", "cache": "cache", "mode": "mode",
+    "finetune_blocks": "finetune_blocks", "finetune_from": "finetune_from", "finetune_epochs": "finetune_epochs",
+    "finetune_lr": "finetune_learning_rate", "bottleneck": "bottleneck",
+}
+
+
 def backbone_params(items: list[str]) -> dict:
     """``--param NAME=VALUE`` options as a dict: VALUE as JSON when it is a list or a mapping (a
     scratch stack's blocks), else as typed (the backbone's schema converts numbers and booleans)."""
@@ -218,32 +227,11 @@ def spec_and_config(args, registry):
 
     spec = resolve_spec(registry, args.model, input_size=args.image_size, weights=args.weights,
                         params=backbone_params(args.param))
-    config = TrainConfig(
-        epochs=args.epochs if args.epochs is not None else 10,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        learning_rate=args.lr,
-        patience=args.patience,
-        class_weight=args.class_weights,
-        seed=args.seed,
-        cache=args.cache,
-        mode=args.mode,
-        finetune_blocks=args.finetune_blocks,
-        finetune_from=args.finetune_from,
-        finetune_epochs=args.finetune_epochs,
-        finetune_learning_rate=args.finetune_lr,
-        bottleneck=args.bottleneck,
-    )
+    options = {field: getattr(args, dest) for dest, field in _CONFIG_OPTIONS.items()}
+    if options["epochs"] is None:  # --epochs not given: the TrainConfig default
+        del options["epochs"]
+    config = TrainConfig(**options)
     return spec, config
-
-
-# 'train' options and the TrainConfig fields they set, for 'train --config FILE'.
-_CONFIG_OPTIONS = {
-    "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer", "lr": "learning_rate",
-    "patience": "patience", "class_weights": "class_weight", "seed": "seed", "cache": "cache", "mode": "mode",
-    "finetune_blocks": "finetune_blocks", "finetune_from": "finetune_from", "finetune_epochs": "finetune_epochs",
-    "finetune_lr": "finetune_learning_rate", "bottleneck": "bottleneck",
-}
 
 
 def _given_options(parser: argparse.ArgumentParser, argv: list[str], dests) -> set[str]:

@@ -331,36 +331,13 @@ def test_registry_checks_presets_against_what_is_registered():
 def test_cli_reports_each_kind_of_broken_plugin_by_name_while_the_builtins_work(
     install_plugin, monkeypatch, capsys, tmp_path
 ):
+    from brokenplugins import BROKEN
     from tinydata import make_dataset
 
     from cnnstudio.cli import main
 
-    install_plugin("no-import", "import cnnstudio_no_such_module_anywhere\n")
-    install_plugin("raises", """
-        from cnnstudio.plugins import hookimpl
-
-        @hookimpl
-        def cnnstudio_register_backbones(registry):
-            raise RuntimeError("boom in the hook")
-    """)
-    install_plugin("invalid", """
-        from cnnstudio.plugins import BackboneProvider, hookimpl
-
-        @hookimpl
-        def cnnstudio_register_backbones(registry):
-            registry.add_backbone(BackboneProvider(id="Bad Id", display_name="Bad", build=print))
-    """)
-    install_plugin("fails-to-build", """
-        from cnnstudio.plugins import BackboneProvider, hookimpl
-
-        def build(params, input_size, registry):
-            raise RuntimeError("this backbone cannot be built")
-
-        @hookimpl
-        def cnnstudio_register_backbones(registry):
-            registry.add_backbone(BackboneProvider(id="fragile", display_name="Fragile", build=build,
-                                                   default_input_size=16, min_input_size=8))
-    """)
+    for name, source in BROKEN.items():
+        install_plugin(name, source)
     monkeypatch.setattr(manager, "_default", None)
     assert main(["plugins", "--json"]) == 0
     listed = {p["name"]: p for p in json.loads(capsys.readouterr().out)}

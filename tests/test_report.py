@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from html import escape
 from pathlib import Path
 
@@ -133,3 +134,22 @@ def test_the_dataset_section_lists_what_the_scan_found(run_dir):
     section = html[html.index('id="dataset"'):html.index('id="architecture"')]
     assert "The dataset scan found" in section and "empty file" in section
     assert "green/empty &lt;b&gt;.png" in section and "empty <b>" not in html
+
+
+def test_a_window_can_open_after_a_pdf_was_written_in_the_same_process(tmp_path):
+    """The PDF writer's Qt application must serve widgets too: a bare QGuiApplication made any
+    later window (the same process, e.g. a test run) abort on its first widget."""
+    code = (
+        "import sys\n"
+        "from cnnstudio.gui.pdf import html_to_pdf\n"
+        "html_to_pdf('<h1>Report</h1><p>text</p>', {}, sys.argv[1])\n"
+        "from PySide6.QtWidgets import QApplication, QLabel\n"
+        "label = QLabel('a widget after the report')\n"
+        "print(type(QApplication.instance()).__name__, label.text())\n"
+    )
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.pdf")], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert out.stdout.strip() == "QApplication a widget after the report"
+    assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")

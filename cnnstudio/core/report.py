@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnstudio.core import runs
 from cnnstudio.core.atomic import read_json
 from cnnstudio.core.errors import StudioError
 
@@ -105,23 +106,6 @@ def _read_json_opt(path: Path) -> dict:
         raise ReportError(f"{path}: unreadable ({exc})") from exc
 
 
-def _num(v):
-    if v in ("", None):
-        return None
-    try:
-        return float(v)
-    except ValueError:
-        return v
-
-
-def read_history_rows(path: Path) -> list[dict]:
-    """history.csv with numbers as floats and text (the ``phase`` column) kept as text."""
-    if not path.exists():
-        return []
-    with open(path, encoding="utf-8", newline="") as f:
-        return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
 def read_predictions(path: Path, class_names: list[str]) -> list[dict]:
     if not path.exists():
         return []
@@ -173,7 +157,7 @@ def load_run(run_dir) -> RunData:
     metrics = _read_json_opt(root / "metrics.json")
     bundle = _read_json_opt(root / "model" / "bundle.json")
     names = list(metrics.get("class_names") or config.get("dataset", {}).get("class_names") or [])
-    data = RunData(root, config, metrics, read_history_rows(root / "history.csv"),
+    data = RunData(root, config, metrics, runs.read_history(root) if runs.RunPaths(root).history.exists() else [],
                    read_predictions(root / "predictions.csv", names), _read_json_opt(root / "problems.json"), bundle)
     data.params, data.layers = parameter_counts(root / "model" / "model.keras")
     return data

@@ -4,7 +4,8 @@ The HTML comes from :mod:`cnnstudio.core.report` with its images as named resour
 text shows neither inline SVG nor data addresses, so each SVG chart is drawn into a ``QImage``
 with ``QSvgRenderer`` (twice the size, for print) and every image is registered with
 ``QTextDocument.addResource``. Works headless (``QT_QPA_PLATFORM=offscreen``): a
-``QGuiApplication`` is created when none exists.
+``QApplication`` is created when none exists; not a bare ``QGuiApplication``, which would
+outlive the report and make any later window in the same process abort on its first widget.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PySide6.QtGui import (
     QTextDocument,
 )
 from PySide6.QtSvg import QSvgRenderer
+from PySide6.QtWidgets import QApplication
 
 from cnnstudio.core.atomic import atomic_path
 from cnnstudio.core.report import comparison_parts, run_report_parts
@@ -38,7 +40,7 @@ def _ensure_app():
     if app is None:
         if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
             os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        _app = app = QGuiApplication(["cnnstudio-report"])
+        _app = app = QApplication(["cnnstudio-report"])
     return app
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from brokenplugins import BROKEN
 from helpers import make_session
 from PySide6.QtWidgets import QMessageBox
 from tinydata import make_dataset
@@ -32,36 +33,6 @@ def cnnstudio_register_backbones(registry):
     registry.add_backbone(BackboneProvider(id="tiny", display_name="Tiny plugin net", build=build,
                                            default_input_size=16, min_input_size=8))
 """
-
-BROKEN = {
-    "no-import": "import cnnstudio_no_such_module_anywhere\n",
-    "raises": """
-        from cnnstudio.plugins import hookimpl
-
-        @hookimpl
-        def cnnstudio_register_backbones(registry):
-            raise RuntimeError("boom in the hook")
-    """,
-    "invalid": """
-        from cnnstudio.plugins import BackboneProvider, hookimpl
-
-        @hookimpl
-        def cnnstudio_register_backbones(registry):
-            registry.add_backbone(BackboneProvider(id="Bad Id", display_name="Bad", build=print))
-    """,
-    "fails-to-build": """
-        from cnnstudio.plugins import BackboneProvider, hookimpl
-
-        def build(params, input_size, registry):
-            raise RuntimeError("this backbone cannot be built")
-
-        @hookimpl
-        def cnnstudio_register_backbones(registry):
-            registry.add_backbone(BackboneProvider(id="fragile", display_name="Fragile", build=build,
-                                                   default_input_size=16, min_input_size=8))
-    """,
-}
-
 
 def _window(qtbot, plugin_manager=None):
     if plugin_manager is None:
