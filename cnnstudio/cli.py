@@ -543,87 +543,34 @@ def cmd_predict_imagenet(args) -> int:
 def cmd_evaluate(args) -> int:
     """Evaluate a run's bundle on its test split again: every number of the evaluation views, and
     with ``--calibrate`` a temperature fitted on the validation split, stored in the bundle."""
-    from cnnstudio.core.bundle import Bundle, set_temperature
-    from cnnstudio.core.calibration import (
-        apply_temperature,
-        at_bound,
-        expected_calibration_error,
-        fit_temperature,
-        nll,
-    )
+    from cnnstudio.core.calibration import apply_temperature
     from cnnstudio.core.evaluation import (
-        evaluate_bundle,
+        calibrate_bundle,
+        evaluate_run,
         evaluation_report,
         format_evaluation,
-        split_subset,
     )
-    from cnnstudio.core.runs import RunPaths, read_config
 
     if args.bins < 1:
         raise CliError("--bins must be at least 1")
     run = Path(args.run_dir)
-    paths = RunPaths(run)
-    if not run.is_dir():
-        raise CliError(f"{run}: no such run folder")
-    if not paths.config.exists():
-        raise CliError(f"{run}: not a run folder (no config.json)")
-    if not (paths.bundle / "bundle.json").exists():
-        raise CliError(f"{run}: no model bundle in {paths.bundle} (the run did not finish)")
-    try:
-        config = read_config(run)
-    except (OSError, ValueError) as exc:
-        raise CliError(f"{paths.config}: unreadable ({exc})") from exc
-    split = config.get("split") or {}
-    test_paths = split.get("test") or []
-    if not test_paths:
-        raise CliError(f"{run}: the run has no test split (it was trained with a test fraction of 0)")
-    if args.calibrate and not split.get("val"):
-        raise CliError(f"{run}: the run has no validation split to fit the temperature on")
-    data_dir = args.data or (config.get("dataset") or {}).get("root")
-    if args.data and not Path(args.data).is_dir():
-        raise CliError(f"{args.data}: no such folder")
-    if not data_dir or not Path(data_dir).is_dir():
-        raise CliError(f"{data_dir}: the run's dataset folder is not there; pass --data DIR if it moved")
-    index = _scan(data_dir, quiet=args.json)
-    bundle = Bundle(paths.bundle)
-    test, missing = split_subset(index, test_paths, bundle.class_names)
-    if not test.items:
-        raise CliError(f"{index.root}: none of the run's {len(test_paths)} test images is there; "
-                       "pass --data DIR if the dataset moved")
-    raw = evaluate_bundle(bundle, test, batch_size=args.batch_size)
-    if not len(raw.y_true):
-        raise CliError(f"{index.root}: none of the run's test images could be read")
+    ev = evaluate_run(run, args.data, batch_size=args.batch_size, need_val=args.calibrate,
+                      scan=lambda folder: _scan(folder, quiet=args.json))
+    bundle, raw, index = ev.bundle, ev.raw, ev.index
 
     calibration = None
     if args.calibrate:
-        val, val_missing = split_subset(index, split["val"], bundle.class_names)
-        val_raw = evaluate_bundle(bundle, val, batch_size=args.batch_size) if val.items else None
-        if val_raw is None or not len(val_raw.y_true):
-            raise CliError(f"{index.root}: none of the run's validation images is there to fit the temperature on")
-        T = fit_temperature(val_raw.y_true, val_raw.probs)
-        calibration = {
-            "temperature": T,
-            "at_bound": at_bound(T),
-            "previous_temperature": bundle.temperature,
-            "val_images": len(val_raw.y_true),
-            "val_missing_files": val_missing,
-            "val_nll_before": nll(val_raw.y_true, val_raw.probs),
-            "val_nll_after": nll(val_raw.y_true, val_raw.probs, T),
-            "test_ece_before": expected_calibration_error(raw.y_true, raw.probs, args.bins),
-            "test_ece_after": expected_calibration_error(raw.y_true, apply_temperature(raw.probs, T), args.bins),
-            "stored_in": str(paths.bundle / "bundle.json"),
-        }
-        bundle.temperature = set_temperature(paths.bundle, T)
+        calibration = calibrate_bundle(bundle, index, ev.val_paths, raw, bins=args.bins, batch_size=args.batch_size)
 
     probs = apply_temperature(raw.probs, bundle.temperature)
     report = evaluation_report(raw.y_true, probs, bundle.class_names, bins=args.bins)
     out = {
         "run_dir": str(run),
-        "bundle": str(paths.bundle),
+        "bundle": str(bundle.folder),
         "dataset_root": str(index.root),
         "temperature": bundle.temperature,
-        "test_files": len(test_paths),
-        "missing_files": missing,
+        "test_files": ev.test_files,
+        "missing_files": ev.missing,
         "skipped_files": raw.skipped,
         **report,
     }

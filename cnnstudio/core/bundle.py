@@ -89,6 +89,25 @@ def _preprocessing_of(model) -> str | None:
     return None
 
 
+def _temperature_of(meta: dict, meta_path: Path) -> float:
+    temperature = meta.get("temperature")
+    try:
+        value = 1.0 if temperature is None else float(temperature)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (value > 0 and np.isfinite(value)):
+        raise BundleError(f"{meta_path}: temperature must be a positive number, not {temperature!r}")
+    return value
+
+
+def _stamp(path: Path):
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 @dataclass
 class Prediction:
     path: str
@@ -118,17 +137,31 @@ class Bundle:
         self.folder = folder
         self.class_names: list[str] = list(self.meta["class_names"])
         self.input_size = int(self.meta["input_size"])
-        temperature = self.meta.get("temperature")
-        try:
-            self.temperature = 1.0 if temperature is None else float(temperature)
-        except (TypeError, ValueError):
-            self.temperature = float("nan")
-        if not (self.temperature > 0 and np.isfinite(self.temperature)):
-            raise BundleError(f"{meta_path}: temperature must be a positive number, not {temperature!r}")
+        self.temperature = _temperature_of(self.meta, meta_path)
+        self.meta_stamp = _stamp(meta_path)
         try:
             self.model = keras().saving.load_model(folder / MODEL_FILE, safe_mode=True)
         except Exception as exc:
             raise BundleError(f"{folder / MODEL_FILE}: cannot load the model ({exc})") from exc
+
+    def refresh_temperature(self) -> bool:
+        """Read the temperature again if bundle.json changed since (calibrated elsewhere, say);
+        True when it changed. Raises BundleError when the file became unreadable."""
+        meta_path = self.folder / META_FILE
+        stamp = _stamp(meta_path)
+        if stamp == self.meta_stamp:
+            return False
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{meta_path}: unreadable ({exc})") from exc
+        before = self.temperature
+        self.temperature = _temperature_of(meta, meta_path)
+        self.meta["temperature"] = meta.get("temperature")
+        if self.meta["temperature"] is None:
+            del self.meta["temperature"]
+        self.meta_stamp = stamp
+        return self.temperature != before
 
     def predict_arrays(self, images: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """Probabilities for a batch of ``(n, size, size, 3)`` uint8 RGB images, scaled by the

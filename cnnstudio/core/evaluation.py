@@ -14,6 +14,7 @@ function returns plain JSON-able data.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -307,3 +308,111 @@ def evaluate_bundle(bundle, subset, batch_size: int = 32) -> EvalResult:
         return evaluate(bundle.model, pipe, subset, list(range(len(subset.items))), batch_size=batch_size)
     finally:
         pipe.close()
+
+
+@dataclass
+class RunEvaluation:
+    """A finished run's bundle evaluated again on its recorded test split (:func:`evaluate_run`)."""
+
+    run_dir: Path
+    bundle: object  # a loaded cnnstudio.core.bundle.Bundle
+    index: object  # the fresh scan of the dataset the files were found in
+    raw: EvalResult  # the model's own test probabilities (no temperature)
+    test_files: int  # how many test files the run recorded
+    missing: list[str]  # recorded test files no longer in the dataset
+    val_paths: list[str]  # the recorded validation files
+
+
+def evaluate_run(run_dir, data_dir=None, *, batch_size: int = 32, need_val: bool = False,
+                 scan=None, moved_hint: str = "pass --data DIR if it moved") -> RunEvaluation:
+    """Load ``run_dir``'s bundle and predict its recorded test images, found in ``data_dir`` or
+    where the run's dataset was. ``scan(folder)`` scans the dataset (default: without progress);
+    ``moved_hint`` ends the messages that a moved dataset would explain.
+
+    Raises :class:`~cnnstudio.core.errors.StudioError` naming the folder or file and the reason:
+    not a finished run, no test split (or, with ``need_val``, no validation split), the dataset
+    gone, or none of its test images left.
+    """
+    from cnnstudio.core.bundle import META_FILE, Bundle
+    from cnnstudio.core.errors import StudioError
+    from cnnstudio.core.runs import RunPaths, read_config
+
+    run = Path(run_dir)
+    paths = RunPaths(run)
+    if not run.is_dir():
+        raise StudioError(f"{run}: no such run folder")
+    if not paths.config.exists():
+        raise StudioError(f"{run}: not a run folder (no config.json)")
+    if not (paths.bundle / META_FILE).exists():
+        raise StudioError(f"{run}: no model bundle in {paths.bundle} (the run did not finish)")
+    try:
+        config = read_config(run)
+    except (OSError, ValueError) as exc:
+        raise StudioError(f"{paths.config}: unreadable ({exc})") from exc
+    split = config.get("split") or {}
+    test_paths = split.get("test") or []
+    if not test_paths:
+        raise StudioError(f"{run}: the run has no test split (it was trained with a test fraction of 0)")
+    if need_val and not split.get("val"):
+        raise StudioError(f"{run}: the run has no validation split to fit the temperature on")
+    if data_dir and not Path(data_dir).is_dir():
+        raise StudioError(f"{data_dir}: no such folder")
+    data_dir = data_dir or (config.get("dataset") or {}).get("root")
+    if not data_dir or not Path(data_dir).is_dir():
+        raise StudioError(f"{data_dir}: the run's dataset folder is not there; {moved_hint}")
+    if scan is None:
+        from cnnstudio.core.dataset import scan_dataset as scan
+    index = scan(data_dir)
+    bundle = Bundle(paths.bundle)
+    test, missing = split_subset(index, test_paths, bundle.class_names)
+    if not test.items:
+        raise StudioError(f"{index.root}: none of the run's {len(test_paths)} test images is there; "
+                          f"{moved_hint}")
+    raw = evaluate_bundle(bundle, test, batch_size=batch_size)
+    if not len(raw.y_true):
+        raise StudioError(f"{index.root}: none of the run's test images could be read")
+    return RunEvaluation(run, bundle, index, raw, len(test_paths), missing, list(split.get("val") or []))
+
+
+def calibrate_bundle(bundle, index, val_paths, test_raw: EvalResult, *, bins: int = 10,
+                     batch_size: int = 32) -> dict:
+    """Fit a temperature on the recorded validation files ``val_paths`` (found in ``index``, a
+    fresh scan), store it in the bundle's folder and in ``bundle.temperature``, and say what it
+    changed: ``temperature``, ``at_bound``, ``previous_temperature``, ``val_images``,
+    ``val_missing_files``, the validation NLL and the test ECE (on ``test_raw``, the model's own
+    test probabilities) before and after, and ``stored_in``.
+
+    Raises :class:`~cnnstudio.core.errors.StudioError` naming the folder when there is no
+    validation image to fit on.
+    """
+    from cnnstudio.core.bundle import META_FILE, set_temperature
+    from cnnstudio.core.calibration import (
+        apply_temperature,
+        at_bound,
+        expected_calibration_error,
+        fit_temperature,
+        nll,
+    )
+    from cnnstudio.core.errors import StudioError
+
+    if not val_paths:
+        raise StudioError(f"{bundle.folder}: the run has no validation split to fit the temperature on")
+    val, val_missing = split_subset(index, val_paths, bundle.class_names)
+    val_raw = evaluate_bundle(bundle, val, batch_size=batch_size) if val.items else None
+    if val_raw is None or not len(val_raw.y_true):
+        raise StudioError(f"{index.root}: none of the run's validation images is there to fit the temperature on")
+    T = fit_temperature(val_raw.y_true, val_raw.probs)
+    out = {
+        "temperature": T,
+        "at_bound": at_bound(T),
+        "previous_temperature": bundle.temperature,
+        "val_images": len(val_raw.y_true),
+        "val_missing_files": val_missing,
+        "val_nll_before": nll(val_raw.y_true, val_raw.probs),
+        "val_nll_after": nll(val_raw.y_true, val_raw.probs, T),
+        "test_ece_before": expected_calibration_error(test_raw.y_true, test_raw.probs, bins),
+        "test_ece_after": expected_calibration_error(test_raw.y_true, apply_temperature(test_raw.probs, T), bins),
+        "stored_in": str(bundle.folder / META_FILE),
+    }
+    bundle.temperature = set_temperature(bundle.folder, T)
+    return out

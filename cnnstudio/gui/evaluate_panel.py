@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QListView,
     QListWidget,
     QListWidgetItem,
+    QProgressBar,
     QPushButton,
     QSplitter,
     QTableWidget,
@@ -44,10 +45,12 @@ from PySide6.QtWidgets import (
 
 from cnnstudio.core import relabel
 from cnnstudio.core.atomic import read_json
-from cnnstudio.core.calibration import calibration_report
-from cnnstudio.core.evaluation import binary_curves, top_k_accuracy
+from cnnstudio.core.bundle import META_FILE, set_temperature
+from cnnstudio.core.calibration import apply_temperature, calibration_report
+from cnnstudio.core.errors import StudioError
+from cnnstudio.core.evaluation import binary_curves, calibrate_bundle, evaluate_run, top_k_accuracy
 from cnnstudio.core.runs import RunPaths
-from cnnstudio.gui import widgets
+from cnnstudio.gui import errors, widgets
 from cnnstudio.gui.plots import (
     CurvePlot,
     ReliabilityPlot,
@@ -62,6 +65,8 @@ THUMB = 96
 MAX_CELL_IMAGES = 1000  # a cell of a big test set lists this many, most confident first
 PREVIEW = 420  # the longer side of the selected misclassified image
 SORT_CONFIDENCE, SORT_LOSS = "confidence", "loss"
+FIT_TIP = ("Fit a temperature on the run's validation images and store it in the model bundle: the predicted "
+           "class never changes, only how sure the model says it is (also: cnnstudio evaluate RUN --calibrate)")
 
 
 def choose_class(parent, class_names: list[str], current: str) -> str | None:
@@ -95,6 +100,9 @@ class RunReport:
     predictions: list[PredictionRow]
     dataset_root: Path | None
     probs: np.ndarray | None = None  # (n, classes) in class_names order, when predictions.csv has them
+    val_files: int = 0  # how many validation files the run recorded (to fit a temperature on)
+    has_bundle: bool = False
+    temperature: float = 1.0  # what the run's bundle applies to the model's probabilities
 
     @classmethod
     def read(cls, run_dir) -> RunReport:
@@ -114,12 +122,30 @@ class RunReport:
                     else:
                         probs = None
                     rows.append(PredictionRow(r["path"], r["true"], r["predicted"], float(r["confidence"]), p_true))
-        root = None
+        root, val_files = None, 0
         if paths.config.exists():
-            root_text = read_json(paths.config).get("dataset", {}).get("root")
+            config = read_json(paths.config)
+            root_text = config.get("dataset", {}).get("root")
             root = Path(root_text) if root_text else None
+            val_files = len((config.get("split") or {}).get("val") or [])
         array = np.asarray(probs, dtype=np.float64).reshape(-1, len(names)) if probs and names else None
-        return cls(Path(run_dir), metrics, rows, root, array)
+        report = cls(Path(run_dir), metrics, rows, root, array, val_files)
+        report.read_temperature()
+        return report
+
+    def read_temperature(self) -> None:
+        """Whether the run has a bundle, and its temperature (1 when unreadable: the Predict
+        panel says why when it loads the bundle)."""
+        meta = RunPaths(self.run_dir).bundle / META_FILE
+        self.has_bundle = meta.exists()
+        self.temperature = 1.0
+        if self.has_bundle:
+            try:
+                value = float(read_json(meta).get("temperature", 1.0))
+            except (OSError, ValueError, TypeError, AttributeError):
+                return
+            if value > 0 and math.isfinite(value):
+                self.temperature = value
 
     def y_true(self) -> np.ndarray:
         label = {n: i for i, n in enumerate(self.class_names)}
@@ -268,9 +294,31 @@ class EvaluatePanel(QWidget):
         self.reliability_plot = ReliabilityPlot()
         self.calibration_label = QLabel()
         self.calibration_label.setWordWrap(True)
+        self.calibration_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.fit_button = QPushButton("Fit Temperature")
+        self.fit_button.setToolTip(FIT_TIP)
+        self.fit_button.clicked.connect(self.fit_temperature)
+        self.remove_temperature_button = QPushButton("Remove Temperature")
+        self.remove_temperature_button.setToolTip("Store temperature 1 again: the model's own probabilities")
+        self.remove_temperature_button.clicked.connect(self.remove_temperature)
+        self.calibration_busy = QProgressBar()
+        self.calibration_busy.setRange(0, 0)
+        self.calibration_busy.setMaximumWidth(160)
+        self.calibration_busy.setTextVisible(False)
+        self.calibration_busy.hide()
+        self.calibration_error = widgets.error_label()
+        self.calibration_worker: FunctionWorker | None = None
+        self.last_calibration: dict | None = None  # what the last fit in this panel said
+        calibration_buttons = QHBoxLayout()
+        calibration_buttons.addWidget(self.fit_button)
+        calibration_buttons.addWidget(self.remove_temperature_button)
+        calibration_buttons.addWidget(self.calibration_busy)
+        calibration_buttons.addStretch(1)
         calibration = QWidget()
         calibration_layout = QVBoxLayout(calibration)
         calibration_layout.addWidget(self.calibration_label)
+        calibration_layout.addLayout(calibration_buttons)
+        calibration_layout.addWidget(self.calibration_error)
         calibration_layout.addWidget(self.reliability_plot, 1)
         self.calibration_tab = self.tabs.addTab(calibration, "Calibration")
         self.roc_plot = CurvePlot("false positive rate", "true positive rate")
@@ -443,6 +491,9 @@ class EvaluatePanel(QWidget):
         self.topk_label.setText("")
         self.reliability_plot.set_bins([], None)
         self.calibration_label.setText("No predictions.")
+        widgets.set_error(self.calibration_error, "")
+        self.last_calibration = None
+        self._update_calibration_buttons()
         self.roc_plot.clear_curve()
         self.pr_plot.clear_curve()
         self.curves_label.setText("")
@@ -546,12 +597,7 @@ class EvaluatePanel(QWidget):
             topk = top_k_accuracy(y, probs)
             self.topk_label.setText("Top-k accuracy: " + ", ".join(
                 f"top-{k} {v:.1%}" for k, v in topk.items() if v is not None))
-        cal = calibration_report(y, probs)
-        self.reliability_plot.set_bins(cal["bins"], cal["ece"])
-        self.calibration_label.setText(
-            f"Expected calibration error (ECE) on the test split: {cal['ece']:.4f}. Bars: the accuracy of "
-            "the predictions in each confidence bin; red: the gap to their mean confidence; dashed: perfect "
-            "calibration.")
+        self._fill_calibration()
         curves = binary_curves(y, probs, names)
         self.tabs.setTabEnabled(self.curves_tab, curves is not None)
         if curves is None:
@@ -568,6 +614,99 @@ class EvaluatePanel(QWidget):
                                    f"Precision-recall, AP {pr['average_precision']:.3f}", ((0, 1), (base, base)))
         else:
             self.pr_plot.clear_curve("Precision-recall: no positive image")
+
+    # -- calibration ----------------------------------------------------------------------
+
+    def _fill_calibration(self) -> None:
+        """The reliability diagram of what the bundle predicts (its temperature applied), with
+        the ECE before and after the temperature, and the last fit's numbers."""
+        self._update_calibration_buttons()
+        data = self._probabilities()
+        if data is None:
+            return
+        y, probs = data
+        T = self.report.temperature
+        own = calibration_report(y, probs)
+        text = ("Bars: the accuracy of the predictions in each confidence bin; red: the gap to their mean "
+                "confidence; dashed: perfect calibration.")
+        if T == 1.0:
+            self.reliability_plot.set_bins(own["bins"], own["ece"])
+            lead = (f"Expected calibration error (ECE) on the test split: {own['ece']:.4f}. "
+                    + ("Fit Temperature to make the confidence match the accuracy. "
+                       if self.fit_button.isEnabled() else ""))
+        else:
+            scaled = calibration_report(y, apply_temperature(probs, T))
+            self.reliability_plot.set_bins(scaled["bins"], scaled["ece"])
+            lead = (f"The model bundle applies temperature {T:.4f}: expected calibration error (ECE) on the "
+                    f"test split {scaled['ece']:.4f}, {own['ece']:.4f} without it. ")
+        c = self.last_calibration
+        if c is not None:
+            lead += (f"Fitted on {c['val_images']} validation images (NLL {c['val_nll_before']:.4f} \u2192 "
+                     f"{c['val_nll_after']:.4f}) and stored in {c['stored_in']}. ")
+            if c.get("at_bound"):
+                lead += ("The temperature stopped at the edge of its range: the validation split is too small "
+                         "or too easy to pin it down. ")
+        self.calibration_label.setText(lead + text)
+
+    def _update_calibration_buttons(self) -> None:
+        report = self.report
+        busy = self.calibration_worker is not None
+        usable = report is not None and report.has_bundle and self._probabilities() is not None
+        self.fit_button.setEnabled(usable and report.val_files > 0 and not busy)
+        self.fit_button.setToolTip(FIT_TIP if report is None or report.val_files else
+                                   "The run has no validation split to fit a temperature on")
+        self.remove_temperature_button.setEnabled(usable and not busy and report.temperature != 1.0)
+        self.calibration_busy.setVisible(busy)
+
+    def fit_temperature(self) -> FunctionWorker | None:
+        """Fit a temperature on the run's validation images, in the background; the bundle keeps it."""
+        report = self.report
+        if report is None or self.calibration_worker is not None:
+            return None
+        widgets.set_error(self.calibration_error, "")
+        worker = FunctionWorker(_calibrate_job, report.run_dir)
+        worker.signals.finished.connect(lambda c, run=report.run_dir: self._on_calibrated(run, c))
+        worker.signals.errored.connect(self._on_calibration_failed)
+        self.calibration_worker = worker
+        self._update_calibration_buttons()
+        self.fit_button.setText("Fitting\u2026")
+        worker.start()
+        return worker
+
+    def _calibration_done(self) -> None:
+        self.calibration_worker = None
+        self.fit_button.setText("Fit Temperature")
+
+    def _on_calibrated(self, run_dir: Path, calibration: dict) -> None:
+        self._calibration_done()
+        if self.report is None or self.report.run_dir != run_dir:
+            return  # another run is on show; its bundle was still calibrated
+        self.last_calibration = calibration
+        self.report.read_temperature()
+        self._fill_calibration()
+
+    def _on_calibration_failed(self, message: str, details: str) -> None:
+        self._calibration_done()
+        self._update_calibration_buttons()
+        if details:  # a bug, not a missing folder
+            errors.show_error(self, "Cannot fit the temperature", message, details)
+        else:
+            widgets.set_error(self.calibration_error, message)
+
+    def remove_temperature(self) -> None:
+        """Go back to the model's own probabilities (temperature 1)."""
+        report = self.report
+        if report is None or not report.has_bundle:
+            return
+        try:
+            set_temperature(RunPaths(report.run_dir).bundle, None)
+        except (StudioError, OSError) as exc:
+            widgets.set_error(self.calibration_error, str(exc))
+            return
+        widgets.set_error(self.calibration_error, "")
+        self.last_calibration = None
+        report.read_temperature()
+        self._fill_calibration()
 
     # -- the misclassified images ---------------------------------------------------------
 
@@ -771,6 +910,12 @@ class EvaluatePanel(QWidget):
                                    "again. This run's numbers are unchanged.")
         self._update_buttons()
         self.datasetEdited.emit(root)
+
+
+def _calibrate_job(run_dir: Path) -> dict:
+    ev = evaluate_run(run_dir, need_val=True,
+                      moved_hint="move it back to where the run was trained to fit a temperature")
+    return calibrate_bundle(ev.bundle, ev.index, ev.val_paths, ev.raw)
 
 
 def _preview_for_job(job: int, path: Path, size: int):

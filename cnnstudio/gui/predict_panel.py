@@ -87,6 +87,8 @@ class BundleCache:
             self.bundle = self.cam = None
             self.bundle = Bundle(folder)
             self.folder = folder
+        else:
+            self.bundle.refresh_temperature()  # calibrated in the Evaluate panel or by the CLI since
         return self.bundle
 
     def gradcam(self, folder, paths: list[str], size: int) -> tuple[list[QImage | None], str | None]:

@@ -281,3 +281,78 @@ def test_misclassified_preview_and_gradcam(qtbot, panel, run, tmp_path):
     qtbot.waitUntil(lambda: panel.gradcam_shown is not None, timeout=60_000)
     assert panel.gradcam_shown.endswith(Path(panel.selected_row().path).name)
     assert not panel.preview.pixmap().isNull()
+
+
+def test_fit_temperature_stores_it_in_the_bundle_and_remove_takes_it_back(qtbot, tmp_path, run, shown_errors):
+    from helpers import make_session
+
+    from cnnstudio.core.bundle import Bundle
+    from cnnstudio.core.calibration import apply_temperature, calibration_report
+
+    _, shared = run
+    run_dir = shutil.copytree(shared, tmp_path / "run")  # the fit writes into the bundle
+    meta = run_dir / "model" / "bundle.json"
+    loaded = Bundle(run_dir / "model")  # as the Predict panel holds it
+    panel = EvaluatePanel(make_session())
+    qtbot.addWidget(panel)
+    panel.session.add_run(run_dir)
+    panel.tabs.setCurrentIndex(panel.calibration_tab)
+    assert panel.fit_button.isEnabled() and not panel.remove_temperature_button.isEnabled()
+    assert "Fit Temperature" in panel.calibration_label.text()
+    y, probs = panel.report.y_true(), panel.report.probs
+    own = calibration_report(y, probs)["ece"]
+
+    worker = panel.fit_temperature()
+    assert worker is not None and not panel.fit_button.isEnabled() and panel.fit_button.text() == "Fitting\u2026"
+    qtbot.waitUntil(lambda: panel.calibration_worker is None, timeout=60_000)
+    assert shown_errors == [] and panel.calibration_error.isHidden()
+    T = json.loads(meta.read_text())["temperature"]
+    assert T != 1.0 and panel.report.temperature == T
+    c = panel.last_calibration
+    assert c["val_images"] == panel.report.val_files > 0 and c["val_nll_after"] <= c["val_nll_before"]
+    scaled = calibration_report(y, apply_temperature(probs, T))["ece"]
+    text = panel.calibration_label.text()
+    assert f"temperature {T:.4f}" in text and f"{scaled:.4f}" in text and f"{own:.4f} without it" in text
+    assert f"{scaled:.3f}" in panel.reliability_plot.getPlotItem().titleLabel.text
+    assert loaded.refresh_temperature() and loaded.temperature == T  # a loaded bundle sees the new one
+    assert panel.remove_temperature_button.isEnabled()
+
+    panel.load_run(str(run_dir))  # shown again later: still says what the bundle applies
+    assert f"temperature {T:.4f}" in panel.calibration_label.text()
+    qtbot.mouseClick(panel.remove_temperature_button, Qt.MouseButton.LeftButton)
+    assert "temperature" not in json.loads(meta.read_text())
+    assert panel.report.temperature == 1.0 and not panel.remove_temperature_button.isEnabled()
+    assert f"{own:.3f}" in panel.reliability_plot.getPlotItem().titleLabel.text
+    assert loaded.refresh_temperature() and loaded.temperature == 1.0
+
+
+def test_fit_temperature_says_in_place_when_the_dataset_is_gone(qtbot, tmp_path, run, shown_errors):
+    from helpers import make_session
+
+    _, shared = run
+    run_dir = shutil.copytree(shared, tmp_path / "run")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["dataset"]["root"] = str(tmp_path / "moved-away")
+    (run_dir / "config.json").write_text(json.dumps(config))
+    panel = EvaluatePanel(make_session())
+    qtbot.addWidget(panel)
+    panel.session.add_run(run_dir)
+    panel.fit_temperature()
+    qtbot.waitUntil(lambda: panel.calibration_worker is None, timeout=60_000)
+    assert shown_errors == []
+    assert not panel.calibration_error.isHidden()
+    assert "moved-away: the run's dataset folder is not there" in panel.calibration_error.text()
+    assert "temperature" not in json.loads((run_dir / "model" / "bundle.json").read_text())
+    assert panel.fit_button.isEnabled()  # it can be tried again
+
+
+def test_a_run_without_a_bundle_cannot_be_calibrated(qtbot, tmp_path):
+    from helpers import make_session
+
+    _, run_dir = three_class_run(tmp_path)
+    panel = EvaluatePanel(make_session())
+    qtbot.addWidget(panel)
+    panel.session.add_run(run_dir)
+    assert panel.report is not None and panel.report.probs is not None
+    assert not panel.fit_button.isEnabled() and not panel.remove_temperature_button.isEnabled()
+    assert "Fit Temperature" not in panel.calibration_label.text()
