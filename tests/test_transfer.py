@@ -15,6 +15,7 @@ from cnnstudio.core import transfer, weights
 from cnnstudio.core.bundle import Bundle
 from cnnstudio.core.errors import SpecError, WeightsError
 from cnnstudio.core.models import build_model
+from cnnstudio.core.report import parameter_counts, run_report_html
 from cnnstudio.core.spec import AugmentSpec, HeadSpec, ModelSpec, resolve_spec
 from cnnstudio.plugins import load_registry
 
@@ -81,6 +82,18 @@ def test_each_pretrained_backbone_trains_in_each_mode(data, tmp_path, backbone, 
     assert metrics["weights"]["kind"] == "random" and metrics["weights"]["pretrained"] is False
     assert "not pretrained" in metrics["weights"]["label"]
     assert metrics["mode"] == mode
+    assert metrics["blocks"] == {b.phase: b.summary for b in begins}  # what trained, kept for the report
+    split = metrics["parameters"]
+    if mode == "extract":
+        assert split["trainable"] == summary["head"]["trainable"] and split["frozen"] > 0
+    if mode == "finetune" and backbone == "vgg16":  # the report says it (once: reading a model file is slow)
+        total, _ = parameter_counts(tmp_path / "run" / "model" / "model.keras")
+        assert split["trainable"] + split["frozen"] == total["total"]
+        html = run_report_html(tmp_path / "run")
+        assert f"<td>{split['trainable']:,}</td>" in html and "trainable parameters (at the end)" in html
+        phase2 = html.index("Phase 2 (fine-tuning the top of the base)")
+        assert html.index("Phase 1 (the head on the frozen base)") < phase2
+        assert f">{summary['block5']['trainable']:,}</td>" in html[phase2:]
     bundle = json.loads((tmp_path / "run" / "model" / "bundle.json").read_text())
     assert bundle["weights"]["pretrained"] is False
 

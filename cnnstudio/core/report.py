@@ -400,6 +400,10 @@ def _weights_text(w: dict | None) -> str:
     return str(w.get("label") or w.get("kind") or "pretrained")
 
 
+PHASE_TITLES = {"train": "Training", "head": "Phase 1 (the head on the frozen base)",
+                "finetune": "Phase 2 (fine-tuning the top of the base)"}
+
+
 def _architecture(run: RunData) -> str:
     spec = run.config.get("spec") or run.bundle.get("spec") or {}
     rows = [("backbone", spec.get("backbone")), ("preset", spec.get("preset")), ("input size", spec.get("input_size")),
@@ -407,12 +411,24 @@ def _architecture(run: RunData) -> str:
             ("augmentation", spec.get("augmentation")), ("preprocessing", run.bundle.get("preprocessing"))]
     if run.params:
         rows.append(("total parameters", run.params["total"]))
+    split = run.metrics.get("parameters")
+    if isinstance(split, dict):
+        rows += [("trainable parameters (at the end)", split.get("trainable")),
+                 ("frozen parameters (at the end)", split.get("frozen"))]
     body = _kv_table(rows)
     if run.params:
         body += "<p>Parameters per top-level weight group of the saved model (optimizer state excluded):</p>"
         body += _table(["weights of", "parameters"], [[n, c] for n, c in run.params["by_layer"]], numeric=(1,))
     else:
         body += '<p class="muted">The saved model could not be read: no parameter counts.</p>'
+    blocks = run.metrics.get("blocks")
+    if isinstance(blocks, dict):
+        for phase, block_rows in blocks.items():
+            body += f"<p>{escape(PHASE_TITLES.get(phase, phase))}: trainable and frozen parameters per block " \
+                    "(frozen counts include batch-norm statistics):</p>"
+            body += _table(["block", "state", "trainable", "frozen"],
+                           [[r.get("block"), r.get("state"), r.get("trainable"), r.get("frozen")]
+                            for r in block_rows if isinstance(r, dict)], numeric=(2, 3))
     if run.layers:
         body += "<p>Layers of the model:</p>"
         body += _table(["layer", "type", "trainable"], [[n, c, t] for c, n, t in run.layers])

@@ -187,6 +187,15 @@ class RunResult:
 # ----------------------------------------------------------------------------- trainer
 
 
+def parameter_split(model) -> dict:
+    """``{"trainable", "frozen"}`` parameter counts of ``model`` as it is now (frozen counts
+    include batch-norm statistics, as Keras' own summary counts them)."""
+    trainable = {id(w): w for w in model.trainable_weights}
+    frozen = {id(w): w for w in model.non_trainable_weights}
+    return {"trainable": int(sum(math.prod(w.shape) for w in trainable.values())),
+            "frozen": int(sum(math.prod(w.shape) for w in frozen.values()))}
+
+
 class Trainer:
     """Trains one model spec on one split of a dataset into ``run_dir``.
 
@@ -275,6 +284,7 @@ class Trainer:
         pipe = ImagePipeline(size, cache=cache, cache_dir=p.root / ".cache", progress=self._progress("decoding images"),
                              should_stop=self.state.should_stop)
         self._bottleneck_info = None
+        self._blocks: dict[str, list] = {}
         t0 = time.perf_counter()
         try:
             return self._run(model, pipe, history, state, prior_seconds, phase, use_bottleneck, device, t0)
@@ -336,6 +346,9 @@ class Trainer:
         extra = {"weights": self.weights_record(), "mode": c.mode}
         if self._bottleneck_info:
             extra["bottleneck"] = self._bottleneck_info
+        extra["parameters"] = parameter_split(model)
+        if self._blocks:
+            extra["blocks"] = self._blocks  # per phase: which blocks trained (phases before a resume are not here)
         runs.write_results(
             p, model, self.index, self.spec, reason=reason, epochs_run=epochs_run, history=history,
             train_seconds=train_seconds, device=device, metrics=metrics, skipped=skipped,
@@ -376,13 +389,16 @@ class Trainer:
         c = self.config
         return c.monitor if self.split.val else c.monitor.removeprefix("val_")
 
-    def _summary(self, model):
+    def _summary(self, model, phase: str):
+        """Per block, the trainable and frozen parameters of ``phase`` (kept for metrics.json)."""
         provider = self.registry.backbones[self.spec.backbone]
         if not provider.pretrained:
             return None
         from cnnstudio.core.transfer import block_summary
 
-        return block_summary(model, provider)
+        rows = block_summary(model, provider)
+        self._blocks[phase] = rows
+        return rows
 
     def _fit(self, model, pipe, history, state, prior_seconds, epochs, phase, phase_start=0) -> str:
         """Fit on images up to ``epochs`` (a total over the run); returns the end reason."""
@@ -404,7 +420,7 @@ class Trainer:
         )
         self.state.on_begin(BeginEvent(
             epochs, initial_epoch, steps, len(self.split.train), len(self.split.val), self._device,
-            phase=phase, summary=self._summary(model),
+            phase=phase, summary=self._summary(model, phase),
         ))
         if initial_epoch < epochs:
             model.fit(
@@ -436,7 +452,7 @@ class Trainer:
         )
         self.state.on_begin(BeginEvent(
             c.epochs, initial_epoch, steps, len(self.split.train), len(self.split.val), self._device,
-            phase=phase, summary=self._summary(model),
+            phase=phase, summary=self._summary(model, phase),
         ))
         if initial_epoch < c.epochs:
             head.fit(
