@@ -146,7 +146,30 @@ def test_modes_need_a_pretrained_backbone_and_recommendation_follows_dataset_siz
     assert recommend_mode(8000, 4)[0] == "finetune"
 
 
-def test_bottleneck_features_are_reused_and_rebuilt_when_split_or_size_change(data, tmp_path):
+def test_the_bottleneck_cache_drops_the_least_recently_used_features_first(tmp_path, monkeypatch):
+    import os
+
+    root = tmp_path / "bottleneck"
+    features = transfer.Features(np.zeros((10, 1000), np.float32), np.zeros(10, np.int32), np.arange(10, dtype=np.int32))
+    caches = [transfer.BottleneckCache(root, {"n": i}) for i in range(4)]
+    for age, cache in zip((400, 300, 200, 100), caches):
+        cache.save("train", features)
+        os.utime(cache.folder, (0, 1_000_000 - age))  # 0 the oldest, 3 the newest
+    size = sum(f.stat().st_size for f in caches[0].folder.iterdir())
+    caches[1].load("train")  # used just now: the newest
+    assert caches[0].prune(10**12) == []
+    assert caches[2].prune(2 * size) == [caches[0].key, caches[3].key]
+    assert sorted(p.name for p in root.iterdir()) == sorted([caches[1].key, caches[2].key])
+    assert caches[2].prune(0) == [caches[1].key]  # the one in use stays, whatever the limit
+    assert caches[2].complete(["train"]) and not caches[1].complete(["train"])
+
+    monkeypatch.setenv("CNNSTUDIO_FEATURE_CACHE_MB", "1.5")
+    assert transfer.cache_limit() == 1536 * 1024
+    monkeypatch.setenv("CNNSTUDIO_FEATURE_CACHE_MB", "lots")
+    assert transfer.cache_limit() == transfer.DEFAULT_CACHE_LIMIT_MB * 2**20
+
+
+def test_bottleneck_features_are_reused_and_rebuilt_when_split_or_size_change(data, tmp_path, monkeypatch):
     def run(name, **kwargs):
         state = ProgressState()
         spec_kwargs = {k: kwargs.pop(k) for k in ("size", "augment") if k in kwargs}
@@ -167,6 +190,11 @@ def test_bottleneck_features_are_reused_and_rebuilt_when_split_or_size_change(da
     assert other_size["cache"] == "built" and other_size["key"] not in (info["key"], other_split["key"])
     _, state, off = run("e", augment=True)
     assert off is None and any("augmentation changes every image" in s for s in state.statuses)
+    monkeypatch.setenv("CNNSTUDIO_FEATURE_CACHE_MB", "0")  # a full cache keeps only the newest features
+    _, state, newest = run("f", split_seed=7)
+    assert newest["cache"] == "built"
+    assert any("dropped 3 least recently used" in s for s in state.statuses)
+    assert [p.name for p in (tmp_path / "cache" / "bottleneck").iterdir()] == [newest["key"]]
 
     # The bundle is the whole image-to-class model: its predictions are the head's on the base's features.
     bundle = Bundle(tmp_path / "a" / "model")

@@ -507,6 +507,10 @@ class Trainer:
                 )
                 cache.save(part, features[part])
             self.state.on_status(f"bottleneck features cached in {cache.folder}")
+            removed = cache.prune()
+            if removed:
+                self.state.on_status(f"the bottleneck cache dropped {len(removed)} least recently used feature "
+                                     f"set(s) to stay under {transfer.cache_limit() / 2**20:,.0f} MB")
             self._bottleneck_info = {"cache": "built", "key": cache.key}
         return features["train"], features.get("val")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -263,7 +264,16 @@ class BottleneckCache:
 
     def load(self, part: str) -> Features:
         with np.load(self.folder / f"{part}.npz") as data:
-            return Features(data["features"], data["labels"], data["indices"])
+            features = Features(data["features"], data["labels"], data["indices"])
+        self.touch()
+        return features
+
+    def touch(self) -> None:
+        """Mark the features as just used: the cache drops the least recently used first."""
+        try:
+            os.utime(self.folder)
+        except OSError:
+            pass
 
     def save(self, part: str, features: Features) -> None:
         from cnnstudio.core.atomic import atomic_path
@@ -281,6 +291,46 @@ class BottleneckCache:
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def prune(self, max_bytes: int | None = None) -> list[str]:
+        """Delete the least recently used feature sets beside this one until the cache holds at
+        most ``max_bytes`` (default :func:`cache_limit`); this one is always kept. Returns the
+        keys deleted."""
+        limit = cache_limit() if max_bytes is None else max_bytes
+        entries = []
+        for folder in self.folder.parent.iterdir() if self.folder.parent.is_dir() else []:
+            if not folder.is_dir():
+                continue
+            try:
+                size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+                used = folder.stat().st_mtime
+            except OSError:
+                continue  # another process is deleting it
+            entries.append((used, folder, size))
+        total = sum(size for _, _, size in entries)
+        removed = []
+        for _used, folder, size in sorted(entries, key=lambda e: (e[0], e[1].name)):
+            if total <= limit:
+                break
+            if folder == self.folder:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= size
+            removed.append(folder.name)
+        return removed
+
+
+DEFAULT_CACHE_LIMIT_MB = 4096
+
+
+def cache_limit() -> int:
+    """The bottleneck cache's size limit in bytes: 4 GiB, or ``CNNSTUDIO_FEATURE_CACHE_MB``."""
+    text = os.environ.get("CNNSTUDIO_FEATURE_CACHE_MB", "")
+    try:
+        mb = float(text) if text else DEFAULT_CACHE_LIMIT_MB
+    except ValueError:
+        mb = DEFAULT_CACHE_LIMIT_MB
+    return int(max(mb, 0) * 1024 * 1024)
 
 
 def extract_features(extractor, pipe, paths, labels, batch_size: int, progress=None, should_stop=None) -> Features:
