@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
 
 from cnnstudio.core import weights as weights_sources
 from cnnstudio.core.bundle import Bundle, Prediction
+from cnnstudio.core.errors import BundleError
 from cnnstudio.core.gradcam import GradCam, gradcam_image
 from cnnstudio.core.imagenet import (
     DEFAULT_INPUT_SIZE,
@@ -408,6 +409,13 @@ class PredictPanel(QWidget):
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
+        bundle = self.cache.bundle
+        if bundle is not None:
+            try:
+                bundle.refresh_temperature()  # calibrated on the Evaluate page since, say
+            except BundleError:
+                pass  # the next prediction says why
+            self._update_model_label()
         self._preload()
 
     def _preload(self) -> None:
@@ -453,8 +461,10 @@ class PredictPanel(QWidget):
         if self.cache.is_loaded(folder):
             b = self.cache.bundle
             names = ", ".join(b.class_names[:8]) + (", \u2026" if len(b.class_names) > 8 else "")
+            calibrated = f" \u00b7 calibrated (temperature {b.temperature:.3g})" if b.temperature != 1.0 else ""
             self.model_label.setText(
-                f"Model: {where} \u00b7 {len(b.class_names)} classes ({names}) \u00b7 {b.input_size} px input")
+                f"Model: {where} \u00b7 {len(b.class_names)} classes ({names}) \u00b7 {b.input_size} px input"
+                + calibrated)
         elif self._loading == folder:
             self.model_label.setText(f"Model: {where} (loading\u2026)")
         else:
@@ -505,6 +515,7 @@ class PredictPanel(QWidget):
                 card.show_prediction(prediction, image)
             if cam is not None:
                 self._show_gradcam(cards, *cam)
+        self._update_model_label()  # the temperature may have been read again
         self.predicted.emit(cards)
 
     # -- Grad-CAM -------------------------------------------------------------------------

@@ -217,3 +217,43 @@ def test_grad_cam_shows_each_cards_overlay_computed_in_the_background(qtbot, run
     panel.set_imagenet_mode(True)
     assert not panel.gradcam_button.isEnabled()
     assert loads == [run_dir / "model"]
+
+
+def test_a_temperature_stored_after_loading_is_used_and_shown(qtbot, run, tmp_path, loads):
+    import shutil
+
+    from cnnstudio.core.bundle import set_temperature
+    from cnnstudio.core.calibration import apply_temperature
+
+    data, shared = run
+    run_dir = shutil.copytree(shared, tmp_path / "run")  # the temperature is written into the bundle
+    session = make_session(data)
+    session.add_run(run_dir)
+    panel = make_panel(qtbot, session)
+    image = sorted((data / "red").glob("*.png"))[0]
+    with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT) as blocker:
+        panel.predict_files([image])
+    (before,) = blocker.args[0]
+    assert "calibrated" not in panel.model_label.text()
+
+    set_temperature(run_dir / "model", 2.5)  # as the Evaluate page's Fit Temperature does
+    with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT) as blocker:
+        panel.predict_files([image])
+    (after,) = blocker.args[0]
+    assert "calibrated (temperature 2.5)" in panel.model_label.text()
+    from cnnstudio.core.images import load_array
+
+    bundle = Bundle(run_dir / "model")  # the model's own probabilities, scaled by hand
+    probs = bundle.predict_arrays(load_array(str(image), bundle.input_size)[None], calibrated=False)
+    expected = apply_temperature(probs, 2.5)[0]
+    names = bundle.class_names
+    assert [n for n, _ in after.top] == [n for n, _ in before.top]  # the winner never changes
+    for name, p in after.top:
+        assert abs(p - expected[names.index(name)]) < 1e-5
+    assert after.top[0][1] < before.top[0][1]  # a temperature above 1 makes it less sure
+    assert loads == [run_dir / "model"]  # the panel read the temperature again, not the whole bundle
+
+    set_temperature(run_dir / "model", None)  # removed while another page was on show
+    panel.hide()
+    panel.show()
+    assert "calibrated" not in panel.model_label.text()
