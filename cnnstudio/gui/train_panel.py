@@ -35,7 +35,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cnnstudio.core import runs
+from cnnstudio.core.atomic import read_json
 from cnnstudio.core.errors import StudioError
+from cnnstudio.core.runs import RunPaths
 from cnnstudio.core.training import OPTIMIZERS
 from cnnstudio.gui import errors
 from cnnstudio.gui.plots import LiveCurves, format_seconds, style_plot
@@ -65,6 +68,20 @@ def run_summary(result) -> dict:
         if result.metrics and result.metrics.get(key) is not None:
             summary[key] = result.metrics[key]
     return summary
+
+
+def result_text(name: str, reason: str, epochs_run: int, seconds, metrics: dict) -> str:
+    """The Test results box: how the run ended and its test numbers."""
+    if reason == "cancelled":
+        return (f"Run {name}: stopped after {epochs_run} epoch(s); the model so far is saved.\n"
+                "No test metrics (the run was stopped).")
+    lines = [f"Run {name} ({reason.replace('_', ' ')}, {epochs_run} epochs, {format_seconds(seconds)})"]
+    acc = metrics.get("test_accuracy")
+    if acc is not None:
+        lines.append(f"Accuracy {acc:.2%} \u00b7 loss {metrics['test_loss']:.4f} on {metrics['test_images']} test images")
+    else:
+        lines.append("No test split, so no test metrics.")
+    return "\n".join(lines)
 
 
 class TrainPanel(QWidget):
@@ -105,8 +122,10 @@ class TrainPanel(QWidget):
         session.specChanged.connect(self._update_ready)
         session.splitChanged.connect(self._update_ready)
         session.configChanged.connect(self._update_ready)
+        session.currentRunChanged.connect(self.show_run)
         self._pull_config()
         self._update_ready()
+        self.show_run(session.current_run)
 
     # -- building -------------------------------------------------------------------------
 
@@ -439,19 +458,13 @@ class TrainPanel(QWidget):
             self._log(headline)
             self._notify(headline)
             return
+        self.result_label.setText(result_text(Path(result.run_dir).name, result.reason, result.epochs_run,
+                                              result.train_seconds, m))
         if result.reason == "cancelled":
             headline = f"Training stopped after {result.epochs_run} epoch(s); the model so far is saved."
-            self.result_label.setText(headline + "\nNo test metrics (the run was stopped).")
         else:
             acc = m.get("test_accuracy")
             headline = "Training finished" + (f": test accuracy {acc:.1%}" if acc is not None else "")
-            lines = [f"Run {Path(result.run_dir).name} ({result.reason.replace('_', ' ')}, "
-                     f"{result.epochs_run} epochs, {format_seconds(result.train_seconds)})"]
-            if acc is not None:
-                lines.append(f"Accuracy {acc:.2%} \u00b7 loss {m['test_loss']:.4f} on {m['test_images']} test images")
-            else:
-                lines.append("No test split, so no test metrics.")
-            self.result_label.setText("\n".join(lines))
             if acc is not None:
                 self._log(f"Test accuracy {acc:.4f}, loss {m['test_loss']:.4f} on {m['test_images']} images")
         if result.skipped_files:
@@ -463,6 +476,33 @@ class TrainPanel(QWidget):
         run_dir = str(result.run_dir)
         self.session.add_run(run_dir, run_summary(result))
         self.trainingFinished.emit(run_dir)
+
+    def show_run(self, path: str) -> bool:
+        """Draw a saved run's curves and results (the run selected elsewhere, or the project's
+        last one after a restart); not while training, nor for the run whose live curves are on
+        show. True when the run was drawn."""
+        if self.is_training() or not path or (self.run_dir is not None and Path(path) == self.run_dir):
+            return False
+        try:
+            history = runs.read_history(path)
+            metrics = read_json(RunPaths(Path(path)).metrics)
+        except (OSError, ValueError, KeyError):
+            return False  # still training elsewhere, or interrupted: nothing finished to show
+        self.run_dir = Path(path)
+        for key, curves in self.curves.items():
+            curves.reset(len(history))
+            for epoch, row in enumerate(history):
+                if row.get("phase") == "finetune" and (epoch == 0 or history[epoch - 1].get("phase") != "finetune"):
+                    curves.mark_phase(epoch, "fine-tuning")
+                curves.add_epoch(epoch, row.get(key), row.get(f"val_{key}"))
+            curves.flush()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress_label.setText(f"Showing run {self.run_dir.name}")
+        self.result_label.setText(result_text(self.run_dir.name, str(metrics.get("status", "?")),
+                                              int(metrics.get("epochs_run", len(history))),
+                                              metrics.get("train_seconds"), metrics))
+        return True
 
     def _on_errored(self, message: str, details: str) -> None:
         self._end_run()

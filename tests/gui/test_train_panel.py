@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import make_session
 from PySide6.QtCore import Qt
@@ -167,6 +168,21 @@ def test_fine_tuning_draws_one_continuous_curve_with_a_marker_where_the_second_p
         assert list(curves.train.x) == [1.0, 2.0, 3.0]  # two head epochs, then one of fine-tuning
         assert [line.value() for line in curves.markers] == [2.5]
     assert "Fine-tuning from epoch 3" in panel.log.toPlainText()
+
+    # Reopened later (a new window on the same project): the run's curves and results come from its folder.
+    again = TrainPanel(session)
+    qtbot.addWidget(again)
+    assert again.progress_label.text() == f"Showing run {panel.run_dir.name}"
+    for key, curves in again.curves.items():
+        live = panel.curves[key]
+        assert list(curves.train.x) == list(live.train.x) and list(curves.val.x) == list(live.val.x)
+        np.testing.assert_allclose(curves.train.y, live.train.y, rtol=1e-5)
+        np.testing.assert_allclose(curves.val.y, live.val.y, rtol=1e-5)
+        assert [line.value() for line in curves.markers] == [2.5]
+    assert again.result_label.text() == panel.result_label.text()
+    assert "Accuracy" in again.result_label.text()
+    session.select_run("")  # nothing selected: what is on show stays
+    assert list(again.curves["loss"].train.x) == [1.0, 2.0, 3.0]
 
 
 def test_stop_while_images_are_decoded_says_nothing_was_saved(qtbot, panel, monkeypatch):
