@@ -107,6 +107,38 @@ def test_cli_writes_html_and_pdf_into_the_run(run_dir, tmp_path, capsys):
     assert _pdf_pages_not_blank(pdf, tmp_path) >= 3
 
 
+def _pages_text(pdf: Path) -> list[str]:
+    if shutil.which("pdftotext") is None:
+        if os.environ.get("CI"):
+            pytest.fail("pdftotext is missing although .ci/run installs poppler-utils")
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
+    return text.split("\f")[:-1] if text.endswith("\f") else text.split("\f")
+
+
+def test_the_pdf_keeps_headings_with_what_they_introduce_and_short_tables_whole(tmp_path, monkeypatch):
+    """Whatever the text above them, a heading and its intro line are never left at the foot of
+    a page, and a short table is never cut in two; the page numbers say "k / n"."""
+    from cnnstudio.gui import pdf
+
+    made = []
+    keep = pdf._keep_with_next
+    monkeypatch.setattr(pdf, "_keep_with_next", lambda doc, height: made.append(keep(doc, height)) or made[-1])
+    table = "<table border='1'>" + "".join(f"<tr><td>row-{i}</td><td>{i}</td></tr>" for i in range(6)) + "</table>"
+    for n in range(30, 80, 3):  # the heading lands everywhere on the page, the foot included
+        filler = "".join(f"<p>filler line {i}</p>" for i in range(n))
+        out = pdf.html_to_pdf(f"{filler}<h2>The heading</h2><p>What follows:</p>{table}<p>after</p>", {},
+                              tmp_path / f"{n}.pdf")
+        pages = _pages_text(out)
+        where = {word: [i for i, page in enumerate(pages) if word in page] for word in
+                 ("The heading", "What follows:", "row-0", "row-5")}
+        assert all(len(found) == 1 for found in where.values()), (n, where)
+        assert len({found[0] for found in where.values()}) == 1, (n, where)  # all on one page
+        assert all(re.search(rf"\b{k + 1} ?/ ?{len(pages)}\b", page) for k, page in enumerate(pages))
+    assert any(made), "no layout put the heading at a page's foot: the test checked nothing"
+    assert not all(made)
+
+
 def test_comparison_lists_both_runs(run_dir, tmp_path, capsys):
     other = tmp_path / "second-run"
     shutil.copytree(run_dir, other)

@@ -223,7 +223,8 @@ def _table(header, rows, numeric=()) -> str:
             cls = ' class="n" align="right"' if i in numeric else ""
             cells += f"<td{cls}>{_e(v)}</td>"
         body += f"<tr>{cells}</tr>"
-    return f'<table border="1" cellspacing="0" cellpadding="3"><tr>{head}</tr>{body}</table>'
+    # <thead>: a table that runs onto the next page of the PDF repeats its header row there.
+    return f'<table border="1" cellspacing="0" cellpadding="3"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _seconds(s) -> str:
@@ -531,7 +532,7 @@ def _confusion(run: RunData) -> str:
                       f'<font color="{fg}">{v}<br><small>{s * 100:.0f}%</small></font></td>')
         body += f"<tr><th>{escape(name)}</th>{cells}</tr>"
     return ('<p>Rows: true class; columns: predicted class; shading and percentages: the share of each true class.</p>'
-            f'<table border="1" cellspacing="0" cellpadding="4">{head}{body}</table>')
+            f'<table border="1" cellspacing="0" cellpadding="4"><thead>{head}</thead><tbody>{body}</tbody></table>')
 
 
 def _per_class(run: RunData) -> str:
@@ -577,9 +578,11 @@ def _misclassified(run: RunData, images: _Images) -> str:
         cells.append(f'<td align="center" width="25%">{pic}<br><small>{escape(r["path"])}</small><br>'
                      f'true: <b>{escape(r["true"])}</b><br>predicted: <b>{escape(r["predicted"])}</b><br>'
                      f'confidence {r["confidence"] * 100:.1f}%</td>')
-    rows = "".join("<tr>" + "".join(cells[i:i + 4]) + "</tr>" for i in range(0, len(cells), 4))
+    # A table per row: the PDF moves a row that would be cut by a page end to the next page whole.
+    rows = "".join('<table border="1" cellspacing="0" cellpadding="4" width="100%"><tr>' + "".join(cells[i:i + 4])
+                   + "</tr></table>" for i in range(0, len(cells), 4))
     return (f"<p>{len(wrong)} of {len(run.predictions)} test images misclassified; the {len(shown)} most confident "
-            f'mistakes first.</p><table border="1" cellspacing="0" cellpadding="4">{rows}</table>')
+            f"mistakes first.</p>{rows}")
 
 
 def _calibration(run: RunData, images: _Images) -> str:
