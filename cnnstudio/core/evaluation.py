@@ -333,33 +333,16 @@ def evaluate_run(run_dir, data_dir=None, *, batch_size: int = 32, need_val: bool
     not a finished run, no test split (or, with ``need_val``, no validation split), the dataset
     gone, or none of its test images left.
     """
-    from cnnstudio.core.bundle import META_FILE, Bundle
+    from cnnstudio.core.bundle import Bundle
     from cnnstudio.core.errors import StudioError
-    from cnnstudio.core.runs import RunPaths, read_config
+    from cnnstudio.core.runs import dataset_folder, open_finished_run, recorded_split
 
     run = Path(run_dir)
-    paths = RunPaths(run)
-    if not run.is_dir():
-        raise StudioError(f"{run}: no such run folder")
-    if not paths.config.exists():
-        raise StudioError(f"{run}: not a run folder (no config.json)")
-    if not (paths.bundle / META_FILE).exists():
-        raise StudioError(f"{run}: no model bundle in {paths.bundle} (the run did not finish)")
-    try:
-        config = read_config(run)
-    except (OSError, ValueError) as exc:
-        raise StudioError(f"{paths.config}: unreadable ({exc})") from exc
-    split = config.get("split") or {}
-    test_paths = split.get("test") or []
-    if not test_paths:
-        raise StudioError(f"{run}: the run has no test split (it was trained with a test fraction of 0)")
-    if need_val and not split.get("val"):
-        raise StudioError(f"{run}: the run has no validation split to fit the temperature on")
-    if data_dir and not Path(data_dir).is_dir():
-        raise StudioError(f"{data_dir}: no such folder")
-    data_dir = data_dir or (config.get("dataset") or {}).get("root")
-    if not data_dir or not Path(data_dir).is_dir():
-        raise StudioError(f"{data_dir}: the run's dataset folder is not there; {moved_hint}")
+    paths, config = open_finished_run(run)
+    test_paths = recorded_split(paths, config, "test")
+    val_paths = (recorded_split(paths, config, "val", why="the temperature is fitted on it") if need_val
+                 else list((config.get("split") or {}).get("val") or []))
+    data_dir = dataset_folder(paths, config, data_dir, hint=moved_hint)
     if scan is None:
         from cnnstudio.core.dataset import scan_dataset as scan
     index = scan(data_dir)
@@ -371,7 +354,7 @@ def evaluate_run(run_dir, data_dir=None, *, batch_size: int = 32, need_val: bool
     raw = evaluate_bundle(bundle, test, batch_size=batch_size)
     if not len(raw.y_true):
         raise StudioError(f"{index.root}: none of the run's test images could be read")
-    return RunEvaluation(run, bundle, index, raw, len(test_paths), missing, list(split.get("val") or []))
+    return RunEvaluation(run, bundle, index, raw, len(test_paths), missing, val_paths)
 
 
 def calibrate_bundle(bundle, index, val_paths, test_raw: EvalResult, *, bins: int = 10,

@@ -109,36 +109,17 @@ def export_run(run_dir, fmt: str, out, progress: Progress | None = None, data_di
     it as ``model.<ext>``. Raises :class:`StudioError` with a one-line message.
     """
     from cnnstudio.core.bundle import MODEL_FILE, Bundle
-    from cnnstudio.core.runs import RunPaths, read_config
+    from cnnstudio.core.runs import dataset_folder, open_finished_run, recorded_split
 
     started = time.monotonic()
     exporters = BUILTIN_EXPORTERS if exporters is None else exporters
     exporter = exporters.get(fmt)
     if exporter is None:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(exporters)}")
-    run_dir = Path(run_dir)
-    paths = RunPaths(run_dir)
-    if not run_dir.is_dir():
-        raise ExportError(f"{run_dir}: no such run folder")
-    if not paths.bundle.is_dir():
-        raise ExportError(f"{run_dir}: no model bundle ({paths.bundle.name}/); the run has not finished training")
-    if not paths.config.exists():
-        raise ExportError(f"{run_dir}: not a run folder (no {paths.config.name})")
-    try:
-        config = read_config(run_dir)
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"{paths.config}: unreadable ({exc})") from exc
-    test_files = list((config.get("split") or {}).get("test") or [])
-    if not test_files:
-        raise ExportError(f"{run_dir}: the run has no test split (trained with a test fraction of 0); "
-                          "exports are verified on the test images")
-    recorded = (config.get("dataset") or {}).get("root")
-    if data_dir is None and not recorded:
-        raise ExportError(f"{paths.config}: records no dataset folder; give the one the run was trained on")
-    root = Path(data_dir if data_dir is not None else recorded)
-    if not root.is_dir():
-        raise ExportError(f"{root}: the run's dataset folder is gone; the test images are needed to verify the "
-                          "export (give the folder's new place)")
+    paths, config = open_finished_run(run_dir, ExportError)
+    test_files = recorded_split(paths, config, "test", ExportError, why="exports are verified on the test images")
+    root = dataset_folder(paths, config, data_dir, ExportError,
+                          hint="the test images are needed to verify the export (give the folder's new place)")
     out = _output_path(exporter, Path(out), folder=os.fspath(out).endswith(("/", os.sep)))
     if exporter.prepare is not None:
         _guarded(exporter, "prepare", exporter.prepare)  # fail before any work when something is missing

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cnnstudio import __version__
 from cnnstudio.core.atomic import atomic_write_csv, atomic_write_json, read_json
+from cnnstudio.core.errors import StudioError
 
 CONFIG_FORMAT = 1
 
@@ -117,6 +118,51 @@ def write_config(p: RunPaths, index, split, spec, config, device: str, weights: 
 
 def read_config(run_dir) -> dict:
     return read_json(RunPaths(Path(run_dir)).config)
+
+
+def open_finished_run(run_dir, error=StudioError) -> tuple[RunPaths, dict]:
+    """The paths and config.json of a run that finished (its model bundle written). Raises
+    ``error`` (a :class:`StudioError`) naming the folder and the reason otherwise."""
+    run_dir = Path(run_dir)
+    paths = RunPaths(run_dir)
+    if not run_dir.is_dir():
+        raise error(f"{run_dir}: no such run folder")
+    if not paths.config.exists():
+        raise error(f"{run_dir}: not a run folder (no {paths.config.name})")
+    if not (paths.bundle / "bundle.json").exists():
+        raise error(f"{run_dir}: no model bundle in {paths.bundle} (the run did not finish)")
+    try:
+        config = read_config(run_dir)
+    except (OSError, ValueError) as exc:
+        raise error(f"{paths.config}: unreadable ({exc})") from exc
+    return paths, config
+
+
+def recorded_split(paths: RunPaths, config: dict, part: str, error=StudioError, why: str = "") -> list[str]:
+    """The files of one part (``train``, ``val``, ``test``) of the run's split; ``error`` when
+    there are none (``why`` says what needed them)."""
+    files = list((config.get("split") or {}).get(part) or [])
+    if not files:
+        name = {"val": "validation"}.get(part, part)
+        raise error(f"{paths.root}: the run has no {name} split (trained with a {name} fraction of 0)"
+                    + (f"; {why}" if why else ""))
+    return files
+
+
+def dataset_folder(paths: RunPaths, config: dict, data_dir=None, error=StudioError, hint: str = "") -> Path:
+    """``data_dir`` when given, else the dataset folder the run recorded; ``error`` naming the
+    folder when it is not there (``hint`` says what to do)."""
+    tail = f"; {hint}" if hint else ""
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise error(f"{data_dir}: no such folder")
+        return Path(data_dir)
+    recorded = (config.get("dataset") or {}).get("root")
+    if not recorded:
+        raise error(f"{paths.config}: records no dataset folder{tail}")
+    if not Path(recorded).is_dir():
+        raise error(f"{recorded}: the run's dataset folder is not there{tail}")
+    return Path(recorded)
 
 
 def load_train_state(p: RunPaths) -> dict | None:
