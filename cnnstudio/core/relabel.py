@@ -5,7 +5,7 @@ never overwrites anything (a clashing name gets ``-2``, ``-3``... before the suf
 the dataset folder, and only goes into a class folder that already exists. :func:`undo` puts the
 file back exactly where it was (same name, same bytes and times: a rename, not a copy).
 
-No Qt here; the Evaluate panel keeps the journal of moves (a list of :class:`Move`).
+No Qt here; the session keeps the journal of moves (a list of :class:`Move`), saved with the project.
 """
 
 from __future__ import annotations
@@ -30,6 +30,15 @@ class Move:
     target: str
     old_class: str
     new_class: str
+
+    def to_dict(self) -> dict:
+        return {"root": str(self.root), "source": self.source, "target": self.target,
+                "old_class": self.old_class, "new_class": self.new_class}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Move:
+        """Raises KeyError or TypeError on an entry that is not a move."""
+        return cls(Path(d["root"]), str(d["source"]), str(d["target"]), str(d["old_class"]), str(d["new_class"]))
 
     @property
     def source_path(self) -> Path:

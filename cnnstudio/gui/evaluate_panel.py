@@ -215,7 +215,6 @@ class EvaluatePanel(QWidget):
         self._cam_holder: dict = {"lock": threading.Lock()}  # the run's GradCam, built in a worker
         self.gradcam_worker: FunctionWorker | None = None
         self.gradcam_shown: str | None = None  # the path whose Grad-CAM is on show
-        self.moves: list[relabel.Move] = []  # the journal of moves, the last undone first
         self.wrong_rows: list[PredictionRow] = []  # as listed in the misclassified browser
 
         top = QHBoxLayout()
@@ -352,6 +351,7 @@ class EvaluatePanel(QWidget):
 
         session.runsChanged.connect(self._fill_runs)
         session.currentRunChanged.connect(self._follow_session)
+        session.movesChanged.connect(self._update_buttons)
         self._fill_runs()
         self._follow_session(session.current_run)
 
@@ -713,7 +713,7 @@ class EvaluatePanel(QWidget):
     def _move_of(self, rel: str) -> relabel.Move | None:
         """The move (not undone) of the listed image ``rel`` of this run's dataset, if any."""
         root = self.report.dataset_root.resolve() if self.report and self.report.dataset_root else None
-        for move in reversed(self.moves):
+        for move in reversed(self.session.moves):
             if move.source == rel and move.root == root:
                 return move
         return None
@@ -849,10 +849,11 @@ class EvaluatePanel(QWidget):
         has_root = self.report is not None and self.report.dataset_root is not None
         self.show_button.setEnabled(row is not None)
         self.move_button.setEnabled(row is not None and has_root and self._move_of(row.path) is None)
-        self.undo_button.setEnabled(bool(self.moves))
+        moves = self.session.moves
+        self.undo_button.setEnabled(bool(moves))
         if hasattr(self, "undo_action"):
-            self.undo_action.setEnabled(bool(self.moves))
-        self.undo_button.setText(f"Undo Move of {Path(self.moves[-1].source).name}" if self.moves else "Undo Move")
+            self.undo_action.setEnabled(bool(moves))
+        self.undo_button.setText(f"Undo Move of {Path(moves[-1].source).name}" if moves else "Undo Move")
 
     def show_in_folder(self) -> None:
         row = self.selected_row()
@@ -874,21 +875,21 @@ class EvaluatePanel(QWidget):
         except (relabel.RelabelError, OSError) as exc:
             self.move_hint.setText(f"Not moved: {exc}")
             return None
-        self.moves.append(move)
+        self.session.record_move(move)
         self._after_edit(row.path, f"Moved {move.source} to {move.target}.")
         return move
 
     def undo_move(self) -> relabel.Move | None:
         """Move the last moved image back where it was."""
-        if not self.moves:
+        if not self.session.moves:
             return None
-        move = self.moves[-1]
+        move = self.session.moves[-1]
         try:
             relabel.undo(move)
         except (relabel.RelabelError, OSError) as exc:
             self.move_hint.setText(f"Cannot undo: {exc}")
             return None
-        self.moves.pop()
+        self.session.forget_last_move()
         self._after_edit(move.source, f"Moved {move.target} back to {move.source}.")
         return move
 

@@ -12,6 +12,7 @@ from PySide6.QtCore import QObject, Signal
 
 from cnnstudio.core.atomic import atomic_write_json, read_json
 from cnnstudio.core.errors import StudioError
+from cnnstudio.core.relabel import Move
 from cnnstudio.core.training import TrainConfig
 
 PROJECT_FORMAT = 1
@@ -30,6 +31,7 @@ class Session(QObject):
     projectChanged = Signal()  # project_path or modified flag changed
     jobChanged = Signal(str)  # a short description of the running job ("" when idle)
     registryChanged = Signal()  # plugins were registered again (installed, removed, enabled, disabled)
+    movesChanged = Signal()  # an image was moved to another class folder, or moved back
 
     def __init__(self, registry, parent=None):
         super().__init__(parent)
@@ -48,6 +50,7 @@ class Session(QObject):
         self.runs: list[dict] = []  # {"path": str, "name": str, "metrics": dict | None}
         self.current_run: str = ""
         self.job: str = ""
+        self.moves: list = []  # cnnstudio.core.relabel.Move, oldest first: the Evaluate page's undo journal
 
     # -- changes -------------------------------------------------------------------------
 
@@ -99,6 +102,17 @@ class Session(QObject):
         self.runsChanged.emit()
         self.select_run(path)
 
+    def record_move(self, move) -> None:
+        self.moves.append(move)
+        self._touch()
+        self.movesChanged.emit()
+
+    def forget_last_move(self) -> None:
+        """The last move was undone."""
+        self.moves.pop()
+        self._touch()
+        self.movesChanged.emit()
+
     def select_run(self, path: str) -> None:
         self.current_run = str(path or "")
         self.currentRunChanged.emit(self.current_run)
@@ -135,8 +149,9 @@ class Session(QObject):
         self.train_config = TrainConfig()
         self.runs = []
         self.current_run = ""
+        self.moves = []
         for signal in (self.splitChanged, self.specChanged, self.configChanged, self.runsChanged,
-                       self.datasetChanged, self.projectChanged):
+                       self.datasetChanged, self.projectChanged, self.movesChanged):
             signal.emit()
         self.currentRunChanged.emit(self.current_run)
 
@@ -151,6 +166,7 @@ class Session(QObject):
             "train": self.train_config.to_dict(),
             "runs": self.runs,
             "current_run": self.current_run,
+            "moves": [move.to_dict() for move in self.moves],
         }
 
     def save_project(self, path) -> None:
@@ -180,12 +196,18 @@ class Session(QObject):
         self.train_config = TrainConfig.from_dict(data.get("train", {}))
         self.runs = [r for r in data.get("runs", []) if isinstance(r, dict) and "path" in r]
         self.current_run = data.get("current_run", "") or ""
+        self.moves = []
+        for entry in data.get("moves") or []:
+            try:
+                self.moves.append(Move.from_dict(entry))
+            except (KeyError, TypeError):
+                continue  # an entry edited by hand: the others still undo
         self.dataset_root = Path(data["dataset"]) if data.get("dataset") else None
         self.index = None
         self.project_path = path
         self.modified = False
         for signal in (self.splitChanged, self.specChanged, self.configChanged, self.runsChanged,
-                       self.datasetChanged, self.projectChanged):
+                       self.datasetChanged, self.projectChanged, self.movesChanged):
             signal.emit()
         self.currentRunChanged.emit(self.current_run)
         return data

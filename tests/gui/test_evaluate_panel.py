@@ -258,6 +258,20 @@ def test_move_to_class_and_undo(qtbot, tmp_path, monkeypatch):
     panel.undo_action.trigger()
     assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
 
+    # The journal is saved with the project: after a restart the move can still be undone.
+    panel.move_button.click()
+    assert panel.session.modified
+    project = tmp_path / "p.cnnstudio.json"
+    panel.session.save_project(project)
+    later = EvaluatePanel(make_session())
+    qtbot.addWidget(later)
+    later.session.load_project(project)
+    assert later.report is not None and "moved to c" in later.wrong_list.item(0).text()
+    assert later.undo_button.isEnabled() and later.undo_button.text() == "Undo Move of img_009.png"
+    later.undo_button.click()
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    assert later.session.moves == [] and not later.undo_button.isEnabled()
+
 
 def test_misclassified_preview_and_gradcam(qtbot, panel, run, tmp_path):
     _, run_dir = run
