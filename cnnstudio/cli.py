@@ -559,6 +559,10 @@ def cmd_evaluate(args) -> int:
     bundle, raw, index = ev.bundle, ev.raw, ev.index
 
     calibration = None
+    if args.uncalibrate:
+        from cnnstudio.core.bundle import set_temperature
+
+        bundle.temperature = set_temperature(bundle.folder, None)
     if args.calibrate:
         calibration = calibrate_bundle(bundle, index, ev.val_paths, raw, bins=args.bins, batch_size=args.batch_size)
 
@@ -1003,9 +1007,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by 'cnnstudio train'")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="the dataset folder, if it moved since training (default: the one the run recorded)")
-    p.add_argument("--calibrate", action="store_true",
-                   help="fit a temperature on the validation split, store it in the bundle and show the "
-                        "test ECE before and after")
+    calibration = p.add_mutually_exclusive_group()
+    calibration.add_argument("--calibrate", action="store_true",
+                             help="fit a temperature on the validation split, store it in the bundle and show "
+                                  "the test ECE before and after")
+    calibration.add_argument("--uncalibrate", action="store_true",
+                             help="remove the bundle's temperature: back to the model's own probabilities")
     p.add_argument("--bins", type=int, default=10, metavar="N", help="confidence bins of the reliability table "
                                                                      "(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")

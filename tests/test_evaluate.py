@@ -299,6 +299,13 @@ def test_evaluate_calibrate_stores_the_temperature(run, capsys):
     T = json.loads((run / "model" / "bundle.json").read_text())["temperature"]
     assert f"temperature {T:.4g}" in capsys.readouterr().out.splitlines()[0]
 
+    assert main(["evaluate", str(run), "--uncalibrate", "--json"]) == 0  # and back to the model's own
+    r = json.loads(capsys.readouterr().out)
+    assert r["temperature"] == 1.0 and "temperature" not in json.loads((run / "model" / "bundle.json").read_text())
+    assert r["calibration"]["ece"] == pytest.approx(c["test_ece_before"])
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(run), "--calibrate", "--uncalibrate"])
+
 
 def test_evaluate_errors_are_one_line_and_exit_1(run, tmp_path, capsys):
     def error(*args):
