@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (
 
 from cnnstudio.core.errors import StudioError
 from cnnstudio.gui import errors, widgets
-from cnnstudio.gui.plots import style_plot
+from cnnstudio.gui.plots import counted_plot, style_plot
 from cnnstudio.gui.train_worker import ExperimentWorker
 
 SPACE_CHOICES = (
@@ -82,7 +82,7 @@ def _param_text(value) -> str:
 
 
 def _plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
-    plot = pg.PlotWidget()
+    plot = counted_plot()  # epochs or trials
     style_plot(plot)  # the theme's colours, as every other plot of the window
     plot.showGrid(x=True, y=True, alpha=0.2)
     plot.setTitle(title)

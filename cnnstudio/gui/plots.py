@@ -7,6 +7,8 @@ reallocates per point and never rebuilds the plot.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt, Signal
@@ -28,6 +30,24 @@ def style_plot(plot: pg.PlotWidget, palette: QPalette | None = None) -> None:
         axis.setPen(pg.mkPen(text))
         axis.setTextPen(pg.mkPen(text))
     item.titleLabel.setAttr("color", text.name())
+
+
+class CountAxis(pg.AxisItem):
+    """An axis of whole numbers (epochs, trials): no ticks at 0.5."""
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802, N803 - pyqtgraph's names
+        levels = [(spacing, values) for spacing, values in super().tickValues(minVal, maxVal, size)
+                  if spacing >= 1]
+        if not levels:
+            low, high = math.ceil(minVal), math.floor(maxVal)
+            step = max(1, math.ceil((high - low + 1) / 12))  # no more than a dozen labels
+            levels = [(float(step), [float(v) for v in range(low, high + 1, step)])]
+        return levels
+
+
+def counted_plot() -> pg.PlotWidget:
+    """A plot whose x axis counts (epochs, trials)."""
+    return pg.PlotWidget(axisItems={"bottom": CountAxis("bottom")})
 
 
 def format_seconds(seconds: float | None) -> str:

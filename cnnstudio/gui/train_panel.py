@@ -11,7 +11,6 @@ import re
 import time
 from pathlib import Path
 
-import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QApplication,
@@ -41,7 +40,7 @@ from cnnstudio.core.errors import StudioError
 from cnnstudio.core.runs import RunPaths
 from cnnstudio.core.training import OPTIMIZERS
 from cnnstudio.gui import errors
-from cnnstudio.gui.plots import LiveCurves, format_seconds, style_plot
+from cnnstudio.gui.plots import LiveCurves, counted_plot, format_seconds, style_plot
 from cnnstudio.gui.train_worker import TrainWorker
 
 LOG_LINES = 5000
@@ -222,8 +221,8 @@ class TrainPanel(QWidget):
 
         split = QSplitter(Qt.Orientation.Vertical)
         plots = QSplitter(Qt.Orientation.Horizontal)
-        self.loss_plot = pg.PlotWidget()
-        self.acc_plot = pg.PlotWidget()
+        self.loss_plot = counted_plot()
+        self.acc_plot = counted_plot()
         for plot in (self.loss_plot, self.acc_plot):
             style_plot(plot)
             plot.setMinimumSize(220, 180)

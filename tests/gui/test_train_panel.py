@@ -199,3 +199,11 @@ def test_stop_while_images_are_decoded_says_nothing_was_saved(qtbot, panel, monk
     qtbot.waitUntil(lambda: not panel.is_training(), timeout=TIMEOUT)
     assert panel.result_label.text() == "Training stopped before its first epoch; nothing was saved."
     assert panel.session.runs == runs_before and panel.start_button.isEnabled()
+
+
+def test_the_epoch_axis_has_whole_numbers_only(panel):
+    axis = panel.loss_plot.getAxis("bottom")
+    for low, high, pixels in ((0, 4, 400), (0, 1, 400), (0.98, 3.02, 800), (0, 300, 500)):
+        ticks = [v for _spacing, values in axis.tickValues(low, high, pixels) for v in values]
+        assert ticks and all(float(v).is_integer() for v in ticks), (low, high, ticks)
+    assert {1.0, 2.0, 3.0, 4.0} <= {v for _s, values in axis.tickValues(0, 4, 400) for v in values}
