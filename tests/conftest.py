@@ -55,8 +55,11 @@ def make_dataset(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _private_config(tmp_path, monkeypatch):
-    """A private CNNSTUDIO_CONFIG_DIR: no test reads or changes the user's plugin settings."""
+    """Private CNN Studio folders: no test reads or changes the user's plugin settings, or leaves
+    runs, samples or cached features in the user's own folders."""
     monkeypatch.setenv("CNNSTUDIO_CONFIG_DIR", str(tmp_path / "studio-config"))
+    monkeypatch.setenv("CNNSTUDIO_DATA_DIR", str(tmp_path / "studio-data"))
+    monkeypatch.setenv("CNNSTUDIO_CACHE_DIR", str(tmp_path / "studio-cache"))
 
 
 @pytest.fixture

@@ -34,10 +34,9 @@ def test_failed_write_leaves_previous_file_intact(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return f
 
-    monkeypatch.setattr("builtins.open", failing_open)
-    with pytest.raises(OSError):
+    with monkeypatch.context() as patch, pytest.raises(OSError):
+        patch.setattr("builtins.open", failing_open)
         atomic.atomic_write_text(target, '{"version": 3}')
-    monkeypatch.undo()
     assert json.loads(target.read_text()) == {"version": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
 

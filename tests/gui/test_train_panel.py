@@ -110,25 +110,27 @@ def test_stop_mid_epoch_ends_within_a_few_batches_and_keeps_a_usable_model(qtbot
     assert prediction.error is None and len(prediction.top) == 2
 
 
-def test_an_exception_in_the_worker_shows_an_error_and_the_panel_starts_again(qtbot, panel, monkeypatch, shown_errors):
+def test_an_exception_in_the_worker_shows_an_error_and_the_panel_starts_again(qtbot, panel, monkeypatch, shown_errors,
+                                                                             tmp_path):
     def boom(self, resume=False):
         raise RuntimeError("boom in the trainer")
 
-    monkeypatch.setattr(Trainer, "run", boom)
-    # The trainer fails at once, possibly before a waitSignal could connect: wait for what the user sees.
-    assert panel.start() is not None
-    qtbot.waitUntil(lambda: bool(shown_errors), timeout=TIMEOUT)
-    title, message, details = shown_errors[0]
-    assert "boom in the trainer" in message
-    assert "Traceback" in details and "RuntimeError" in details
-    assert not panel.is_training() and panel.start_button.isEnabled()
-    assert panel.session.job == ""
+    with monkeypatch.context() as patch:  # undoes this patch alone, not the private folders of the test
+        patch.setattr(Trainer, "run", boom)
+        # The trainer fails at once, possibly before a waitSignal could connect: wait for what the user sees.
+        assert panel.start() is not None
+        qtbot.waitUntil(lambda: bool(shown_errors), timeout=TIMEOUT)
+        title, message, details = shown_errors[0]
+        assert "boom in the trainer" in message
+        assert "Traceback" in details and "RuntimeError" in details
+        assert not panel.is_training() and panel.start_button.isEnabled()
+        assert panel.session.job == ""
 
-    monkeypatch.undo()
     panel.session.set_train_config(dataclasses.replace(panel.session.train_config, epochs=1))
     with qtbot.waitSignal(panel.trainingFinished, timeout=TIMEOUT):
         panel.start()
     assert len(panel.session.runs) == 1
+    assert Path(panel.session.runs[0]["path"]).is_relative_to(tmp_path)  # in the test's folders, not the user's
 
 
 def test_a_studio_error_reads_as_is(qtbot, panel, monkeypatch):
