@@ -412,10 +412,12 @@ class PredictPanel(QWidget):
         bundle = self.cache.bundle
         if bundle is not None:
             try:
-                bundle.refresh_temperature()  # calibrated on the Evaluate page since, say
+                changed = bundle.refresh_temperature()  # calibrated on the Evaluate page since, say
             except BundleError:
-                pass  # the next prediction says why
+                changed = False  # the next prediction says why
             self._update_model_label()
+            if changed and not self.imagenet_mode() and self.model_folder() == self.cache.folder:
+                self._predict_again()  # the cards on show say what the model says now
         self._preload()
 
     def _preload(self) -> None:

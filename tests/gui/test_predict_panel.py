@@ -255,5 +255,8 @@ def test_a_temperature_stored_after_loading_is_used_and_shown(qtbot, run, tmp_pa
 
     set_temperature(run_dir / "model", None)  # removed while another page was on show
     panel.hide()
-    panel.show()
+    with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT) as blocker:
+        panel.show()  # the cards on show are predicted again
     assert "calibrated" not in panel.model_label.text()
+    (again,) = blocker.args[0]
+    assert again.top == before.top and len(panel.cards) == 1
