@@ -235,6 +235,9 @@ def test_an_interrupted_fine_tuning_resumes_in_its_second_phase(data, tmp_path):
     assert done.reason == "completed"
     assert [r["phase"] for r in done.history] == ["head", "finetune", "finetune", "finetune"]
     assert [b.phase for b in state.of("begin")] == ["finetune"]
+    blocks = json.loads((run / "metrics.json").read_text())["blocks"]  # the phase before the resume too
+    assert {r["block"]: r["state"] for r in blocks["head"]}["block5"] == "frozen"
+    assert {r["block"]: r["state"] for r in blocks["finetune"]}["block5"] == "trainable"
 
 
 def test_imagenet_files_fetch_with_progress_and_a_truncated_cache_is_fetched_again(tmp_path):

@@ -284,7 +284,7 @@ class Trainer:
         pipe = ImagePipeline(size, cache=cache, cache_dir=p.root / ".cache", progress=self._progress("decoding images"),
                              should_stop=self.state.should_stop)
         self._bottleneck_info = None
-        self._blocks: dict[str, list] = {}
+        self._blocks: dict[str, list] = dict(state.get("blocks") or {}) if state else {}  # phases before a resume
         t0 = time.perf_counter()
         try:
             return self._run(model, pipe, history, state, prior_seconds, phase, use_bottleneck, device, t0)
@@ -348,7 +348,7 @@ class Trainer:
             extra["bottleneck"] = self._bottleneck_info
         extra["parameters"] = parameter_split(model)
         if self._blocks:
-            extra["blocks"] = self._blocks  # per phase: which blocks trained (phases before a resume are not here)
+            extra["blocks"] = self._blocks  # per phase: which blocks trained
         runs.write_results(
             p, model, self.index, self.spec, reason=reason, epochs_run=epochs_run, history=history,
             train_seconds=train_seconds, device=device, metrics=metrics, skipped=skipped,
@@ -374,7 +374,7 @@ class Trainer:
         best = state.get("best") if state else (self._phase_best(history) if phase == "finetune" else None)
         callbacks.append(Checkpoint(
             self.paths, monitor, history, relay, stopper, best=best,
-            extra={"phase": phase, "phase_start": phase_start},
+            extra={"phase": phase, "phase_start": phase_start, "blocks": self._blocks},
         ))
         return relay, stopper, callbacks
 
