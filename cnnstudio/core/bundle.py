@@ -89,8 +89,19 @@ def _preprocessing_of(model) -> str | None:
     return None
 
 
+def stored_temperature(folder) -> float:
+    """The temperature ``folder``'s bundle.json holds (1 when none), without loading the model.
+    Raises BundleError when the file is missing or unreadable, or the value is not usable."""
+    meta_path = Path(folder) / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{meta_path}: unreadable ({exc})") from exc
+    return _temperature_of(meta, meta_path)
+
+
 def _temperature_of(meta: dict, meta_path: Path) -> float:
-    temperature = meta.get("temperature")
+    temperature = meta.get("temperature") if isinstance(meta, dict) else None
     try:
         value = 1.0 if temperature is None else float(temperature)
     except (TypeError, ValueError):
@@ -147,19 +158,14 @@ class Bundle:
     def refresh_temperature(self) -> bool:
         """Read the temperature again if bundle.json changed since (calibrated elsewhere, say);
         True when it changed. Raises BundleError when the file became unreadable."""
-        meta_path = self.folder / META_FILE
-        stamp = _stamp(meta_path)
+        stamp = _stamp(self.folder / META_FILE)
         if stamp == self.meta_stamp:
             return False
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"{meta_path}: unreadable ({exc})") from exc
-        before = self.temperature
-        self.temperature = _temperature_of(meta, meta_path)
-        self.meta["temperature"] = meta.get("temperature")
-        if self.meta["temperature"] is None:
-            del self.meta["temperature"]
+        before, self.temperature = self.temperature, stored_temperature(self.folder)
+        if self.temperature == 1.0:
+            self.meta.pop("temperature", None)
+        else:
+            self.meta["temperature"] = self.temperature
         self.meta_stamp = stamp
         return self.temperature != before
 

@@ -45,9 +45,9 @@ from PySide6.QtWidgets import (
 
 from cnnstudio.core import relabel
 from cnnstudio.core.atomic import read_json
-from cnnstudio.core.bundle import META_FILE, set_temperature
+from cnnstudio.core.bundle import META_FILE, set_temperature, stored_temperature
 from cnnstudio.core.calibration import apply_temperature, calibration_report
-from cnnstudio.core.errors import StudioError
+from cnnstudio.core.errors import BundleError, StudioError
 from cnnstudio.core.evaluation import binary_curves, calibrate_bundle, evaluate_run, top_k_accuracy
 from cnnstudio.core.runs import RunPaths
 from cnnstudio.gui import errors, widgets
@@ -136,16 +136,12 @@ class RunReport:
     def read_temperature(self) -> None:
         """Whether the run has a bundle, and its temperature (1 when unreadable: the Predict
         panel says why when it loads the bundle)."""
-        meta = RunPaths(self.run_dir).bundle / META_FILE
-        self.has_bundle = meta.exists()
-        self.temperature = 1.0
-        if self.has_bundle:
-            try:
-                value = float(read_json(meta).get("temperature", 1.0))
-            except (OSError, ValueError, TypeError, AttributeError):
-                return
-            if value > 0 and math.isfinite(value):
-                self.temperature = value
+        folder = RunPaths(self.run_dir).bundle
+        self.has_bundle = (folder / META_FILE).exists()
+        try:
+            self.temperature = stored_temperature(folder) if self.has_bundle else 1.0
+        except BundleError:
+            self.temperature = 1.0
 
     def y_true(self) -> np.ndarray:
         label = {n: i for i, n in enumerate(self.class_names)}
