@@ -187,15 +187,6 @@ class RunResult:
 # ----------------------------------------------------------------------------- trainer
 
 
-def parameter_split(model) -> dict:
-    """``{"trainable", "frozen"}`` parameter counts of ``model`` as it is now (frozen counts
-    include batch-norm statistics, as Keras' own summary counts them)."""
-    trainable = {id(w): w for w in model.trainable_weights}
-    frozen = {id(w): w for w in model.non_trainable_weights}
-    return {"trainable": int(sum(math.prod(w.shape) for w in trainable.values())),
-            "frozen": int(sum(math.prod(w.shape) for w in frozen.values()))}
-
-
 class Trainer:
     """Trains one model spec on one split of a dataset into ``run_dir``.
 
@@ -346,6 +337,8 @@ class Trainer:
         extra = {"weights": self.weights_record(), "mode": c.mode}
         if self._bottleneck_info:
             extra["bottleneck"] = self._bottleneck_info
+        from cnnstudio.core.transfer import parameter_split
+
         extra["parameters"] = parameter_split(model)
         if self._blocks:
             extra["blocks"] = self._blocks  # per phase: which blocks trained

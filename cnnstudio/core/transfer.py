@@ -151,6 +151,12 @@ def block_summary(model, provider) -> list[dict]:
     return [r for r in rows if r["trainable"] or r["frozen"]]
 
 
+def parameter_split(model) -> dict:
+    """``{"trainable", "frozen"}`` parameter counts of the whole ``model`` as it is now."""
+    row = _row("model", [model])
+    return {"trainable": row["trainable"], "frozen": row["frozen"]}
+
+
 def _is_batch_norm(layer) -> bool:
     """Layers whose weights are statistics, never trained: batch norm, and input normalisation
     (EfficientNet's stem), so a block of them does not read as partly frozen."""
