@@ -194,7 +194,7 @@ def _keep_with_next(doc: QTextDocument, page_height: float) -> int:
     breaks = 0
     block = doc.firstBlock()
     while block.isValid():
-        if keeps(block) and table_of(block) is None:
+        if keeps(block):
             following = introduced(block)
             cut = following.isValid() and page_of(following) > page_of(block)
         else:
