@@ -48,6 +48,18 @@ PAGES = (
 PROJECT_FILTER = f"CNN Studio projects (*{PROJECT_SUFFIX});;All files (*)"
 
 
+def _write_report(run: str, target: Path) -> Path:
+    if target.suffix.lower() == ".pdf":
+        from cnnstudio.gui.pdf import write_run_pdf
+
+        return write_run_pdf(run, target)
+    from cnnstudio.core.atomic import atomic_write_text
+    from cnnstudio.core.report import run_report_html
+
+    atomic_write_text(target, run_report_html(run))
+    return target
+
+
 def _load_tensorflow() -> dict:
     """Import TensorFlow and Keras (seconds) and name the compute device; runs in a worker."""
     from cnnstudio.core.tf import device_description, keras, tf
@@ -72,6 +84,7 @@ class MainWindow(QMainWindow):
         self.session = Session(self.manager.registry, self)
         self.tf_info: dict | None = None
         self._tf_worker: FunctionWorker | None = None
+        self.last_report: Path | None = None  # the last report File > Export Report wrote
         self._panels: dict[str, QWidget] = {}
         self._containers: dict[str, QWidget] = {}
 
@@ -154,6 +167,7 @@ class MainWindow(QMainWindow):
         self.save_action = action("&Save", self.save, QKeySequence.StandardKey.Save)
         self.save_as_action = action("Save &As...", self.save_as, QKeySequence("Ctrl+Shift+S"))
         self.export_action = action("&Export Model...", self.export_model, "Ctrl+E")
+        self.report_action = action("Export &Report...", self.export_report, "Ctrl+Shift+E")
         self.quit_action = action("&Quit", self.close, QKeySequence("Ctrl+Q"))
         self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
         self.page_actions = []
@@ -180,6 +194,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.save_as_action)
         file_menu.addSeparator()
         file_menu.addAction(self.export_action)
+        file_menu.addAction(self.report_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
 
@@ -555,6 +570,38 @@ class MainWindow(QMainWindow):
     def _export_failed(self, message: str, details: str) -> None:
         self.session.set_job("")
         errors.show_error(self, "The model could not be exported", message, details)
+
+    REPORT_FILTERS = "PDF document (*.pdf);;Web page, one file (*.html)"
+
+    def export_report(self) -> FunctionWorker | None:
+        """Write the current run's report as a PDF or a self-contained web page (as ``cnnstudio
+        report`` does), in the background."""
+        run = self.session.current_run
+        if not run or not (Path(run) / "config.json").is_file():
+            errors.show_error(self, "No report to export", "Train a model first, or select a run.")
+            return None
+        name = Path(run).name
+        path, chosen = QFileDialog.getSaveFileName(self, "Export the run report", str(Path.home() / f"{name}-report.pdf"),
+                                                   self.REPORT_FILTERS)
+        if not path:
+            return None
+        target = Path(path)
+        if target.suffix.lower() not in (".pdf", ".html", ".htm"):
+            target = target.with_name(target.name + (".html" if "html" in chosen else ".pdf"))
+        self.session.set_job(f"Writing the report of {name}...")
+        worker = FunctionWorker(_write_report, run, target)
+        worker.signals.finished.connect(self._report_written)
+        worker.signals.errored.connect(self._report_failed)
+        return worker.start()
+
+    def _report_written(self, path) -> None:
+        self.session.set_job("")
+        self.last_report = Path(path)
+        self.statusBar().showMessage(f"Report saved to {path}", 8000)
+
+    def _report_failed(self, message: str, details: str) -> None:
+        self.session.set_job("")
+        errors.show_error(self, "The report could not be written", message, details)
 
     def about_text(self) -> str:
         import PySide6

@@ -49,3 +49,30 @@ def test_the_bundle_folder_is_still_one_choice(qtbot, window_with_run, tmp_path,
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path))
     window.export_model()
     qtbot.waitUntil(lambda: (tmp_path / f"{run.name}-model" / "bundle.json").exists(), timeout=30_000)
+
+
+@pytest.mark.parametrize("name, chosen, written", [
+    ("report.pdf", "", "report.pdf"),
+    ("report", "Web page, one file (*.html)", "report.html"),  # the suffix follows the chosen filter
+])
+def test_the_run_report_is_exported_as_pdf_or_web_page(qtbot, window_with_run, tmp_path, monkeypatch, shown_errors,
+                                                         name, chosen, written):
+    window, run = window_with_run
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / name), chosen))
+    assert window.export_report() is not None
+    assert "Writing the report" in window.session.job
+    qtbot.waitUntil(lambda: window.last_report is not None or bool(shown_errors), timeout=120_000)
+    assert not shown_errors and window.last_report == tmp_path / written
+    data = (tmp_path / written).read_bytes()
+    if written.endswith(".pdf"):
+        assert data.startswith(b"%PDF") and len(data) > 10_000
+    else:
+        assert f"Run report: {run.name}".encode() in data and b'id="calibration"' in data
+    assert window.session.job == "" and str(tmp_path / written) in window.statusBar().currentMessage()
+
+
+def test_no_report_without_a_run(qtbot, shown_errors):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    assert window.export_report() is None
+    assert shown_errors and shown_errors[0][0] == "No report to export"
