@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QAction, QIcon, QImage, QKeySequence, QPixmap
+from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -338,11 +338,6 @@ class EvaluatePanel(QWidget):
         layout.addLayout(stats)
         layout.addWidget(lower, 1)
 
-        self.undo_action = QAction("Undo Move", self)
-        self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
-        self.undo_action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        self.undo_action.triggered.connect(self.undo_move)
-        self.addAction(self.undo_action)
         self._update_buttons()
 
         session.runsChanged.connect(self._fill_runs)
@@ -846,9 +841,7 @@ class EvaluatePanel(QWidget):
         self.show_button.setEnabled(row is not None)
         self.move_button.setEnabled(row is not None and has_root and self._move_of(row.path) is None)
         moves = self.session.moves
-        self.undo_button.setEnabled(bool(moves))
-        if hasattr(self, "undo_action"):
-            self.undo_action.setEnabled(bool(moves))
+        self.undo_button.setEnabled(bool(moves))  # and Ctrl+Z: the window's Edit > Undo on this page
         self.undo_button.setText(f"Undo Move of {Path(moves[-1].source).name}" if moves else "Undo Move")
 
     def show_in_folder(self) -> None:

@@ -511,8 +511,7 @@ class SearchTab(_ExperimentTab):
         try:
             spec, config = best_configuration(self.out_dir)
             previous = (self.session.spec, self.session.train_config)
-            self.session.set_spec(spec)
-            self.session.set_train_config(config)
+            self.session.set_model_and_training(spec, config, "Apply Best")
         except StudioError as exc:
             errors.show_error(self, "Cannot apply the best configuration", str(exc))
             return False
@@ -525,8 +524,7 @@ class SearchTab(_ExperimentTab):
         if self._undo is None:
             return
         spec, config = self._undo
-        self.session.set_spec(spec)
-        self.session.set_train_config(config)
+        self.session.set_model_and_training(spec, config, "Model and Training Settings")
         self._undo = None
         self.undo_button.hide()
         self.progress_label.setText("The model and settings are back as they were before Apply Best.")

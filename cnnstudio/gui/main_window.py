@@ -98,6 +98,8 @@ class MainWindow(QMainWindow):
 
         self.session.projectChanged.connect(self._update_title)
         self.session.jobChanged.connect(self._show_job)
+        self.session.undoChanged.connect(self._update_undo_actions)
+        self.session.movesChanged.connect(self._update_undo_actions)
         self._update_title()
         self._refresh_recent()
         self.show_page("start")
@@ -169,6 +171,8 @@ class MainWindow(QMainWindow):
         self.export_action = action("&Export Model...", self.export_model, "Ctrl+E")
         self.report_action = action("Export &Report...", self.export_report, "Ctrl+Shift+E")
         self.quit_action = action("&Quit", self.close, QKeySequence("Ctrl+Q"))
+        self.undo_action = action("&Undo", self.undo, QKeySequence.StandardKey.Undo)
+        self.redo_action = action("&Redo", self.redo, QKeySequence.StandardKey.Redo)
         self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
         self.page_actions = []
         for number, (key, title, icon_name) in enumerate(PAGES):
@@ -197,6 +201,10 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.report_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
+
+        edit_menu = bar.addMenu("&Edit")
+        edit_menu.addAction(self.undo_action)
+        edit_menu.addAction(self.redo_action)
 
         go_menu = bar.addMenu("&Go")
         for a in self.page_actions:
@@ -276,7 +284,38 @@ class MainWindow(QMainWindow):
         if self.sidebar.currentRow() != row:
             self.sidebar.setCurrentRow(row)  # -> _on_sidebar_row
         self.stack.setCurrentIndex(row)
+        self._update_undo_actions()
         return panel
+
+    # ------------------------------------------------------------------ undo
+
+    def _undoes_a_move(self) -> bool:
+        """On the Evaluate page, Undo takes back the last image move; elsewhere, the last change
+        of the split, model or training settings."""
+        return self.current_page() == "evaluate" and bool(self.session.moves)
+
+    def undo(self) -> None:
+        if self._undoes_a_move():
+            self.panel("evaluate").undo_move()
+        else:
+            self.session.undo()
+        self._update_undo_actions()
+
+    def redo(self) -> None:
+        self.session.redo()
+        self._update_undo_actions()
+
+    def _update_undo_actions(self) -> None:
+        if self._undoes_a_move():
+            text = f"Undo Move of {Path(self.session.moves[-1].source).name}"
+        else:
+            what = self.session.undo_text()
+            text = f"Undo {what}" if what else "Undo"
+        self.undo_action.setText(text)
+        self.undo_action.setEnabled(text != "Undo")
+        what = self.session.redo_text()
+        self.redo_action.setText(f"Redo {what}" if what else "Redo")
+        self.redo_action.setEnabled(bool(what))
 
     def current_page(self) -> str:
         return PAGES[self.stack.currentIndex()][0]

@@ -6,6 +6,9 @@ session is also what a project file saves and restores (:meth:`to_project`, :met
 
 from __future__ import annotations
 
+import copy
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
@@ -21,6 +24,21 @@ PROJECT_SUFFIX = ".cnnstudio.json"
 DEFAULT_MODEL = "scratch"
 
 
+MERGE_SECONDS = 1.0  # edits of one kind closer than this are one Undo step
+UNDO_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The settings Undo restores, and the change that made them (``what``, for the menu)."""
+
+    what: str
+    when: float
+    spec: object
+    train_config: object
+    split: tuple
+
+
 class Session(QObject):
     datasetChanged = Signal()  # dataset_root / index changed
     splitChanged = Signal()  # val_fraction / test_fraction / seed changed
@@ -32,6 +50,7 @@ class Session(QObject):
     jobChanged = Signal(str)  # a short description of the running job ("" when idle)
     registryChanged = Signal()  # plugins were registered again (installed, removed, enabled, disabled)
     movesChanged = Signal()  # an image was moved to another class folder, or moved back
+    undoChanged = Signal()  # what Undo and Redo would do changed
 
     def __init__(self, registry, parent=None):
         super().__init__(parent)
@@ -51,12 +70,81 @@ class Session(QObject):
         self.current_run: str = ""
         self.job: str = ""
         self.moves: list = []  # cnnstudio.core.relabel.Move, oldest first: the Evaluate page's undo journal
+        # Undo and Redo of the settings (split, model, training): whole copies, cheap and exact.
+        self._undo: list[_Settings] = []
+        self._redo: list[_Settings] = []
+        self._restoring = False
+        self._current = self._settings("")
 
     # -- changes -------------------------------------------------------------------------
 
     def _touch(self):
         self.modified = True
         self.projectChanged.emit()
+
+    # -- undo of the settings ------------------------------------------------------------
+
+    def _settings(self, what: str) -> _Settings:
+        return _Settings(what, time.monotonic(), copy.deepcopy(self.spec), copy.deepcopy(self.train_config),
+                         (self.val_fraction, self.test_fraction, self.seed))
+
+    def _changed(self, what: str) -> None:
+        """Called after a settings change: the state before it becomes one Undo step. Edits of
+        the same kind less than a second apart (typing a number, dragging a slider) are one step."""
+        if self._restoring:
+            return
+        now = self._settings(what)
+        if (now.spec, now.train_config, now.split) == (self._current.spec, self._current.train_config,
+                                                       self._current.split):
+            return  # set to what it was: nothing to undo
+        if not (self._current.what == what and now.when - self._current.when < MERGE_SECONDS):
+            self._undo.append(self._current)
+            del self._undo[:-UNDO_LIMIT]
+        self._redo.clear()
+        self._current = now
+        self.undoChanged.emit()
+
+    def undo_text(self) -> str:
+        """What Undo would take back ("" when nothing)."""
+        return self._current.what if self._undo else ""
+
+    def redo_text(self) -> str:
+        return self._redo[-1].what if self._redo else ""
+
+    def undo(self) -> bool:
+        """Put the split, model and training settings back as they were before the last change."""
+        if not self._undo:
+            return False
+        self._redo.append(self._current)
+        self._restore(self._undo.pop())
+        return True
+
+    def redo(self) -> bool:
+        if not self._redo:
+            return False
+        self._undo.append(self._current)
+        self._restore(self._redo.pop())
+        return True
+
+    def _restore(self, state: _Settings) -> None:
+        self._restoring = True
+        try:
+            self.spec = copy.deepcopy(state.spec)
+            self.train_config = copy.deepcopy(state.train_config)
+            self.val_fraction, self.test_fraction, self.seed = state.split
+            self._touch()
+            for signal in (self.splitChanged, self.specChanged, self.configChanged):
+                signal.emit()
+        finally:
+            self._restoring = False
+        self._current = _Settings(state.what, float("-inf"), state.spec, state.train_config, state.split)
+        self.undoChanged.emit()
+
+    def _forget_undo(self) -> None:
+        self._undo.clear()
+        self._redo.clear()
+        self._current = self._settings("")
+        self.undoChanged.emit()
 
     def set_dataset(self, root, index, touch: bool = True) -> None:
         """Set the dataset folder and its scan. ``touch=False`` when the scan only restores what
@@ -81,17 +169,29 @@ class Session(QObject):
             return
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self._touch()
+        self._changed("Split Change")
         self.splitChanged.emit()
 
     def set_spec(self, spec) -> None:
         """Set a spec; it is validated against the registry (raises SpecError when invalid)."""
         self.spec = spec.validate(self.registry)
         self._touch()
+        self._changed("Model Change")
         self.specChanged.emit()
+
+    def set_model_and_training(self, spec, config: TrainConfig, what: str) -> None:
+        """Set both as one Undo step named ``what`` (a search's best configuration, say)."""
+        spec = spec.validate(self.registry)
+        self.spec, self.train_config = spec, config
+        self._touch()
+        self._changed(what)
+        self.specChanged.emit()
+        self.configChanged.emit()
 
     def set_train_config(self, config: TrainConfig) -> None:
         self.train_config = config
         self._touch()
+        self._changed("Training Settings Change")
         self.configChanged.emit()
 
     def add_run(self, path, metrics: dict | None = None) -> None:
@@ -150,6 +250,7 @@ class Session(QObject):
         self.runs = []
         self.current_run = ""
         self.moves = []
+        self._forget_undo()
         for signal in (self.splitChanged, self.specChanged, self.configChanged, self.runsChanged,
                        self.datasetChanged, self.projectChanged, self.movesChanged):
             signal.emit()
@@ -206,6 +307,7 @@ class Session(QObject):
         self.index = None
         self.project_path = path
         self.modified = False
+        self._forget_undo()
         for signal in (self.splitChanged, self.specChanged, self.configChanged, self.runsChanged,
                        self.datasetChanged, self.projectChanged, self.movesChanged):
             signal.emit()

@@ -66,6 +66,7 @@ def test_a_search_fills_the_table_and_applies_the_best_configuration_with_undo(q
     assert tab.apply_button.isEnabled() and tab.apply_best()
     assert session.train_config.learning_rate == best.params["train.learning_rate"]
     assert session.spec.augmentation.zoom == pytest.approx(best.params["augmentation.zoom"])
+    assert session.undo_text() == "Apply Best"  # one step of Edit > Undo too
     tab.undo_apply()
     assert session.spec.to_dict() == before_spec.to_dict()
     assert session.train_config == before_config
