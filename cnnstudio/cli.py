@@ -310,20 +310,8 @@ def cmd_train(args) -> int:
         split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=config.seed)
 
     state = TerminalState(quiet=args.json)
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):
-        if state.stop.is_set():  # a second Ctrl-C stops at once
-            signal.signal(signal.SIGINT, previous)
-            raise KeyboardInterrupt
-        state._say("Stopping after this batch (Ctrl-C again to abort)...")
-        state.stop.set()
-
-    signal.signal(signal.SIGINT, on_sigint)
-    try:
+    with _stop_on_ctrl_c(state):
         result = Trainer(index, split, spec, config, out, registry, state=state).run(resume=args.resume)
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
     metrics = result.metrics or {}
     if args.json:
@@ -400,20 +388,8 @@ def cmd_tune(args) -> int:
         print(f"Resuming the search in {args.out}: {len(state.records)} trial(s) finished", file=sys.stderr)
     print(f"Searching {', '.join(d.describe() for d in search.space.dimensions)}", file=sys.stderr)
 
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):
-        if state.stop.is_set():  # a second Ctrl-C stops at once; the trial is re-run on resume
-            signal.signal(signal.SIGINT, previous)
-            raise KeyboardInterrupt
-        state._say("Stopping after this epoch (Ctrl-C again to abort)...")
-        state.stop.set()
-
-    signal.signal(signal.SIGINT, on_sigint)
-    try:
+    with _stop_on_ctrl_c(state, at="epoch"):  # a trial aborted by a second Ctrl-C is run again on resume
         result = search.run()
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
     out = Path(args.out)
     if result.best is not None:
@@ -648,15 +624,16 @@ def cmd_report(args) -> int:
 
 
 @contextlib.contextmanager
-def _stop_on_ctrl_c(state):
-    """The first Ctrl-C asks ``state`` to stop (the run stays resumable); a second one aborts."""
+def _stop_on_ctrl_c(state, at: str = "batch"):
+    """The first Ctrl-C asks ``state`` to stop after this ``at`` (the run stays resumable); a
+    second one aborts at once."""
     previous = signal.getsignal(signal.SIGINT)
 
     def on_sigint(signum, frame):
         if state.stop.is_set():
             signal.signal(signal.SIGINT, previous)
             raise KeyboardInterrupt
-        state._say("Stopping after this batch (Ctrl-C again to abort)...")
+        state._say(f"Stopping after this {at} (Ctrl-C again to abort)...")
         state.stop.set()
 
     signal.signal(signal.SIGINT, on_sigint)
