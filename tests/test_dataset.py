@@ -345,3 +345,44 @@ def test_item_size_is_the_upright_size(make_dataset):
     Image.new("RGB", (40, 20), (9, 9, 9)).save(root / "a" / "phone.jpg", exif=exif.tobytes())
     item = next(it for it in scan_dataset(root).items if it.path == "a/phone.jpg")
     assert (item.width, item.height) == (20, 40)
+
+
+# --- scans remember -------------------------------------------------------------------------
+
+
+def test_a_second_scan_decodes_only_the_files_that_changed(make_dataset, monkeypatch):
+    root = make_dataset({"a": 12, "b": 12})
+    first = scan_dataset(root)
+    decoded = []
+    real = dataset.images.inspect
+    monkeypatch.setattr(dataset.images, "inspect", lambda path: (decoded.append(path), real(path))[1])
+    again = scan_dataset(root)
+    assert decoded == [] and again.items == first.items and again.problems == first.problems
+
+    changed = root / "a" / "img_003.png"
+    Image.new("RGB", (30, 20), (5, 5, 5)).save(changed)  # a new size and time
+    (root / "b" / "img_000.png").write_bytes(b"broken")  # now unusable
+    (root / "b" / "img_011.png").unlink()  # gone
+    third = scan_dataset(root)
+    assert sorted(p.name for p in decoded) == ["img_000.png", "img_003.png"]
+    assert next(it for it in third.items if it.path == "a/img_003.png").width == 30
+    assert problem_for(third, "b/img_000.png").reason.startswith("not an image")
+    assert len(third.items) == 22
+
+    decoded.clear()  # an unusable file is remembered too: the error comes back without a decode
+    fourth = scan_dataset(root)
+    assert decoded == [] and problem_for(fourth, "b/img_000.png").reason.startswith("not an image")
+
+
+def test_a_damaged_scan_memory_is_ignored_not_trusted(make_dataset):
+    root = make_dataset({"a": 10, "b": 10})
+    first = scan_dataset(root)
+    memory = dataset.ScanMemory(root.absolute())
+    saved = json.loads(memory.file.read_text())
+    entry = saved["files"]["a/img_001.png"]
+    entry[2] = [-5, 7, 1, 100]  # a size no image has
+    saved["files"]["a/img_002.png"] = "nonsense"
+    memory.file.write_text(json.dumps(saved))
+    assert scan_dataset(root).items == first.items
+    memory.file.write_text("{ not json")
+    assert scan_dataset(root).items == first.items

@@ -302,15 +302,15 @@ def test_interrupted_search_resumes_with_the_same_parameters(finished, data, reg
 
 def test_a_trial_behind_the_median_is_pruned(data, registry, tmp_path):
     out = tmp_path / "search"
-    s = search(data, registry, out, space={"train.learning_rate": {"choices": [0.01, 5.0]}}, epochs=3,
+    s = search(data, registry, out, space={"train.learning_rate": {"choices": [0.01, 1e-06]}}, epochs=3,
                trials=2, objective="val_loss")
-    # A sound learning rate first, then one at which training blows up.
+    # A sound learning rate first, then one so small that the model barely moves from its start.
     s.enqueue({"train.learning_rate": 0.01})
-    s.enqueue({"train.learning_rate": 5.0})
+    s.enqueue({"train.learning_rate": 1e-06})
     result = s.run()
     good, bad = result.trials
     assert (good.status, good.epochs) == ("complete", 3)
-    assert bad.status == "pruned" and bad.params == {"train.learning_rate": 5.0}
+    assert bad.status == "pruned" and bad.params == {"train.learning_rate": 1e-06}
     assert bad.epochs == 2  # the median pruner compares from the second epoch and stopped it there
     # Its run folder says so too, as the run comparison shows it.
     assert json.loads((Path(bad.run_dir) / "metrics.json").read_text())["status"] == "pruned"

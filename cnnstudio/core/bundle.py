@@ -24,7 +24,7 @@ from cnnstudio import __version__
 from cnnstudio.core.atomic import atomic_save_model, atomic_write_json, read_json
 from cnnstudio.core.calibration import apply_temperature
 from cnnstudio.core.errors import BundleError
-from cnnstudio.core.images import RESIZE, load_batches
+from cnnstudio.core.images import RESIZE, RESIZE_PIL, load_batches
 from cnnstudio.core.tf import keras
 
 BUNDLE_FORMAT = 1
@@ -148,6 +148,9 @@ class Bundle:
         self.folder = folder
         self.class_names: list[str] = list(self.meta["class_names"])
         self.input_size = int(self.meta["input_size"])
+        self.resize = self.meta.get("resize", RESIZE_PIL)
+        if self.resize not in (RESIZE, RESIZE_PIL):
+            raise BundleError(f"{meta_path}: unknown resize {self.resize!r} (made by a newer CNN Studio?)")
         self.temperature = _temperature_of(self.meta, meta_path)
         self.meta_stamp = _stamp(meta_path)
         try:
@@ -180,7 +183,7 @@ class Bundle:
         """Predict files; a file that cannot be read gets its own error and the rest still predict."""
         results: list[Prediction | None] = [None] * len(paths)
         k = max(1, min(top_k, len(self.class_names)))
-        for kind, where, what in load_batches(paths, self.input_size, batch_size):
+        for kind, where, what in load_batches(paths, self.input_size, batch_size, self.resize):
             if kind == "error":
                 results[where] = Prediction(str(paths[where]), None, what)
                 continue

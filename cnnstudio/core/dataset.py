@@ -8,6 +8,8 @@ run can be reproduced on the same folder later.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -71,12 +73,18 @@ class Problem:
 
 @dataclass(frozen=True)
 class ImageItem:
-    """One usable image: its posix path relative to the dataset root, class index and upright size."""
+    """One usable image: its posix path relative to the dataset root, class index and upright size.
+
+    ``kind`` and ``nbytes`` say how the training pipeline decodes it
+    (:func:`cnnstudio.core.images.probe`); ``nbytes`` is -1 where that is not known.
+    """
 
     path: str
     label: int
     width: int
     height: int
+    kind: int = 0
+    nbytes: int = -1
 
 
 @dataclass
@@ -103,6 +111,10 @@ class DatasetIndex:
         """Absolute paths (as strings, ready for a data pipeline) of ``indices``, or of every item."""
         chosen = self.items if indices is None else [self.items[i] for i in indices]
         return [str(self.abspath(item)) for item in chosen]
+
+    def file_kinds(self) -> dict[str, tuple[int, int]]:
+        """How each image is decoded, by absolute path, for :class:`cnnstudio.core.pipeline.ImagePipeline`."""
+        return {str(self.abspath(item)): (item.kind, item.nbytes) for item in self.items if item.nbytes >= 0}
 
     def labels(self, indices: Iterable[int] | None = None) -> list[int]:
         chosen = self.items if indices is None else [self.items[i] for i in indices]
@@ -169,6 +181,8 @@ def scan_dataset(
 
     Files are decoded in a thread pool (Pillow releases the GIL while decoding); ``progress(done,
     total)`` is called on the caller's thread, throttled, and always once with ``done == total``.
+    What each file gave is remembered (:class:`ScanMemory`), so a file whose size and
+    modification time did not change since the last scan is not decoded again.
     Raises :class:`DatasetError` only when ``root`` is not a folder; everything else is recorded
     in :attr:`DatasetIndex.problems`.
     """
@@ -202,10 +216,12 @@ def scan_dataset(
         candidates += [(name, rel, abs_) for rel, abs_ in found]
         problems += walk_problems
 
-    sizes, file_problems = _verify_all(candidates, progress, workers)
+    memory = ScanMemory(root)
+    sizes, file_problems = _verify_all(candidates, progress, workers, memory)
     problems += file_problems
+    memory.save()
 
-    per_class: dict[str, list[tuple[str, int, int]]] = {name: [] for name, _ in class_dirs}
+    per_class: dict[str, list[tuple]] = {name: [] for name, _ in class_dirs}
     for (name, rel, _), size in zip(candidates, sizes, strict=True):
         if size is not None:
             per_class[name].append((rel, *size))
@@ -229,9 +245,9 @@ def scan_dataset(
         class_names.append(name)
 
     items = [
-        ImageItem(rel, label, width, height)
+        ImageItem(rel, label, width, height, kind, nbytes)
         for label, name in enumerate(class_names)
-        for rel, width, height in sorted(per_class[name])
+        for rel, width, height, kind, nbytes in sorted(per_class[name])
     ]
     index = DatasetIndex(root, class_names, items, [])
     index.problems = _dataset_problems(index) + _ordered(problems)
@@ -322,31 +338,111 @@ def _walk_class(
     return found, problems
 
 
+class ScanMemory:
+    """What the last scans of one folder found, file by file, keyed by path, size and mtime.
+
+    Kept in the user's cache folder, one JSON file per dataset folder, written atomically and
+    checked when read: an entry that is not exactly what this version writes is ignored (and
+    its file decoded again), as is a file that cannot be read.
+    """
+
+    VERSION = 1
+
+    def __init__(self, root: Path):
+        from cnnstudio.core.paths import cache_dir
+
+        self.root = root
+        digest = hashlib.sha256(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:24]
+        self.file = cache_dir() / "scans" / f"{digest}.json"
+        self.entries: dict[str, list] = {}
+        self.fresh: dict[str, list] = {}
+        try:
+            data = json.loads(self.file.read_text(encoding="utf-8"))
+            if data.get("version") == self.VERSION and data.get("root") == str(root):
+                self.entries = {k: v for k, v in data["files"].items() if self._valid(v)}
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            self.entries = {}
+
+    @staticmethod
+    def _valid(entry) -> bool:
+        if not isinstance(entry, list) or len(entry) != 3 or not all(isinstance(v, int) for v in entry[:2]):
+            return False
+        result = entry[2]
+        if isinstance(result, str):
+            return True
+        return (isinstance(result, list) and len(result) == 4 and all(isinstance(v, int) for v in result)
+                and result[0] > 0 and result[1] > 0)
+
+    @staticmethod
+    def stamp(path: Path) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def recall(self, rel: str, stamp) -> tuple[int, int, int, int] | ImageError | None:
+        """What ``rel`` gave last time if its stamp is unchanged: its inspection, or its error."""
+        entry = self.entries.get(rel)
+        if stamp is None or entry is None or (entry[0], entry[1]) != stamp:
+            return None
+        self.fresh[rel] = entry
+        return entry[2] if isinstance(entry[2], str) else tuple(entry[2])
+
+    def remember(self, rel: str, stamp, result) -> None:
+        if stamp is not None:
+            value = result.reason if isinstance(result, ImageError) else list(result)
+            self.fresh[rel] = [stamp[0], stamp[1], value]
+
+    def save(self) -> None:
+        """Write what this scan saw (files gone since are forgotten); a failure only costs speed."""
+        if self.fresh == self.entries:
+            return
+        from cnnstudio.core.atomic import atomic_write_json
+
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.file, {"version": self.VERSION, "root": str(self.root), "files": self.fresh})
+        except OSError:
+            pass
+
+
 def _verify_all(
     candidates: Sequence[tuple[str, str, Path]],
     progress: Callable[[int, int], None] | None,
     workers: int | None,
-) -> tuple[list[tuple[int, int] | None], list[Problem]]:
-    """Decode every candidate in parallel; return the size of each (None when unusable)."""
+    memory: ScanMemory,
+) -> tuple[list[tuple[int, int, int, int] | None], list[Problem]]:
+    """Decode every candidate not remembered, in parallel; return each one's inspection (None when unusable)."""
     total = len(candidates)
-    sizes: list[tuple[int, int] | None] = [None] * total
+    sizes: list[tuple[int, int, int, int] | None] = [None] * total
     problems: list[Problem] = []
+    stamps = [memory.stamp(abs_) for _, _, abs_ in candidates]
+    todo = []
+    for i, (_, rel, _) in enumerate(candidates):
+        known = memory.recall(rel, stamps[i])
+        if known is None:
+            todo.append(i)
+        elif isinstance(known, str):
+            problems.append(Problem(rel, known, "error", "file"))
+        else:
+            sizes[i] = known
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     # Files go to the threads in batches: one future per small image costs more in hand-offs
     # between threads than decoding it does.
-    step = max(1, min(_BATCH, total // (workers * 4)))
-    batches = [range(start, min(start + step, total)) for start in range(0, total, step)]
+    step = max(1, min(_BATCH, len(todo) // (workers * 4)))
+    batches = [todo[start:start + step] for start in range(0, len(todo), step)]
 
-    def check(batch: range) -> list[tuple[int, tuple[int, int] | ImageError]]:
+    def check(batch: list[int]) -> list[tuple[int, tuple[int, int, int, int] | ImageError]]:
         results = []
         for i in batch:
             try:
-                results.append((i, images.verify(candidates[i][2])))
+                results.append((i, images.inspect(candidates[i][2])))
             except ImageError as exc:
                 results.append((i, exc))
         return results
 
-    done = 0
+    done = total - len(todo)
     last_report = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
         futures = [pool.submit(check, batch) for batch in batches]
@@ -354,6 +450,7 @@ def _verify_all(
             for future in as_completed(futures):
                 results = future.result()
                 for i, result in results:
+                    memory.remember(candidates[i][1], stamps[i], result)
                     if isinstance(result, ImageError):
                         problems.append(Problem(candidates[i][1], result.reason, "error", "file"))
                     else:

@@ -291,7 +291,7 @@ def split_subset(index, rel_paths, class_names):
         if name not in label_of:
             missing.append(path)
             continue
-        items.append(ImageItem(item.path, label_of[name], item.width, item.height))
+        items.append(ImageItem(item.path, label_of[name], item.width, item.height, item.kind, item.nbytes))
     return DatasetIndex(index.root, list(class_names), items, []), missing
 
 
@@ -303,7 +303,7 @@ def evaluate_bundle(bundle, subset, batch_size: int = 32) -> EvalResult:
     """
     from cnnstudio.core.pipeline import ImagePipeline
 
-    pipe = ImagePipeline(bundle.input_size, cache="none")
+    pipe = ImagePipeline(bundle.input_size, cache="none", file_kinds=subset.file_kinds())
     try:
         return evaluate(bundle.model, pipe, subset, list(range(len(subset.items))), batch_size=batch_size)
     finally:

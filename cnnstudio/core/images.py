@@ -1,7 +1,10 @@
 """The one image loader used for scanning, training, evaluation and prediction.
 
 A photo dropped on the window must get exactly the pixels the model was trained on, so every
-path through the studio decodes with :func:`load_rgb` and resizes with :func:`load_array`.
+path through the studio gives the model :func:`load_array`'s pixels. A plain file (see
+:func:`probe`) is decoded by TensorFlow's own decoders, inside the training pipeline and here
+alike (:mod:`cnnstudio.core.fastdecode`); every other file is decoded by :func:`load_rgb`
+(EXIF orientation, CMYK, 16-bit, palette, alpha); both are resized by the same TensorFlow op.
 The backbone's own ``preprocess_input`` runs inside the model (see ``core.layers``), so the
 arrays here are plain RGB ``uint8``.
 """
@@ -14,7 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
+from cnnstudio.core import fastdecode
 from cnnstudio.core.errors import ImageError
+from cnnstudio.core.fastdecode import KIND_JPEG, KIND_PIL, KIND_PNG
 
 # Images above this many pixels are refused before decoding (decompression-bomb guard).
 # 12,000 x 12,000 covers every camera; Pillow's own guard stays on above it.
@@ -23,9 +28,11 @@ MAX_PIXELS = 144_000_000
 # Transparent pixels are composited onto this colour, the same way everywhere.
 BACKGROUND = (255, 255, 255)
 
-# How the image is fitted to the model's square input: stretched, the whole image kept
-# (as keras.utils.image_dataset_from_directory does by default).
-RESIZE = "squash-bilinear"
+# How the image is fitted to the model's square input: stretched, the whole image kept, with
+# TensorFlow's bilinear resize (as keras.utils.image_dataset_from_directory does by default).
+RESIZE = "squash-bilinear-tf"
+# Bundles before it were resized by Pillow's bilinear filter; they still predict that way.
+RESIZE_PIL = "squash-bilinear"
 
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "MPO")
 
@@ -159,12 +166,76 @@ def _decode(img: Image.Image, path, draft_size: int | None) -> tuple[Image.Image
         img.close()
 
 
-def load_array(path: str | os.PathLike, size: int) -> np.ndarray:
-    """The model's input for ``path``: ``(size, size, 3)`` ``uint8`` RGB, squashed bilinearly."""
-    img = load_rgb(path, draft_size=size)
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+def probe(path: str | os.PathLike) -> tuple[int, int]:
+    """How ``path`` is decoded, from its header alone: ``(kind, bytes)``.
+
+    ``kind`` is ``KIND_JPEG`` or ``KIND_PNG`` for a plain file (8-bit RGB or grey, no EXIF
+    rotation, no transparency, no palette), which TensorFlow decodes to the same pixels as
+    Pillow, and ``KIND_PIL`` for everything else, including files that do not open (Pillow then
+    names what is wrong). ``bytes`` is the file's size, which the pipeline checks again.
+    """
+    try:
+        img = open_checked(path)
+    except ImageError:
+        return KIND_PIL, -1
+    try:
+        return _kind(img, path), os.stat(path).st_size
+    except OSError:
+        return KIND_PIL, -1
+    finally:
+        img.close()
+
+
+def _kind(img: Image.Image, path) -> int:
+    if img.mode not in ("RGB", "L") or _orientation(img) != 1 or "transparency" in img.info:
+        return KIND_PIL
+    if img.format == "JPEG":
+        return KIND_JPEG
+    if img.format == "PNG" and getattr(img, "n_frames", 1) == 1:
+        with open(path, "rb") as f:
+            depth, colour = f.read(26)[24:26]  # IHDR: bit depth, colour type (0 grey, 2 RGB)
+        if depth == 8 and colour in (0, 2):
+            return KIND_PNG
+    return KIND_PIL
+
+
+def decoded_array(path: str | os.PathLike, size: int) -> np.ndarray:
+    """Pillow's decode of ``path`` for a model of ``size`` px: upright RGB ``uint8``, before resizing."""
+    return np.asarray(load_rgb(path, draft_size=size), dtype=np.uint8)
+
+
+def load_array(path: str | os.PathLike, size: int, resize: str = RESIZE) -> np.ndarray:
+    """The model's input for ``path``: ``(size, size, 3)`` ``uint8`` RGB, squashed bilinearly.
+
+    The same pixels as the training pipeline gives for the file. ``resize`` is a bundle's
+    recorded resize; :data:`RESIZE_PIL` is the one of bundles made before :data:`RESIZE`.
+    """
+    if resize == RESIZE_PIL:
+        img = load_rgb(path, draft_size=size)
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+    kind, nbytes = probe(path)
+    if kind != fastdecode.KIND_PIL:
+        data = Path(path).read_bytes()
+        if len(data) == nbytes:
+            try:
+                return fastdecode.plain_array(data, kind, size)
+            except Exception:  # damaged after the header: Pillow names the problem below
+                pass
+    return fastdecode.resized_array(decoded_array(path, size), size)
+
+
+def inspect(path: str | os.PathLike) -> tuple[int, int, int, int]:
+    """:func:`verify` and :func:`probe` in one read: ``(width, height, kind, bytes)``."""
+    img = open_checked(path)
+    width, height = img.size
+    try:
+        kind, nbytes = _kind(img, path), os.stat(path).st_size
+    except OSError:
+        kind, nbytes = KIND_PIL, -1
+    _, orientation = _decode(img, path, draft_size=64)
+    return (*((height, width) if orientation >= 5 else (width, height)), kind, nbytes)
 
 
 def verify(path: str | os.PathLike) -> tuple[int, int]:
@@ -196,7 +267,7 @@ def expand_paths(items) -> list[str]:
     return files
 
 
-def load_batches(paths, size: int, batch_size: int):
+def load_batches(paths, size: int, batch_size: int, resize: str = RESIZE):
     """Load ``paths`` at ``size`` for prediction, in batches; a file that cannot be read is reported, not raised.
 
     Yields ``("error", i, reason)`` for a bad file and ``("batch", indices, uint8 array)`` for
@@ -205,7 +276,7 @@ def load_batches(paths, size: int, batch_size: int):
     good, arrays = [], []
     for i, path in enumerate(paths):
         try:
-            arrays.append(load_array(path, size))
+            arrays.append(load_array(path, size, resize))
             good.append(i)
         except ImageError as exc:
             yield "error", i, exc.reason

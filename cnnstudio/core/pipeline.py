@@ -1,17 +1,19 @@
-"""The tf.data input pipeline: parallel decode and resize, an optional cache, shuffle, batch, prefetch.
+"""The tf.data input pipeline: a fresh random order each epoch, decoding as training goes, a cache.
 
-Images are decoded by the one loader (:mod:`cnnstudio.core.images`) inside the pipeline, so a
-file that turns out to be bad while training is skipped and recorded instead of aborting the
-epoch. The pipeline yields ``uint8`` RGB batches; the model's ``float32`` input casts them inside
-the compiled step (a quarter of the bytes through the queues, no cast on tf.data's threads), and
-the backbone's own preprocessing is the model's first layer
-(:class:`cnnstudio.core.layers.Preprocess`), which keeps the saved model complete from image to
-class.
+Each epoch visits the images in a new seeded random order over the whole list, whatever the
+cache: the order is a shuffle of indices (a few bytes each, so the whole set fits in the
+buffer), and each index is then decoded or read back from the cache. No batch depends on how
+the files are sorted on disk.
 
-Memory stays bounded: the dataset is never held as float32. The cache keeps decoded, resized
-``uint8`` images, in memory when they fit in :data:`MEMORY_CACHE_BUDGET`, on disk otherwise.
-In memory they are one tensor, decoded before the first epoch, and each batch is one ``gather``
-of shuffled indices: as fast as training from arrays already in memory.
+The first epoch trains while images are decoded: an index whose image is not cached yet is
+decoded (plain JPEG and PNG by TensorFlow's own decoders, everything else by Pillow; see
+:mod:`cnnstudio.core.fastdecode`) and stored; from then on it is read from the cache, one
+``uint8`` image per index, in memory when the run's images fit in :data:`MEMORY_CACHE_BUDGET`,
+as one file per image on disk otherwise (read by TensorFlow, outside the process' memory).
+
+A file that turns out to be bad is skipped and recorded, never the end of an epoch. The
+pipeline yields ``uint8`` RGB batches; the model's ``float32`` input casts them inside the
+compiled step, and the backbone's own preprocessing is the model's first layer.
 """
 
 from __future__ import annotations
@@ -20,23 +22,24 @@ import os
 import shutil
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from cnnstudio.core.errors import Cancelled, ImageError
-from cnnstudio.core.images import load_array
+from cnnstudio.core import fastdecode
+from cnnstudio.core.errors import ImageError
+from cnnstudio.core.images import decoded_array, load_rgb, probe
 from cnnstudio.core.tf import tf
 
 # Decoded images are cached in RAM up to this many bytes (uint8), on disk beyond it.
 MEMORY_CACHE_BUDGET = 256 << 20
-# The shuffle buffer holds at most this many bytes of images.
-SHUFFLE_BUFFER_BYTES = 64 << 20
 
 CACHE_MODES = ("auto", "memory", "disk", "none")
-# Files decoded per step when the whole dataset is read into memory.
-PRELOAD_BATCH = 64
+
+# What the pipeline knows of each image: not yet decoded, decoded (and cached), unusable.
+_UNSEEN, _READY, _BAD = 0, 1, 2
 
 
 @dataclass
@@ -64,46 +67,172 @@ def cache_mode_for(n_images: int, image_size: int, mode: str = "auto") -> str:
     return "memory" if n_images * image_size * image_size * 3 <= MEMORY_CACHE_BUDGET else "disk"
 
 
+def visiting_order(n: int, shuffle: bool, seed: int):
+    """The indices ``0..n-1`` as each pass of a dataset visits them: a new seeded permutation of
+    the whole list per pass when ``shuffle`` (indices are small: the buffer holds them all)."""
+    T = tf()
+    order = T.data.Dataset.range(n)
+    if shuffle:
+        order = order.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+    return order
+
+
+def probe_all(paths: list[str], workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cnnstudio.core.images.probe` of every path (headers only, in threads): kinds and sizes."""
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
+        found = list(pool.map(probe, paths, chunksize=256))
+    kinds = np.array([k for k, _ in found], np.int32)
+    sizes = np.array([n for _, n in found], np.int64)
+    return kinds, sizes
+
+
+class _Images:
+    """One list of files as the pipeline sees it: their kinds, their state and their cache."""
+
+    def __init__(self, pipe: ImagePipeline, paths: list[str], labels: list[int], mode: str, name: str):
+        T = tf()
+        self.pipe = pipe
+        self.paths = list(paths)
+        self.mode = mode
+        n = len(paths)
+        size = pipe.image_size
+        known = pipe.file_kinds
+        if known is not None:
+            kinds = np.array([known.get(p, (fastdecode.KIND_PIL, -1))[0] for p in self.paths], np.int32)
+            sizes = np.array([known.get(p, (fastdecode.KIND_PIL, -1))[1] for p in self.paths], np.int64)
+        else:
+            kinds, sizes = probe_all(self.paths)
+        self.tensors = (
+            T.constant(self.paths, T.string), T.constant(list(labels), T.int32),
+            T.constant(kinds), T.constant(sizes),
+        )
+        self.state = T.Variable(T.zeros([n], T.int8), trainable=False, name=f"{name}_state")
+        self.memory = None
+        self.folder = None
+        if mode == "memory":
+            self.memory = T.Variable(T.zeros([n, size, size, 3], T.uint8), trainable=False, name=f"{name}_images")
+        elif mode == "disk":
+            self.folder = pipe._cache_folder(name)
+
+    # -- inside the graph -------------------------------------------------------------------
+
+    def element(self, index):
+        """``(image, label, index, ok)`` of one index: from the cache, or decoded (and stored)."""
+        T = tf()
+        paths, labels, kinds, sizes = self.tensors
+        size = self.pipe.image_size
+        path = T.gather(paths, index)
+
+        def cached():
+            if self.memory is not None:
+                return self.memory.sparse_read(index), T.constant(True)
+            data = T.io.read_file(self._cache_path(index))
+            return T.reshape(T.io.parse_tensor(data, T.uint8), (size, size, 3)), T.constant(True)
+
+        def fresh():
+            image, ok = self._decode(path, T.gather(kinds, index), T.gather(sizes, index))
+            stored = []
+            if self.memory is not None:
+                stored.append(T.cond(ok, lambda: self._store_memory(index, image), lambda: T.constant(False)))
+            elif self.folder is not None:
+                stored.append(T.cond(ok, lambda: self._store_file(index, image), lambda: T.constant(False)))
+            with T.control_dependencies(stored + [image]):  # marked ready once decoded, never before
+                mark = T.where(ok, T.constant(_READY, T.int8), T.constant(_BAD, T.int8))
+                self.state.scatter_update(T.IndexedSlices(mark[None], index[None]))
+            return T.identity(image), T.identity(ok)
+
+        ready = T.equal(self.state.sparse_read(index), _READY)
+        if self.memory is None and self.folder is None:
+            image, ok = fresh()
+        else:
+            image, ok = T.cond(ready, cached, fresh)
+        image.set_shape((size, size, 3))
+        return image, T.gather(labels, index), T.cast(index, T.int32), ok
+
+    def _decode(self, path, kind, nbytes):
+        T = tf()
+        size = self.pipe.image_size
+        plain = T.not_equal(kind, fastdecode.KIND_PIL)
+        data = T.cond(plain, lambda: T.io.read_file(path), lambda: T.constant(b""))
+
+        def fast():
+            return fastdecode.decode_plain(data, kind, size), T.constant(True)
+
+        def slow():
+            image, ok = T.numpy_function(self.pipe._decode_with_pillow, [path], [T.uint8, T.bool], stateful=False)
+            image.set_shape((None, None, 3))
+            ok.set_shape(())
+            return fastdecode.resize_uint8(image, size), ok
+
+        return T.cond(T.logical_and(plain, fastdecode.looks_whole(data, kind, nbytes)), fast, slow)
+
+    def _store_memory(self, index, image):
+        T = tf()
+        self.memory.scatter_update(T.IndexedSlices(image[None], index[None]))
+        return T.constant(True)
+
+    def _store_file(self, index, image):
+        T = tf()
+        T.io.write_file(self._cache_path(index), T.io.serialize_tensor(image))
+        return T.constant(True)
+
+    def _cache_path(self, index):
+        T = tf()
+        return T.strings.join([self.folder, "/", T.strings.as_string(index), ".t"])
+
+    def end_of_pass(self, state):
+        """Called after every image of a pass: a file TensorFlow failed on is recorded by name."""
+        for i in np.flatnonzero(state == _UNSEEN):
+            path = self.paths[i]
+            try:
+                load_rgb(path)
+                reason = "corrupt image data (TensorFlow's decoder rejected it)"
+            except ImageError as exc:
+                reason = exc.reason
+            self.pipe.recorder.record(path, reason)
+        return False
+
+
 class ImagePipeline:
     """Builds ``tf.data`` datasets over lists of files for one image size.
 
-    One instance per training run: it owns the disk cache folder (removed by :meth:`close`) and
-    the recorder of bad files met while reading.
+    One instance per training run: it owns the disk cache folder (removed by :meth:`close`),
+    the caches of the lists it was given (a list given again, e.g. in fine-tuning's second
+    phase, is read from its cache), and the recorder of bad files met while reading.
+
+    ``file_kinds`` maps paths to :func:`cnnstudio.core.images.probe`'s answer where a scan
+    already knows it; other paths are probed when their dataset is built.
     """
 
-    def __init__(
-        self,
-        image_size: int,
-        cache: str = "auto",
-        cache_dir: str | os.PathLike | None = None,
-        progress=None,
-        should_stop=None,
-    ):
+    def __init__(self, image_size: int, cache: str = "auto", cache_dir: str | os.PathLike | None = None,
+                 file_kinds: dict[str, tuple[int, int]] | None = None):
         self.image_size = int(image_size)
-        self.progress = progress  # progress(done, total) while images are decoded into memory
-        self.should_stop = should_stop  # () -> bool: stop decoding into memory (raises Cancelled)
         self.cache = cache
+        self.file_kinds = file_kinds
         self.recorder = BadFileRecorder()
         self._cache_root = Path(cache_dir) if cache_dir else None
         self._tmp: Path | None = None
+        self._lists: dict[tuple, _Images] = {}
         cache_mode_for(0, self.image_size, cache)  # validates the mode early
 
-    def _load(self, path_bytes):
+    def _decode_with_pillow(self, path_bytes):
         path = path_bytes.decode("utf-8")
         try:
-            return load_array(path, self.image_size), True
+            return decoded_array(path, self.image_size), True
         except ImageError as exc:
             self.recorder.record(path, exc.reason)
         except Exception as exc:  # never let one file abort an epoch
             self.recorder.record(path, f"unreadable ({type(exc).__name__}: {exc})")
-        return np.zeros((self.image_size, self.image_size, 3), np.uint8), False
+        return np.zeros((1, 1, 3), np.uint8), False
 
-    def _cache_file(self, name: str) -> str:
+    def _cache_folder(self, name: str) -> str:
         if self._tmp is None:
             root = self._cache_root or Path(tempfile.gettempdir())
             root.mkdir(parents=True, exist_ok=True)
             self._tmp = Path(tempfile.mkdtemp(prefix="cnnstudio-cache-", dir=root))
-        return str(self._tmp / name)
+        folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._tmp))
+        return folder.as_posix()
 
     def dataset(
         self,
@@ -120,97 +249,43 @@ class ImagePipeline:
         """A batched dataset of ``(images, labels)`` (or ``(images, labels, index)``).
 
         ``cache=False`` for data read once (evaluation): caching it would only cost memory.
-
-        ``index`` is each image's position in ``paths``, so predictions can be matched to files
-        even when a bad file was skipped.
+        ``shuffle`` visits the images in a new order each epoch, the same orders for the same
+        ``seed`` whatever the cache. ``index`` is each image's position in ``paths``, so
+        predictions can be matched to files even when a bad file was skipped.
         """
         T = tf()
         n = len(paths)
         labels = list(labels) if labels is not None else [0] * n
         mode = cache_mode_for(n, self.image_size, self.cache) if cache else "none"
-        if mode == "memory":
-            return self._in_memory(paths, labels, batch_size, shuffle, seed, with_index)
-        ds = self._decoded(paths, labels)
-        if mode == "disk":
-            ds = ds.cache(self._cache_file(name))
-        if shuffle:
-            per_image = self.image_size * self.image_size * 3
-            buffer = max(1, min(n, SHUFFLE_BUFFER_BYTES // per_image))
-            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size)
-        if not with_index:
-            ds = ds.map(lambda image, label, index: (image, label))
+        key = (name, mode, tuple(paths), tuple(labels))
+        images = self._lists.get(key)
+        if images is None:
+            images = self._lists[key] = _Images(self, paths, labels, mode, name)
+        state = images.state
+
+        order = visiting_order(n, shuffle, seed).filter(lambda i: T.not_equal(state.sparse_read(i), _BAD))
+        end = T.data.Dataset.from_tensors(T.constant(-1, T.int64))
+
+        def element(i):
+            return T.cond(
+                T.greater_equal(i, 0), lambda: images.element(i),
+                lambda: (T.zeros((self.image_size,) * 2 + (3,), T.uint8), T.constant(0), T.constant(-1), T.constant(False)),
+            )
+
+        def keep(image, label, index, ok):
+            def at_end():
+                flag = T.numpy_function(images.end_of_pass, [state.read_value()], T.bool, stateful=True)
+                flag.set_shape(())
+                return flag
+            return T.cond(T.equal(index, -1), at_end, lambda: ok)
+
+        ds = order.concatenate(end).map(element, num_parallel_calls=T.data.AUTOTUNE, deterministic=True)
+        ds = ds.ignore_errors(log_warning=False).filter(keep).batch(batch_size)
+        ds = ds.map(lambda image, label, index, ok: (image, label, index) if with_index else (image, label))
         return ds.prefetch(T.data.AUTOTUNE)
 
-    def _decoded(self, paths: list[str], labels: list[int]):
-        """Unbatched ``(uint8 image, label, index)`` of the files that decode, in order, decoded in parallel."""
-        T = tf()
-        size = self.image_size
-        ds = T.data.Dataset.from_tensor_slices(
-            (T.constant(list(paths), T.string), T.constant(labels, T.int32), T.range(len(paths), dtype=T.int32))
-        )
-
-        def load(path, label, index):
-            image, ok = T.numpy_function(self._load, [path], [T.uint8, T.bool], stateful=False)
-            image.set_shape((size, size, 3))
-            ok.set_shape(())
-            return image, label, index, ok
-
-        ds = ds.map(load, num_parallel_calls=T.data.AUTOTUNE, deterministic=True)
-        ds = ds.filter(lambda image, label, index, ok: ok)
-        return ds.map(lambda image, label, index, ok: (image, label, index))
-
-    def decode_all(self, paths: list[str], labels: list[int] | None = None, progress=None, should_stop=None):
-        """Decode every file once into ``(images uint8 (m, s, s, 3), labels, indices)`` of the good ones.
-
-        ``progress(done, total)`` is called as batches of files finish. Bad files are recorded.
-        :class:`Cancelled` is raised as soon as ``should_stop()`` turns true.
-        """
-        n = len(paths)
-        labels = list(labels) if labels is not None else [0] * n
-        size = self.image_size
-        images = np.empty((n, size, size, 3), np.uint8)
-        got_labels = np.empty(n, np.int32)
-        got_index = np.empty(n, np.int32)
-        m = 0
-        done = 0
-        for image, label, index in self._decoded(paths, labels).batch(PRELOAD_BATCH).as_numpy_iterator():
-            k = len(index)
-            images[m:m + k], got_labels[m:m + k], got_index[m:m + k] = image, label, index
-            m += k
-            done = int(index[-1]) + 1
-            if progress is not None:
-                progress(done, n)
-            if should_stop is not None and should_stop():
-                raise Cancelled("stopped while decoding images")
-        if progress is not None and done != n:
-            progress(n, n)
-        return images[:m], got_labels[:m], got_index[:m]
-
-    def _in_memory(self, paths, labels, batch_size, shuffle, seed, with_index):
-        """Decode everything now, then serve batches by gathering shuffled indices from one tensor.
-
-        One ``gather`` per batch costs far less than shuffling and batching image by image, so
-        later epochs run as fast as training from arrays already in memory.
-        """
-        T = tf()
-        images, labels, indices = self.decode_all(paths, labels, self.progress, self.should_stop)
-        m = len(labels)
-        arrays = (T.convert_to_tensor(images), T.convert_to_tensor(labels), T.convert_to_tensor(indices))
-        del images
-        order = T.data.Dataset.range(m)
-        if shuffle:
-            order = order.shuffle(max(m, 1), seed=seed, reshuffle_each_iteration=True)
-        order = order.batch(batch_size)
-        whole = T.data.Dataset.from_tensors(arrays).repeat()
-
-        def gather(batch, data):
-            x, y, i = (T.gather(a, batch) for a in data)
-            return (x, y, i) if with_index else (x, y)
-
-        return T.data.Dataset.zip((order, whole)).map(gather).prefetch(T.data.AUTOTUNE)
-
     def close(self) -> None:
+        self._lists.clear()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

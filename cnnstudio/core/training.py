@@ -272,8 +272,7 @@ class Trainer:
         size = self.spec.input_size
         # One decision for the run: training and validation images share the memory budget.
         cache = cache_mode_for(len(self.split.train) + len(self.split.val), size, c.cache)
-        pipe = ImagePipeline(size, cache=cache, cache_dir=p.root / ".cache", progress=self._progress("decoding images"),
-                             should_stop=self.state.should_stop)
+        pipe = ImagePipeline(size, cache=cache, cache_dir=p.root / ".cache", file_kinds=self.index.file_kinds())
         self._bottleneck_info = None
         self._blocks: dict[str, list] = dict(state.get("blocks") or {}) if state else {}  # phases before a resume
         t0 = time.perf_counter()

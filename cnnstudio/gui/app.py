@@ -20,8 +20,11 @@ NO_DISPLAY_HINT = (
 )
 
 # Set to any value, the app prints "cnnstudio: window shown after N.NNN s" once the window is
-# shown and the event loop is running, and exits (bench/bench_launch.py uses it).
+# shown and the event loop is running, and exits (bench/bench_launch.py uses it). Set to
+# "stalls:SECONDS", it first starts loading TensorFlow as usual and times the event loop for that
+# long, then prints "cnnstudio: stalls ..." with the longest gaps between its timer's ticks.
 LAUNCH_PROBE_ENV = "CNNSTUDIO_LAUNCH_PROBE"
+_TICK_MS = 5
 
 
 def has_display() -> bool:
@@ -73,10 +76,13 @@ def run(argv: list[str] | None = None) -> int:
     window.show()
 
     def after_show():
-        if os.environ.get(LAUNCH_PROBE_ENV):
+        probe = os.environ.get(LAUNCH_PROBE_ENV)
+        if probe:
             print(f"cnnstudio: window shown after {time.perf_counter() - started:.3f} s", flush=True)
-            # TensorFlow may be half-imported in its thread; leave without running finalisers.
-            os._exit(0)
+            if not probe.startswith("stalls:"):
+                # TensorFlow may be half-imported in its thread; leave without running finalisers.
+                os._exit(0)
+            _time_event_loop(app, float(probe.split(":", 1)[1]))
         window.load_tensorflow_in_background()
         if args.project:
             window.open_project(args.project)
@@ -89,3 +95,28 @@ def run(argv: list[str] | None = None) -> int:
 
     QTimer.singleShot(0, after_show)
     return app.exec()
+
+
+def _time_event_loop(app, seconds: float) -> None:
+    """Tick every few milliseconds for ``seconds``, then print how late the ticks came and exit."""
+    from PySide6.QtCore import Qt, QTimer
+
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+    end = last[0] + seconds
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append((now - last[0]) * 1000 - _TICK_MS)
+        last[0] = now
+        if now >= end:
+            gaps.sort()
+            p99 = gaps[int(len(gaps) * 0.99)] if gaps else 0.0
+            print(f"cnnstudio: stalls ticks={len(gaps)} max_ms={gaps[-1]:.1f} p99_ms={p99:.1f} "
+                  f"over_50ms={sum(g > 50 for g in gaps)}", flush=True)
+            os._exit(0)
+
+    timer = QTimer(app)
+    timer.setTimerType(Qt.TimerType.PreciseTimer)
+    timer.timeout.connect(tick)
+    timer.start(_TICK_MS)

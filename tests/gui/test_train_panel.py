@@ -53,12 +53,8 @@ def test_training_draws_one_point_per_epoch_and_saves_the_run(qtbot, panel):
         worker.progress.connect(lambda *args: progress.append((args, panel.progress_label.text())))
     run_dir = Path(blocker.args[0])
 
-    # The images were decoded into memory before the first epoch, with the bar counting files.
-    split = session.make_split()
-    n_images = len(split.train) + len(split.val)
-    assert progress and progress[-1][0][1] == progress[-1][0][2]
-    assert sum(args[2] for args, _ in progress if args[1] == args[2]) == n_images
-    assert "Decoding images" in panel.log.toPlainText()
+    # Training started at once: images are decoded as the first epoch goes, with no step before it.
+    assert progress == [] and "Decoding images" not in panel.log.toPlainText()
 
     epochs = session.train_config.epochs
     for curves in panel.curves.values():
@@ -185,22 +181,6 @@ def test_fine_tuning_draws_one_continuous_curve_with_a_marker_where_the_second_p
     assert "Accuracy" in again.result_label.text()
     session.select_run("")  # nothing selected: what is on show stays
     assert list(again.curves["loss"].train.x) == [1.0, 2.0, 3.0]
-
-
-def test_stop_while_images_are_decoded_says_nothing_was_saved(qtbot, panel, monkeypatch):
-    # Stop as the first progress report arrives, i.e. while the images are still being decoded.
-    original = TrainWorker.on_progress
-
-    def stop_now(worker, task, done, total):
-        worker.stop()
-        original(worker, task, done, total)
-
-    monkeypatch.setattr(TrainWorker, "on_progress", stop_now)
-    runs_before = list(panel.session.runs)
-    assert panel.start() is not None
-    qtbot.waitUntil(lambda: not panel.is_training(), timeout=TIMEOUT)
-    assert panel.result_label.text() == "Training stopped before its first epoch; nothing was saved."
-    assert panel.session.runs == runs_before and panel.start_button.isEnabled()
 
 
 def test_the_epoch_axis_has_whole_numbers_only(panel):
