@@ -6,7 +6,9 @@ Importing TensorFlow takes seconds, so nothing imports it at module level: the w
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 import threading
 
 _lock = threading.RLock()
@@ -24,12 +26,53 @@ def tf():
         with _lock:
             if "tf" not in _modules:
                 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-                import tensorflow
+                _preload_libraries()
+                # The import makes millions of objects; the collector's full passes over them
+                # would hold the interpreter lock for hundreds of milliseconds each, freezing the
+                # window's event loop. Collect nothing until it is done, then leave them out.
+                collecting = gc.isenabled()
+                gc.disable()
+                try:
+                    import tensorflow
 
-                tensorflow.config.list_physical_devices()
-                tensorflow.constant(0.0) + 1.0  # the eager context and its thread pools
+                    tensorflow.config.list_physical_devices()
+                    tensorflow.constant(0.0) + 1.0  # the eager context and its thread pools
+                finally:
+                    gc.freeze()
+                    if collecting:
+                        gc.enable()
                 _modules["tf"] = tensorflow
     return _modules["tf"]
+
+
+# TensorFlow's largest native libraries: loading them (relocations, op registration) takes about
+# a second, during which Python's import holds the interpreter lock.
+_NATIVE_LIBRARIES = ("libtensorflow_framework.so.2", "libtensorflow_cc.so.2", "python/_pywrap_tensorflow_internal.so")
+
+
+def _preload_libraries() -> None:
+    """Load TensorFlow's big native libraries through libc's ``dlopen``, which ctypes calls with
+    the interpreter lock released, so other threads (the window) run meanwhile; the import then
+    finds them loaded. Linux only; anything unexpected just leaves the loading to the import."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import importlib.util
+
+        spec = importlib.util.find_spec("tensorflow")
+        if spec is None or not spec.submodule_search_locations:
+            return
+        folder = list(spec.submodule_search_locations)[0]
+        libc = ctypes.CDLL(None)
+        libc.dlopen.restype = ctypes.c_void_p
+        libc.dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        for name in _NATIVE_LIBRARIES:
+            path = os.path.join(folder, name)
+            if os.path.exists(path):
+                libc.dlopen(os.fsencode(path), os.RTLD_NOW | os.RTLD_LOCAL)
+    except (OSError, AttributeError, ImportError, ValueError):
+        return
 
 
 def tensorflow_backend() -> bool:
