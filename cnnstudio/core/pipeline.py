@@ -263,24 +263,22 @@ class ImagePipeline:
             images = self._lists[key] = _Images(self, paths, labels, mode, name)
         state = images.state
 
-        order = visiting_order(n, shuffle, seed).filter(lambda i: T.not_equal(state.sparse_read(i), _BAD))
-        end = T.data.Dataset.from_tensors(T.constant(-1, T.int64))
+        order = visiting_order(n, shuffle, seed)
+        if mode != "none":  # without a cache a bad file is tried again (and recorded once)
+            order = order.filter(lambda i: T.not_equal(state.sparse_read(i), _BAD))
+        decoded = order.map(images.element, num_parallel_calls=T.data.AUTOTUNE, deterministic=True)
+        decoded = decoded.ignore_errors(log_warning=False).filter(lambda image, label, index, ok: ok)
 
-        def element(i):
-            return T.cond(
-                T.greater_equal(i, 0), lambda: images.element(i),
-                lambda: (T.zeros((self.image_size,) * 2 + (3,), T.uint8), T.constant(0), T.constant(-1), T.constant(False)),
-            )
+        def at_end(*_):
+            flag = T.numpy_function(images.end_of_pass, [state.read_value()], T.bool, stateful=True)
+            flag.set_shape(())
+            return flag
 
-        def keep(image, label, index, ok):
-            def at_end():
-                flag = T.numpy_function(images.end_of_pass, [state.read_value()], T.bool, stateful=True)
-                flag.set_shape(())
-                return flag
-            return T.cond(T.equal(index, -1), at_end, lambda: ok)
-
-        ds = order.concatenate(end).map(element, num_parallel_calls=T.data.AUTOTUNE, deterministic=True)
-        ds = ds.ignore_errors(log_warning=False).filter(keep).batch(batch_size)
+        # Taken after every image of the pass has come out: names the files TensorFlow failed on.
+        closing = T.data.Dataset.from_tensors(
+            (T.zeros((self.image_size,) * 2 + (3,), T.uint8), T.constant(0), T.constant(0), T.constant(False))
+        ).filter(at_end)
+        ds = decoded.concatenate(closing).batch(batch_size)
         ds = ds.map(lambda image, label, index, ok: (image, label, index) if with_index else (image, label))
         return ds.prefetch(T.data.AUTOTUNE)
 
