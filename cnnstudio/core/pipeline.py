@@ -107,7 +107,12 @@ class _Images:
             T.constant(self.paths, T.string), T.constant(list(labels), T.int32),
             T.constant(kinds), T.constant(sizes),
         )
-        self.state = T.Variable(T.zeros([n], T.int8), trainable=False, name=f"{name}_state")
+        # A cache must know inside the graph which images it holds. Without one, the images that
+        # decoded are tallied batch by batch in Python instead: no variable writes per image.
+        self.state = None
+        self.seen = np.zeros(n, bool)
+        if mode != "none":
+            self.state = T.Variable(T.zeros([n], T.int8), trainable=False, name=f"{name}_state")
         self.memory = None
         self.folder = None
         if mode == "memory":
@@ -142,11 +147,10 @@ class _Images:
                 self.state.scatter_update(T.IndexedSlices(mark[None], index[None]))
             return T.identity(image), T.identity(ok)
 
-        ready = T.equal(self.state.sparse_read(index), _READY)
-        if self.memory is None and self.folder is None:
-            image, ok = fresh()
+        if self.state is None:
+            image, ok = self._decode(path, T.gather(kinds, index), T.gather(sizes, index))
         else:
-            image, ok = T.cond(ready, cached, fresh)
+            image, ok = T.cond(T.equal(self.state.sparse_read(index), _READY), cached, fresh)
         image.set_shape((size, size, 3))
         return image, T.gather(labels, index), T.cast(index, T.int32), ok
 
@@ -181,9 +185,18 @@ class _Images:
         T = tf()
         return T.strings.join([self.folder, "/", T.strings.as_string(index), ".t"])
 
+    def tally(self, indices):
+        """Without a cache: note the images of one batch as decoded (batches come in order)."""
+        self.seen[indices] = True
+        return indices
+
     def end_of_pass(self, state):
         """Called after every image of a pass: a file TensorFlow failed on is recorded by name."""
-        for i in np.flatnonzero(state == _UNSEEN):
+        if self.state is None:
+            missing, self.seen[:] = np.flatnonzero(~self.seen), False
+        else:
+            missing = np.flatnonzero(state == _UNSEEN)
+        for i in missing:
             path = self.paths[i]
             try:
                 load_rgb(path)
@@ -267,18 +280,27 @@ class ImagePipeline:
         if mode != "none":  # without a cache a bad file is tried again (and recorded once)
             order = order.filter(lambda i: T.not_equal(state.sparse_read(i), _BAD))
         decoded = order.map(images.element, num_parallel_calls=T.data.AUTOTUNE, deterministic=True)
-        decoded = decoded.ignore_errors(log_warning=False).filter(lambda image, label, index, ok: ok)
+        ds = decoded.ignore_errors(log_warning=False).filter(lambda image, label, index, ok: ok).batch(batch_size)
+        if state is None:
+            def tally(image, label, index, ok):
+                seen = T.numpy_function(images.tally, [index], T.int32, stateful=True)
+                seen.set_shape(index.shape)
+                return image, label, seen, ok
+
+            ds = ds.map(tally)  # in order, one batch at a time
 
         def at_end(*_):
-            flag = T.numpy_function(images.end_of_pass, [state.read_value()], T.bool, stateful=True)
+            now = state.read_value() if state is not None else T.zeros([0], T.int8)
+            flag = T.numpy_function(images.end_of_pass, [now], T.bool, stateful=True)
             flag.set_shape(())
             return flag
 
-        # Taken after every image of the pass has come out: names the files TensorFlow failed on.
+        # Taken after every batch of the pass has come out: names the files TensorFlow failed on.
+        side = self.image_size
         closing = T.data.Dataset.from_tensors(
-            (T.zeros((self.image_size,) * 2 + (3,), T.uint8), T.constant(0), T.constant(0), T.constant(False))
+            (T.zeros((0, side, side, 3), T.uint8), T.zeros([0], T.int32), T.zeros([0], T.int32), T.zeros([0], T.bool))
         ).filter(at_end)
-        ds = decoded.concatenate(closing).batch(batch_size)
+        ds = ds.concatenate(closing)
         ds = ds.map(lambda image, label, index, ok: (image, label, index) if with_index else (image, label))
         return ds.prefetch(T.data.AUTOTUNE)
 
