@@ -180,7 +180,7 @@ def probe(path: str | os.PathLike) -> tuple[int, int]:
         return KIND_PIL, -1
     try:
         return _kind(img, path), os.stat(path).st_size
-    except OSError:
+    except Exception:  # Pillow decodes whatever the header cannot settle, and names what is wrong
         return KIND_PIL, -1
     finally:
         img.close()
@@ -232,7 +232,7 @@ def inspect(path: str | os.PathLike) -> tuple[int, int, int, int]:
     width, height = img.size
     try:
         kind, nbytes = _kind(img, path), os.stat(path).st_size
-    except OSError:
+    except Exception:  # how to decode is only a speed-up: Pillow decodes whatever this cannot tell
         kind, nbytes = KIND_PIL, -1
     _, orientation = _decode(img, path, draft_size=64)
     return (*((height, width) if orientation >= 5 else (width, height)), kind, nbytes)
@@ -242,12 +242,9 @@ def verify(path: str | os.PathLike) -> tuple[int, int]:
     """Decode ``path`` completely to prove it is usable; return its upright (width, height).
 
     The size is the one :func:`load_rgb` gives, EXIF orientation applied, so a portrait photo
-    reads as portrait. Raises :class:`ImageError` with the reason. Used by the dataset scan.
+    reads as portrait. Raises :class:`ImageError` with the reason.
     """
-    img = open_checked(path)
-    width, height = img.size
-    _, orientation = _decode(img, path, draft_size=64)
-    return (height, width) if orientation >= 5 else (width, height)
+    return inspect(path)[:2]
 
 
 def expand_paths(items) -> list[str]:

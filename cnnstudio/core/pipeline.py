@@ -99,8 +99,9 @@ class _Images:
         size = pipe.image_size
         known = pipe.file_kinds
         if known is not None:
-            kinds = np.array([known.get(p, (fastdecode.KIND_PIL, -1))[0] for p in self.paths], np.int32)
-            sizes = np.array([known.get(p, (fastdecode.KIND_PIL, -1))[1] for p in self.paths], np.int64)
+            found = [known.get(p, (fastdecode.KIND_PIL, -1)) for p in self.paths]
+            kinds = np.array([k for k, _ in found], np.int32).reshape(-1)
+            sizes = np.array([b for _, b in found], np.int64).reshape(-1)
         else:
             kinds, sizes = probe_all(self.paths)
         self.tensors = (
