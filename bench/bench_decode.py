@@ -2,10 +2,9 @@
 
 The pure-TensorFlow pipeline is ``tf.io.decode_jpeg`` + ``tf.image.resize`` mapped with
 AUTOTUNE, what a hand-written Keras input pipeline does. The studio's is its training pipeline
-with no cache (every image decoded each pass, as evaluation reads), and with the disk cache
-filling (a training's first epoch at 224 px: decoded and written), given the scan's record of
-each file. Each
-(pipeline, threads) pair runs in a fresh process with TensorFlow's and tf.data's thread pools
+with no cache (every image decoded each pass, as evaluation reads), and with the memory and the
+disk cache filling (a training's first epoch: decoded and kept), given the scan's record of
+each file. Each (pipeline, threads) pair runs in a fresh process with TensorFlow's and tf.data's thread pools
 set to that many threads; one untimed pass warms the page cache. Printed: images per second of
 wall time and per CPU-second, the studio / pure-TF ratio per CPU-second (goal >= 0.9) and each
 pipeline's speed-up from 1 to 2 threads (near 2 is linear).
@@ -30,6 +29,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+FEEDS = ("pure-tf", "studio", "studio-memory", "studio-disk")
+
+
 def one(feed: str, size: int, threads: int, folder: str, images: int) -> dict:
     import tensorflow as tf
 
@@ -45,9 +47,9 @@ def one(feed: str, size: int, threads: int, folder: str, images: int) -> dict:
     if feed == "studio":
         pipe = ImagePipeline(size, cache="none", file_kinds=index.file_kinds())
         ds = pipe.dataset(paths, None, batch_size=64, cache=False)
-    elif feed == "studio-disk":  # a training's first epoch: decoded and written to the disk cache
+    elif feed in ("studio-disk", "studio-memory"):  # a training's first epoch: decoded and cached
         cache = tempfile.mkdtemp()
-        pipe = ImagePipeline(size, cache="disk", cache_dir=cache, file_kinds=index.file_kinds())
+        pipe = ImagePipeline(size, cache=feed.split("-")[1], cache_dir=cache, file_kinds=index.file_kinds())
         for _ in pipe.dataset(paths, None, batch_size=64, name="warm").with_options(options):
             pass
         ds = iter(pipe.dataset(paths, None, batch_size=64, name="timed").with_options(options))
@@ -91,22 +93,22 @@ def main() -> int:
     for size in (int(s) for s in args.sizes.split(",")):
         got = {}
         for threads in (1, 2):
-            for feed in ("pure-tf", "studio", "studio-disk"):
+            for feed in FEEDS:
                 out = subprocess.run([sys.executable, __file__, "--dir", args.dir, "--images", str(args.images),
                                       "--one", feed, str(size), str(threads)], capture_output=True, text=True)
                 if out.returncode:
                     print(out.stderr[-3000:])
                     return 1
                 got[feed, threads] = r = json.loads(out.stdout.strip().splitlines()[-1])
-                print(f"  {size:>3} px  {feed:<8} {threads} thread(s): {r['images'] / r['wall']:>6.0f} img/s, "
+                print(f"  {size:>3} px  {feed:<13} {threads} thread(s): {r['images'] / r['wall']:>6.0f} img/s, "
                       f"{r['images'] / r['cpu']:>6.0f} img/CPU-s")
         for threads in (1, 2):
-            for feed in ("studio", "studio-disk"):
+            for feed in FEEDS[1:]:
                 s, p = got[feed, threads], got["pure-tf", threads]
                 print(f"  {size} px, {threads} thread(s): {feed} / pure TF per CPU-second "
                       f"{(s['images'] / s['cpu']) / (p['images'] / p['cpu']):.2f} (goal >= 0.9), "
                       f"wall {(s['images'] / s['wall']) / (p['images'] / p['wall']):.2f}")
-        for feed in ("pure-tf", "studio", "studio-disk"):
+        for feed in FEEDS:
             print(f"  {size} px, {feed}: 2 threads / 1 thread {got[feed, 1]['wall'] / got[feed, 2]['wall']:.2f}x")
     return 0
 

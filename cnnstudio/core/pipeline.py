@@ -7,9 +7,10 @@ the files are sorted on disk.
 
 The first epoch trains while images are decoded: an index whose image is not cached yet is
 decoded (plain JPEG and PNG by TensorFlow's own decoders, everything else by Pillow; see
-:mod:`cnnstudio.core.fastdecode`) and stored; from then on it is read from the cache, one
-``uint8`` image per index, in memory when the run's images fit in :data:`MEMORY_CACHE_BUDGET`,
-as one file per image on disk otherwise (read by TensorFlow, outside the process' memory).
+:mod:`cnnstudio.core.fastdecode`) and stored;
+from then on it is read from the cache, one ``uint8`` row per index, in memory when the run's
+images fit in :data:`MEMORY_CACHE_BUDGET`, in one reserved file on disk otherwise (read through
+the page cache, outside the process' memory).
 
 A file that turns out to be bad is skipped and recorded, never the end of an epoch. The
 pipeline yields ``uint8`` RGB batches; the model's ``float32`` input casts them inside the
@@ -18,6 +19,7 @@ compiled step, and the backbone's own preprocessing is the model's first layer.
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import tempfile
@@ -38,8 +40,11 @@ MEMORY_CACHE_BUDGET = 256 << 20
 
 CACHE_MODES = ("auto", "memory", "disk", "none")
 
+_FETCH_CHUNK = 64  # indices whose cached images are read in one call
+
 # What the pipeline knows of each image: not yet decoded, decoded (and cached), unusable.
-_UNSEEN, _READY, _BAD = 0, 1, 2
+# (Decoded but not kept: a write to the cache failed; decoded again next time, not a bad file.)
+_UNSEEN, _READY, _BAD, _LOOSE = 0, 1, 2, 3
 
 
 @dataclass
@@ -87,8 +92,99 @@ def probe_all(paths: list[str], workers: int | None = None) -> tuple[np.ndarray,
     return kinds, sizes
 
 
+class _Rows:
+    """The decoded images of one list, one fixed-size ``uint8`` row per index, and what is known
+    of each index (unseen, ready, bad, or decoded but not kept).
+
+    In memory the rows are one NumPy array (its pages are only taken as rows are written); on
+    disk they are one file of ``n`` rows, reserved in full when the cache is made (a disk too
+    full for it is known before training starts, not in the middle of an epoch) and read and
+    written at each row's offset with ``preadv``/``pwrite``, which leave the interpreter lock
+    while the kernel copies. Rows read from the file go through the page cache, not the
+    process' memory. Both are called once per chunk of indices, never per image: a Python call
+    from a tf.data thread costs about as much as decoding a small image.
+    """
+
+    def __init__(self, n: int, size: int, mode: str, folder: str | None):
+        self.shape = (size, size, 3)
+        self.row = size * size * 3
+        self.state = np.zeros(n, np.int8)
+        self.array = None
+        self.fd = None
+        self._blank = None
+        if mode == "memory":
+            # Anonymous memory in huge pages where the system allows: taking the memory page by
+            # page as rows are first written costs more than decoding on some virtual machines.
+            self._map = mmap.mmap(-1, max(1, n * self.row))
+            if hasattr(mmap, "MADV_HUGEPAGE"):
+                self._map.madvise(mmap.MADV_HUGEPAGE)
+            self.array = np.frombuffer(self._map, np.uint8, count=n * self.row).reshape(n, *self.shape)
+        else:
+            path = os.path.join(folder, "images.u8")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fd, 0, max(1, n * self.row))
+                else:  # pragma: no cover - platforms without posix_fallocate
+                    os.ftruncate(fd, n * self.row)
+            except OSError as exc:
+                os.close(fd)
+                os.unlink(path)
+                raise OSError(exc.errno, f"no room for the image cache ({_size_text(n * self.row)}): "
+                              f"{exc.strerror}", folder) from None
+            self.fd = fd
+
+    def fetch(self, indices):
+        """``(state, rows)`` of a chunk of indices: each ready index's cached image, zeros elsewhere."""
+        state = self.state[indices]
+        ready = state == _READY
+        if self.array is not None and ready.all():
+            return state, self.array[indices]
+        if not ready.any():  # a first pass: one shared block of zeros, never written
+            if self._blank is None or len(self._blank) < len(indices):
+                self._blank = np.zeros((len(indices), *self.shape), np.uint8)
+            return state, self._blank[:len(indices)]
+        rows = np.zeros((len(indices), *self.shape), np.uint8)
+        if self.array is not None:
+            rows[ready] = self.array[indices[ready]]
+            return state, rows
+        for j in np.flatnonzero(ready):
+            i = int(indices[j])
+            if os.preadv(self.fd, [rows[j]], i * self.row) != self.row:  # only if the file was cut
+                state[j] = self.state[i] = _LOOSE
+        return state, rows
+
+    def store(self, images, indices, fresh):
+        """Keep the freshly decoded images of one batch; returns ``indices`` (a dependency)."""
+        for j in np.flatnonzero(fresh):
+            i = int(indices[j])
+            if self.array is not None:
+                self.array[i] = images[j]
+                self.state[i] = _READY
+                continue
+            try:
+                kept = os.pwrite(self.fd, images[j], i * self.row) == self.row
+            except OSError:
+                kept = False
+            self.state[i] = _READY if kept else _LOOSE  # not kept: decoded again next time
+        return indices
+
+    def mark_bad(self, index: int) -> None:
+        self.state[index] = _BAD
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.array = None  # the map itself is freed with the last tensor still viewing it
+
+
+def _size_text(nbytes: int) -> str:
+    return f"{nbytes / (1 << 30):.1f} GB" if nbytes >= 1 << 30 else f"{nbytes / (1 << 20):.0f} MB"
+
+
 class _Images:
-    """One list of files as the pipeline sees it: their kinds, their state and their cache."""
+    """One list of files as the pipeline sees it: their kinds, and their cache when there is one."""
 
     def __init__(self, pipe: ImagePipeline, paths: list[str], labels: list[int], mode: str, name: str):
         T = tf()
@@ -96,7 +192,6 @@ class _Images:
         self.paths = list(paths)
         self.mode = mode
         n = len(paths)
-        size = pipe.image_size
         known = pipe.file_kinds
         if known is not None:
             found = [known.get(p, (fastdecode.KIND_PIL, -1)) for p in self.paths]
@@ -108,54 +203,36 @@ class _Images:
             T.constant(self.paths, T.string), T.constant(list(labels), T.int32),
             T.constant(kinds), T.constant(sizes),
         )
-        # A cache must know inside the graph which images it holds. Without one, the images that
-        # decoded are tallied batch by batch in Python instead: no variable writes per image.
-        self.state = None
+        # Without a cache, the images that decoded are tallied batch by batch instead.
         self.seen = np.zeros(n, bool)
+        self.rows = None
         if mode != "none":
-            self.state = T.Variable(T.zeros([n], T.int8), trainable=False, name=f"{name}_state")
-        self.memory = None
-        self.folder = None
-        if mode == "memory":
-            self.memory = T.Variable(T.zeros([n, size, size, 3], T.uint8), trainable=False, name=f"{name}_images")
-        elif mode == "disk":
-            self.folder = pipe._cache_folder(name)
+            self.rows = _Rows(n, pipe.image_size, mode, pipe._cache_folder(name) if mode == "disk" else None)
 
     # -- inside the graph -------------------------------------------------------------------
 
-    def element(self, index):
-        """``(image, label, index, ok)`` of one index: from the cache, or decoded (and stored)."""
+    def element(self, index, state=None, row=None):
+        """``(image, label, index, ok, fresh)`` of one index: decoded, or from the cache when
+        ``state`` (what :meth:`_Rows.fetch` said of it) is ready; ``fresh`` when decoded."""
         T = tf()
         paths, labels, kinds, sizes = self.tensors
         size = self.pipe.image_size
-        path = T.gather(paths, index)
 
-        def cached():
-            if self.memory is not None:
-                return self.memory.sparse_read(index), T.constant(True)
-            data = T.io.read_file(self._cache_path(index))
-            return T.reshape(T.io.parse_tensor(data, T.uint8), (size, size, 3)), T.constant(True)
+        def decode():
+            image, ok = self._decode(index, T.gather(paths, index), T.gather(kinds, index), T.gather(sizes, index))
+            return image, ok, T.constant(True)
 
-        def fresh():
-            image, ok = self._decode(path, T.gather(kinds, index), T.gather(sizes, index))
-            stored = []
-            if self.memory is not None:
-                stored.append(T.cond(ok, lambda: self._store_memory(index, image), lambda: T.constant(False)))
-            elif self.folder is not None:
-                stored.append(T.cond(ok, lambda: self._store_file(index, image), lambda: T.constant(False)))
-            with T.control_dependencies(stored + [image]):  # marked ready once decoded, never before
-                mark = T.where(ok, T.constant(_READY, T.int8), T.constant(_BAD, T.int8))
-                self.state.scatter_update(T.IndexedSlices(mark[None], index[None]))
-            return T.identity(image), T.identity(ok)
-
-        if self.state is None:
-            image, ok = self._decode(path, T.gather(kinds, index), T.gather(sizes, index))
+        if state is None:
+            image, ok, fresh = decode()
         else:
-            image, ok = T.cond(T.equal(self.state.sparse_read(index), _READY), cached, fresh)
+            image, ok, fresh = T.case([
+                (T.equal(state, _READY), lambda: (row, T.constant(True), T.constant(False))),
+                (T.equal(state, _BAD), lambda: (row, T.constant(False), T.constant(False))),  # not tried again
+            ], default=decode)
         image.set_shape((size, size, 3))
-        return image, T.gather(labels, index), T.cast(index, T.int32), ok
+        return image, T.gather(labels, index), T.cast(index, T.int32), ok, fresh
 
-    def _decode(self, path, kind, nbytes):
+    def _decode(self, index, path, kind, nbytes):
         T = tf()
         size = self.pipe.image_size
         plain = T.not_equal(kind, fastdecode.KIND_PIL)
@@ -165,38 +242,30 @@ class _Images:
             return fastdecode.decode_plain(data, kind, size), T.constant(True)
 
         def slow():
-            image, ok = T.numpy_function(self.pipe._decode_with_pillow, [path], [T.uint8, T.bool], stateful=False)
+            image, ok = T.numpy_function(self._decode_with_pillow, [index, path], [T.uint8, T.bool], stateful=True)
             image.set_shape((None, None, 3))
             ok.set_shape(())
             return fastdecode.resize_uint8(image, size), ok
 
         return T.cond(T.logical_and(plain, fastdecode.looks_whole(data, kind, nbytes)), fast, slow)
 
-    def _store_memory(self, index, image):
-        T = tf()
-        self.memory.scatter_update(T.IndexedSlices(image[None], index[None]))
-        return T.constant(True)
-
-    def _store_file(self, index, image):
-        T = tf()
-        T.io.write_file(self._cache_path(index), T.io.serialize_tensor(image))
-        return T.constant(True)
-
-    def _cache_path(self, index):
-        T = tf()
-        return T.strings.join([self.folder, "/", T.strings.as_string(index), ".t"])
+    def _decode_with_pillow(self, index, path_bytes):
+        image, ok = self.pipe._decode_with_pillow(path_bytes)
+        if not ok and self.rows is not None:
+            self.rows.mark_bad(int(index))
+        return image, ok
 
     def tally(self, indices):
         """Without a cache: note the images of one batch as decoded (batches come in order)."""
         self.seen[indices] = True
         return indices
 
-    def end_of_pass(self, state):
+    def end_of_pass(self):
         """Called after every image of a pass: a file TensorFlow failed on is recorded by name."""
-        if self.state is None:
+        if self.rows is None:
             missing, self.seen[:] = np.flatnonzero(~self.seen), False
         else:
-            missing = np.flatnonzero(state == _UNSEEN)
+            missing = np.flatnonzero(self.rows.state == _UNSEEN)
         for i in missing:
             path = self.paths[i]
             try:
@@ -206,6 +275,10 @@ class _Images:
                 reason = exc.reason
             self.pipe.recorder.record(path, reason)
         return False
+
+    def close(self):
+        if self.rows is not None:
+            self.rows.close()
 
 
 class ImagePipeline:
@@ -275,37 +348,53 @@ class ImagePipeline:
         images = self._lists.get(key)
         if images is None:
             images = self._lists[key] = _Images(self, paths, labels, mode, name)
-        state = images.state
-
         order = visiting_order(n, shuffle, seed)
-        if mode != "none":  # without a cache a bad file is tried again (and recorded once)
-            order = order.filter(lambda i: T.not_equal(state.sparse_read(i), _BAD))
-        decoded = order.map(images.element, num_parallel_calls=T.data.AUTOTUNE, deterministic=True)
-        ds = decoded.ignore_errors(log_warning=False).filter(lambda image, label, index, ok: ok).batch(batch_size)
-        if state is None:
-            def tally(image, label, index, ok):
+        size = self.image_size
+        rows = images.rows
+        if rows is None:
+            decoded = order.map(images.element, num_parallel_calls=T.data.AUTOTUNE, deterministic=True)
+        else:
+            def fetch(chunk):
+                state, cached = T.numpy_function(rows.fetch, [chunk], [T.int8, T.uint8], stateful=True)
+                state.set_shape(chunk.shape)
+                cached.set_shape((None, size, size, 3))
+                return chunk, state, cached
+
+            # The cache is read a chunk of indices at a time (one Python call per chunk, not per image).
+            fetched = order.batch(_FETCH_CHUNK).map(fetch, num_parallel_calls=T.data.AUTOTUNE, deterministic=True)
+            decoded = fetched.unbatch().map(images.element, num_parallel_calls=T.data.AUTOTUNE, deterministic=True)
+        ds = decoded.ignore_errors(log_warning=False).filter(lambda image, label, index, ok, fresh: ok)
+        ds = ds.batch(batch_size)
+        if rows is None:  # without a cache a bad file is tried again (and recorded once)
+            def keep(image, label, index, ok, fresh):
                 seen = T.numpy_function(images.tally, [index], T.int32, stateful=True)
                 seen.set_shape(index.shape)
-                return image, label, seen, ok
+                return image, label, seen
+        else:
+            def keep(image, label, index, ok, fresh):
+                kept = T.numpy_function(rows.store, [image, index, fresh], T.int32, stateful=True)
+                kept.set_shape(index.shape)
+                return image, label, kept
 
-            ds = ds.map(tally)  # in order, one batch at a time
+        ds = ds.map(keep)  # in order, one batch at a time
 
         def at_end(*_):
-            now = state.read_value() if state is not None else T.zeros([0], T.int8)
-            flag = T.numpy_function(images.end_of_pass, [now], T.bool, stateful=True)
+            flag = T.numpy_function(images.end_of_pass, [], T.bool, stateful=True)
             flag.set_shape(())
             return flag
 
         # Taken after every batch of the pass has come out: names the files TensorFlow failed on.
         side = self.image_size
         closing = T.data.Dataset.from_tensors(
-            (T.zeros((0, side, side, 3), T.uint8), T.zeros([0], T.int32), T.zeros([0], T.int32), T.zeros([0], T.bool))
+            (T.zeros((0, side, side, 3), T.uint8), T.zeros([0], T.int32), T.zeros([0], T.int32))
         ).filter(at_end)
         ds = ds.concatenate(closing)
-        ds = ds.map(lambda image, label, index, ok: (image, label, index) if with_index else (image, label))
+        ds = ds.map(lambda image, label, index: (image, label, index) if with_index else (image, label))
         return ds.prefetch(T.data.AUTOTUNE)
 
     def close(self) -> None:
+        for images in self._lists.values():
+            images.close()
         self._lists.clear()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
