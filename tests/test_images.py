@@ -209,3 +209,30 @@ def test_folder_named_like_an_image_is_unreadable(tmp_path):
 def test_dangling_symlink_is_unreadable(tmp_path):
     (tmp_path / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
     assert reason_for(tmp_path / "gone.jpg") == "unreadable (No such file or directory)"
+
+
+def test_prediction_batches_come_as_files_are_read_not_after_all_of_them(tmp_path, monkeypatch):
+    """Predicting a big folder holds a few batches in memory, not the folder: the first batch
+    comes out after a bounded number of files were read, in order, with bad files in place."""
+    paths = []
+    for i in range(60):
+        path = tmp_path / f"{i:02d}.png"
+        if i == 5:
+            path.write_text("not an image")
+        else:
+            Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(path)
+        paths.append(str(path))
+    read = []
+    real = images.load_array
+    monkeypatch.setattr(images, "load_array", lambda p, *a: (read.append(p), real(p, *a))[1])
+
+    stream = images.load_batches(paths, 8, batch_size=4, workers=2)
+    assert next(stream)[0] == "batch"
+    assert len(read) <= 16  # decoded ahead: twice the batch, or four per worker
+    rest = list(stream)
+    errors = [(where, reason) for kind, where, reason in rest if kind == "error"]
+    assert [where for where, _ in errors] == [5] and "image" in errors[0][1]
+    order = [i for kind, where, _ in rest if kind == "batch" for i in where]
+    assert order == [i for i in range(4, 60) if i != 5]
+    batch = next(r for r in rest if r[0] == "batch")
+    assert batch[2].shape == (4, 8, 8, 3) and batch[2][0, 0, 0, 0] == batch[1][0]

@@ -109,8 +109,9 @@ def test_other_files_keep_pillows_handling(mixed):
 
 
 def test_tensorflow_decodes_plain_files_like_pillow(mixed):
-    """The fast decode agrees with Pillow's to within one grey level (rounding in the IDCT's
-    reduced scales); PNG is lossless and identical."""
+    """The fast decode agrees with Pillow's: PNG is lossless and identical; JPEG at a reduced
+    DCT scale within a grey level, at full scale within two on average (TensorFlow's default
+    fast inverse DCT, as Keras' loader decodes, against Pillow's accurate one)."""
     for name, (path, plain) in mixed.items():
         if plain:
             fast = images.load_array(path, SIZE).astype(int)
@@ -119,7 +120,9 @@ def test_tensorflow_decodes_plain_files_like_pillow(mixed):
             if name.endswith(".png"):
                 assert diff.max() == 0, name
             else:
-                assert diff.max() <= 1 and diff.mean() < 0.05, (name, diff.max(), diff.mean())
+                assert diff.mean() < 2 and np.percentile(diff, 99) <= 6, (name, diff.max(), diff.mean())
+                if name != "small.jpg":  # the others are decoded at a reduced scale for 64 px
+                    assert diff.max() <= 1 and diff.mean() < 0.05, (name, diff.max(), diff.mean())
 
 
 def test_a_bundle_made_before_the_tensorflow_resize_still_predicts_with_pillows(mixed):

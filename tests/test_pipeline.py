@@ -159,3 +159,24 @@ def test_the_first_epoch_trains_while_images_are_decoded(tmp_path, monkeypatch):
     assert len(decoded) < len(paths) / 2
     rest = sum(len(y) for _, y in it)
     assert rest + 4 == len(paths) and len(set(decoded)) == len(paths)
+
+
+def test_a_disk_too_full_for_the_cache_trains_without_one_and_says_so(data, tmp_path, monkeypatch):
+    import errno
+
+    paths, labels = data
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipeline.os, "posix_fallocate", full, raising=False)
+    pipe = ImagePipeline(16, cache="disk", cache_dir=tmp_path / "cache")
+    ds = pipe.dataset(paths, labels, batch_size=4, with_index=True)
+    for _ in range(2):  # every image, every epoch: decoded again instead of read from a cache
+        x, y, idx = collect(ds)
+        assert sorted(idx) == list(range(15))
+        np.testing.assert_array_equal(x[list(idx).index(3)], load_array(paths[3], 16))
+    (note,) = pipe.notes
+    assert "no room for the image cache" in note and str(tmp_path / "cache") in note
+    assert "decoded every epoch" in note and "\n" not in note
+    pipe.close()

@@ -11,7 +11,10 @@ arrays here are plain RGB ``uint8``.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -264,18 +267,39 @@ def expand_paths(items) -> list[str]:
     return files
 
 
-def load_batches(paths, size: int, batch_size: int, resize: str = RESIZE):
+def load_batches(paths, size: int, batch_size: int, resize: str = RESIZE, workers: int | None = None):
     """Load ``paths`` at ``size`` for prediction, in batches; a file that cannot be read is reported, not raised.
 
     Yields ``("error", i, reason)`` for a bad file and ``("batch", indices, uint8 array)`` for
-    each batch of good ones, ``indices`` being their positions in ``paths``.
+    each batch of good ones, ``indices`` being their positions in ``paths``, as the files are
+    read: a few batches are decoded ahead (in threads), never the whole list, so memory stays
+    bounded by the batch size however many files there are.
     """
-    good, arrays = [], []
-    for i, path in enumerate(paths):
+    def one(i):
         try:
-            arrays.append(load_array(path, size, resize))
-            good.append(i)
+            return i, load_array(paths[i], size, resize), None
         except ImageError as exc:
-            yield "error", i, exc.reason
-    for start in range(0, len(good), batch_size):
-        yield "batch", good[start:start + batch_size], np.stack(arrays[start:start + batch_size])
+            return i, None, exc.reason
+
+    workers = workers or min(4, os.cpu_count() or 1)
+    ahead = max(batch_size * 2, workers * 4)  # files being decoded at most
+    good, arrays = [], []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load") as pool:
+        pending = collections.deque()
+        following = iter(range(len(paths)))
+        for i in itertools.islice(following, ahead):
+            pending.append(pool.submit(one, i))
+        while pending:
+            i, array, reason = pending.popleft().result()
+            for j in itertools.islice(following, 1):
+                pending.append(pool.submit(one, j))
+            if reason is not None:
+                yield "error", i, reason
+                continue
+            good.append(i)
+            arrays.append(array)
+            if len(good) == batch_size:
+                yield "batch", good, np.stack(arrays)
+                good, arrays = [], []
+    if good:
+        yield "batch", good, np.stack(arrays)

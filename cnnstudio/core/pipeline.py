@@ -121,7 +121,10 @@ class _Rows:
             self.array = np.frombuffer(self._map, np.uint8, count=n * self.row).reshape(n, *self.shape)
         else:
             path = os.path.join(folder, "images.u8")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            except OSError as exc:
+                raise OSError(exc.errno, f"the image cache cannot be written in {folder} ({exc.strerror})") from None
             try:
                 if hasattr(os, "posix_fallocate"):
                     os.posix_fallocate(fd, 0, max(1, n * self.row))
@@ -130,8 +133,8 @@ class _Rows:
             except OSError as exc:
                 os.close(fd)
                 os.unlink(path)
-                raise OSError(exc.errno, f"no room for the image cache ({_size_text(n * self.row)}): "
-                              f"{exc.strerror}", folder) from None
+                raise OSError(exc.errno, f"no room for the image cache ({_size_text(n * self.row)}) in {folder} "
+                              f"({exc.strerror or exc})") from None
             self.fd = fd
 
     def fetch(self, indices):
@@ -298,6 +301,7 @@ class ImagePipeline:
         self.cache = cache
         self.file_kinds = file_kinds
         self.recorder = BadFileRecorder()
+        self.notes: list[str] = []  # one line each, for the run's status (e.g. no room for the cache)
         self._cache_root = Path(cache_dir) if cache_dir else None
         self._tmp: Path | None = None
         self._lists: dict[tuple, _Images] = {}
@@ -314,11 +318,14 @@ class ImagePipeline:
         return np.zeros((1, 1, 3), np.uint8), False
 
     def _cache_folder(self, name: str) -> str:
-        if self._tmp is None:
-            root = self._cache_root or Path(tempfile.gettempdir())
-            root.mkdir(parents=True, exist_ok=True)
-            self._tmp = Path(tempfile.mkdtemp(prefix="cnnstudio-cache-", dir=root))
-        folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._tmp))
+        root = self._cache_root or Path(tempfile.gettempdir())
+        try:
+            if self._tmp is None:
+                root.mkdir(parents=True, exist_ok=True)
+                self._tmp = Path(tempfile.mkdtemp(prefix="cnnstudio-cache-", dir=root))
+            folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._tmp))
+        except OSError as exc:
+            raise OSError(exc.errno, f"the image cache cannot be written in {root} ({exc.strerror})") from None
         return folder.as_posix()
 
     def dataset(
@@ -347,7 +354,16 @@ class ImagePipeline:
         key = (name, mode, tuple(paths), tuple(labels))
         images = self._lists.get(key)
         if images is None:
-            images = self._lists[key] = _Images(self, paths, labels, mode, name)
+            try:
+                images = _Images(self, paths, labels, mode, name)
+            except OSError as exc:
+                if mode != "disk":
+                    raise
+                # A disk too full (or not writable) for the cache: the run still trains.
+                self.notes.append(f"{exc.strerror or exc}: images are decoded every epoch instead")
+                mode = "none"
+                images = _Images(self, paths, labels, mode, name)
+            self._lists[key] = images
         order = visiting_order(n, shuffle, seed)
         size = self.image_size
         rows = images.rows

@@ -406,6 +406,9 @@ class Trainer:
                 self.index.paths(self.split.val), self.index.labels(self.split.val),
                 batch_size=c.batch_size, name="val",
             )
+        for note in pipe.notes:
+            self.state.on_status(note)
+        pipe.notes.clear()
         steps = math.ceil(len(self.split.train) / c.batch_size)
         relay, stopper, callbacks = self._callbacks(
             history, state, prior_seconds, epochs, steps, self._monitor(), phase, phase_start,
