@@ -46,12 +46,12 @@ def main():
 
     import keras
 
-    from cnnstudio.core import transfer
-    from cnnstudio.core.dataset import make_split, scan_dataset
-    from cnnstudio.core.models import build_model
-    from cnnstudio.core.pipeline import ImagePipeline
-    from cnnstudio.core.spec import ModelSpec
-    from cnnstudio.plugins import load_registry
+    from cnnstudio.builtins.manager import load_registry
+    from cnnstudio.core.data.dataset import make_split, scan_dataset
+    from cnnstudio.core.data.pipeline import ImagePipeline
+    from cnnstudio.core.model import transfer
+    from cnnstudio.core.model.models import build_model
+    from cnnstudio.core.model.spec import ModelSpec
 
     root = Path(args.dir or Path(tempfile.gettempdir()) / "cnnstudio-bench-bottleneck")
     make_jpeg_folder(root, args.images, 96)

@@ -39,8 +39,8 @@ def one(feed: str, size: int, threads: int, folder: str, images: int) -> dict:
 
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    from cnnstudio.core.dataset import scan_dataset
-    from cnnstudio.core.pipeline import ImagePipeline
+    from cnnstudio.core.data.dataset import scan_dataset
+    from cnnstudio.core.data.pipeline import ImagePipeline
 
     index = scan_dataset(folder)
     paths = index.paths()[:: max(1, len(index.items) // images)][:images]

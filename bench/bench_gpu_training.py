@@ -96,9 +96,9 @@ def run_config(cfg: dict) -> dict:
         raise NoGPU("no GPU seen (use --cpu-smoke or --allow-cpu to run on the CPU)")
     out["import_s"] = round(time.perf_counter() - t_start, 2)
 
-    from cnnstudio.core.models import build_model, parameter_counts, unfreeze_backbone
-    from cnnstudio.core.spec import resolve_spec
-    from cnnstudio.plugins import load_registry
+    from cnnstudio.builtins.manager import load_registry
+    from cnnstudio.core.model.models import build_model, parameter_counts, unfreeze_backbone
+    from cnnstudio.core.model.spec import resolve_spec
 
     if cfg["precision"] == "mixed":
         keras.mixed_precision.set_global_policy("mixed_float16")  # before the model is built

@@ -85,13 +85,14 @@ def main():
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
 
-    from cnnstudio.core.dataset import scan_dataset
-    from cnnstudio.core.spec import resolve_spec
+    from cnnstudio.builtins.manager import load_registry
+    from cnnstudio.core.data.dataset import scan_dataset
+    from cnnstudio.core.model.spec import resolve_spec
     from cnnstudio.core.tf import keras
-    from cnnstudio.core.training import TrainConfig, Trainer
+    from cnnstudio.core.training.config import TrainConfig
+    from cnnstudio.core.training.trainer import Trainer
+    from cnnstudio.gui.panels.train import TrainPanel
     from cnnstudio.gui.session import Session
-    from cnnstudio.gui.train_panel import TrainPanel
-    from cnnstudio.plugins import load_registry
 
     root = Path(args.dir or Path(tempfile.gettempdir()) / "cnnstudio-bench-gui-data")
     make_jpeg_folder(root, args.images, args.source_size)

@@ -25,10 +25,11 @@ from common import make_jpeg_folder  # noqa: E402
 
 def child(data: str, n: int, cache: str, out: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from cnnstudio.core.dataset import make_split, scan_dataset
-    from cnnstudio.core.spec import HeadSpec, ModelSpec
-    from cnnstudio.core.training import TrainConfig, Trainer
-    from cnnstudio.plugins import load_registry
+    from cnnstudio.builtins.manager import load_registry
+    from cnnstudio.core.data.dataset import make_split, scan_dataset
+    from cnnstudio.core.model.spec import HeadSpec, ModelSpec
+    from cnnstudio.core.training.config import TrainConfig
+    from cnnstudio.core.training.trainer import Trainer
 
     registry = load_registry()
     index = scan_dataset(data)

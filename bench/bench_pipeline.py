@@ -48,12 +48,12 @@ def main():
     import keras
     import tensorflow as tf
 
-    from cnnstudio.core.dataset import scan_dataset
-    from cnnstudio.core.images import load_array
-    from cnnstudio.core.models import build_model
-    from cnnstudio.core.pipeline import ImagePipeline
-    from cnnstudio.core.spec import HeadSpec, ModelSpec, resolve_spec
-    from cnnstudio.plugins import load_registry
+    from cnnstudio.builtins.manager import load_registry
+    from cnnstudio.core.data.dataset import scan_dataset
+    from cnnstudio.core.data.pipeline import ImagePipeline
+    from cnnstudio.core.io.images import load_array
+    from cnnstudio.core.model.models import build_model
+    from cnnstudio.core.model.spec import HeadSpec, ModelSpec, resolve_spec
 
     root = Path(args.dir or Path(tempfile.gettempdir()) / "cnnstudio-bench-pipeline")
     make_jpeg_folder(root, args.images, args.source_size)

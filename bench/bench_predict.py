@@ -29,10 +29,11 @@ from common import make_jpeg_folder, wait_for  # noqa: E402
 
 
 def train_small_bundle(work: Path, size: int) -> Path:
-    from cnnstudio.core.dataset import make_split, scan_dataset
-    from cnnstudio.core.spec import resolve_spec
-    from cnnstudio.core.training import TrainConfig, Trainer
-    from cnnstudio.plugins import load_registry
+    from cnnstudio.builtins.manager import load_registry
+    from cnnstudio.core.data.dataset import make_split, scan_dataset
+    from cnnstudio.core.model.spec import resolve_spec
+    from cnnstudio.core.training.config import TrainConfig
+    from cnnstudio.core.training.trainer import Trainer
 
     data = make_jpeg_folder(work / "data", 90, 64)
     index = scan_dataset(data)
@@ -59,10 +60,10 @@ def main():
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
 
-    from cnnstudio.core.bundle import Bundle
-    from cnnstudio.gui.predict_panel import PredictPanel
+    from cnnstudio.builtins.manager import load_registry
+    from cnnstudio.core.model.bundle import Bundle
+    from cnnstudio.gui.panels.predict import PredictPanel
     from cnnstudio.gui.session import Session
-    from cnnstudio.plugins import load_registry
 
     work_dir = tempfile.TemporaryDirectory(prefix="cnnstudio-bench-predict-")
     work = Path(work_dir.name)

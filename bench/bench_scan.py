@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnstudio.core import images
-from cnnstudio.core.dataset import scan_dataset
+from cnnstudio.core.data.dataset import scan_dataset
+from cnnstudio.core.io import images
 
 
 def write_files(root: Path, files: int, size: int, classes: int) -> list[Path]:

@@ -47,12 +47,12 @@ def one_run(args) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from cnnstudio.core.dataset import scan_dataset
-    from cnnstudio.core.images import load_array
-    from cnnstudio.core.models import build_model
-    from cnnstudio.core.pipeline import ImagePipeline
-    from cnnstudio.core.spec import resolve_spec
-    from cnnstudio.plugins import load_registry
+    from cnnstudio.builtins.manager import load_registry
+    from cnnstudio.core.data.dataset import scan_dataset
+    from cnnstudio.core.data.pipeline import ImagePipeline
+    from cnnstudio.core.io.images import load_array
+    from cnnstudio.core.model.models import build_model
+    from cnnstudio.core.model.spec import resolve_spec
 
     index = scan_dataset(args.dir)
     take = np.linspace(0, len(index.items) - 1, args.limit).astype(int) if args.limit else np.arange(len(index.items))
@@ -132,8 +132,8 @@ def one_class_fractions(args) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from cnnstudio.core.dataset import scan_dataset
-    from cnnstudio.core.pipeline import visiting_order
+    from cnnstudio.core.data.dataset import scan_dataset
+    from cnnstudio.core.data.pipeline import visiting_order
 
     labels = np.array(scan_dataset(args.dir).labels())  # class-sorted, as the studio lists them
     n = len(labels)
@@ -170,7 +170,7 @@ def main() -> int:
 
     from common import make_photo_folder
 
-    from cnnstudio.core.dataset import scan_dataset
+    from cnnstudio.core.data.dataset import scan_dataset
 
     t0 = time.perf_counter()
     make_photo_folder(Path(args.dir), args.images,

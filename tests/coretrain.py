@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from cnnstudio.core.dataset import make_split, scan_dataset
-from cnnstudio.core.spec import AugmentSpec, HeadSpec, ModelSpec
-from cnnstudio.core.training import QuietState, TrainConfig, Trainer
-from cnnstudio.plugins import load_registry
+from cnnstudio.builtins.manager import load_registry
+from cnnstudio.core.data.dataset import make_split, scan_dataset
+from cnnstudio.core.model.spec import AugmentSpec, HeadSpec, ModelSpec
+from cnnstudio.core.training.config import TrainConfig
+from cnnstudio.core.training.events import QuietState
+from cnnstudio.core.training.trainer import Trainer
 
 
 def tiny_spec(size: int = 16) -> ModelSpec:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from cnnstudio.core import atomic
+from cnnstudio.core.io import atomic
 
 
 def test_write_json_replaces_whole_file(tmp_path):
@@ -60,7 +60,7 @@ def test_failed_model_save_keeps_previous_model(tmp_path):
 def test_written_files_get_the_usual_permissions_not_the_temp_files_private_ones(tmp_path):
     import os
 
-    from cnnstudio.core.atomic import atomic_write_json
+    from cnnstudio.core.io.atomic import atomic_write_json
 
     mask = os.umask(0o022)
     try:

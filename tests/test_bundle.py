@@ -7,8 +7,8 @@ import pytest
 from coretrain import train
 from tinydata import make_dataset
 
-from cnnstudio.core.bundle import Bundle
 from cnnstudio.core.errors import BundleError
+from cnnstudio.core.model.bundle import Bundle
 
 
 @pytest.fixture(scope="module")

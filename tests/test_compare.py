@@ -6,8 +6,8 @@ import json
 import pytest
 
 from cnnstudio.cli import main
-from cnnstudio.core.compare import diff_runs, find_runs, format_diff
 from cnnstudio.core.errors import StudioError
+from cnnstudio.core.runs.compare import diff_runs, find_runs, format_diff
 
 CLASSES = ["cat", "dog"]
 

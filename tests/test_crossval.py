@@ -6,18 +6,18 @@ import pytest
 from coretrain import RecordingState, tiny_spec
 from tinydata import make_dataset
 
+from cnnstudio.builtins.manager import load_registry
 from cnnstudio.cli import main
-from cnnstudio.core.crossval import (
+from cnnstudio.core.data.dataset import scan_dataset
+from cnnstudio.core.errors import StudioError
+from cnnstudio.core.experiments.crossval import (
     CrossValidation,
     QuietCVState,
     fold_splits,
     read_cv,
     stratified_folds,
 )
-from cnnstudio.core.dataset import scan_dataset
-from cnnstudio.core.errors import StudioError
-from cnnstudio.core.training import TrainConfig
-from cnnstudio.plugins import load_registry
+from cnnstudio.core.training.config import TrainConfig
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnstudio.core import dataset
-from cnnstudio.core.dataset import (
+from cnnstudio.core.data import dataset
+from cnnstudio.core.data.dataset import (
     DatasetIndex,
     Problem,
     Split,
@@ -95,7 +95,7 @@ def test_each_bad_file_is_reported_and_left_out(make_dataset, noise_jpeg):
 def test_too_large_image_is_reported(make_dataset, write_image, monkeypatch):
     root = make_dataset({"a": 10, "b": 10}, size=(16, 16))
     write_image(root / "a" / "huge.png", size=(40, 40))
-    monkeypatch.setattr("cnnstudio.core.images.MAX_PIXELS", 1000)
+    monkeypatch.setattr("cnnstudio.core.io.images.MAX_PIXELS", 1000)
     index = scan_dataset(root)
     assert problem_for(index, "a/huge.png").reason.startswith("image too large")
     assert index.counts() == [10, 10]

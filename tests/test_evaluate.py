@@ -10,8 +10,8 @@ from coretrain import train
 from tinydata import make_dataset
 
 from cnnstudio.cli import main
-from cnnstudio.core.bundle import Bundle, set_temperature
-from cnnstudio.core.calibration import (
+from cnnstudio.core.errors import BundleError
+from cnnstudio.core.evaluation.calibration import (
     apply_temperature,
     calibration_report,
     expected_calibration_error,
@@ -19,8 +19,7 @@ from cnnstudio.core.calibration import (
     nll,
     reliability,
 )
-from cnnstudio.core.errors import BundleError
-from cnnstudio.core.evaluation import (
+from cnnstudio.core.evaluation.metrics import (
     binary_curves,
     classification_metrics,
     evaluation_report,
@@ -29,6 +28,7 @@ from cnnstudio.core.evaluation import (
     roc_curve,
     top_k_accuracy,
 )
+from cnnstudio.core.model.bundle import Bundle, set_temperature
 
 # ----------------------------------------------------------------------------- fixed examples
 

@@ -10,13 +10,13 @@ import pytest
 from coretrain import train
 from tinydata import make_dataset, truncate
 
+from cnnstudio.builtins import export as export_module
+from cnnstudio.builtins.export import FORMATS, ExportError, export_run
 from cnnstudio.cli import build_parser, main
-from cnnstudio.core import export as export_module
-from cnnstudio.core.atomic import atomic_write_json, read_json
-from cnnstudio.core.bundle import Bundle
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.export import FORMATS, ExportError, export_run
-from cnnstudio.core.images import load_array
+from cnnstudio.core.io.atomic import atomic_write_json, read_json
+from cnnstudio.core.io.images import load_array
+from cnnstudio.core.model.bundle import Bundle
 
 FLOAT_TOLERANCE = 1e-4
 
@@ -240,7 +240,7 @@ def test_cli_error_is_one_line_and_exit_1(tmp_path, capsys):
 
 
 def test_every_builtin_format_is_registered_through_the_plugin_hook():
-    from cnnstudio.plugins import load_registry
+    from cnnstudio.builtins.manager import load_registry
 
     registry = load_registry()
     assert set(FORMATS) <= set(registry.exporters)

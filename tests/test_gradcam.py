@@ -9,9 +9,8 @@ from coretrain import tiny_spec, train
 from PIL import Image
 
 from cnnstudio.cli import main
-from cnnstudio.core.bundle import Bundle
 from cnnstudio.core.errors import SpecError
-from cnnstudio.core.gradcam import (
+from cnnstudio.core.evaluation.gradcam import (
     GradCam,
     candidate_layers,
     colormap,
@@ -19,6 +18,7 @@ from cnnstudio.core.gradcam import (
     gradcam_paths,
     overlay,
 )
+from cnnstudio.core.model.bundle import Bundle
 
 SIZE = 32
 PATCH = 10
@@ -73,9 +73,9 @@ def test_the_map_has_the_input_size_and_lights_up_the_deciding_square(bundle):
 
 
 def test_a_pretrained_backbone_gives_a_map_of_the_input_size():
-    from cnnstudio.core.models import build_model
-    from cnnstudio.core.spec import AugmentSpec, HeadSpec, ModelSpec
-    from cnnstudio.plugins import load_registry
+    from cnnstudio.builtins.manager import load_registry
+    from cnnstudio.core.model.models import build_model
+    from cnnstudio.core.model.spec import AugmentSpec, HeadSpec, ModelSpec
 
     spec = ModelSpec("vgg16", {"weights": "none", "trainable": False}, HeadSpec(pooling="avg", dense=[8], dropout=0.2),
                      AugmentSpec(flip="horizontal"), SIZE)

@@ -13,12 +13,12 @@ import pytest
 from coretrain import train
 from tinydata import make_dataset, truncate
 
+from cnnstudio.builtins.imagenet import ImageNetClassifier, class_entries, class_names, top_k
+from cnnstudio.builtins.manager import load_registry
 from cnnstudio.cli import main
 from cnnstudio.core.errors import StudioError, WeightsError
-from cnnstudio.core.imagenet import ImageNetClassifier, class_entries, class_names, top_k
-from cnnstudio.core.images import load_array
-from cnnstudio.core.runs import RunPaths
-from cnnstudio.plugins import load_registry
+from cnnstudio.core.io.images import load_array
+from cnnstudio.core.runs.folder import RunPaths
 
 SIZE = 32
 OFFLINE = "URL fetch failure on {origin}: None -- [Errno -2] Name or service not known"
@@ -187,7 +187,7 @@ def test_predict_with_a_bundle_still_takes_bundle_then_images(tmp_path, capsys):
 
 
 def test_the_core_module_imports_no_qt_and_finds_its_resources():
-    code = ("import sys\nimport cnnstudio.core.imagenet as m\n"
+    code = ("import sys\nimport cnnstudio.builtins.imagenet as m\n"
             "print(m.resources_dir().joinpath('imagenet_classes.json').is_file(), 'PySide6' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnstudio.core import images
 from cnnstudio.core.errors import ImageError
+from cnnstudio.core.io import images
 
 
 def pixels(path) -> np.ndarray:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnstudio.core import fastdecode, images
-from cnnstudio.core.pipeline import ImagePipeline
+from cnnstudio.core.data.pipeline import ImagePipeline
+from cnnstudio.core.io import fastdecode, images
 
 SIZE = 64
 

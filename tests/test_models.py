@@ -11,13 +11,13 @@ import importlib
 import numpy as np
 import pytest
 
+from cnnstudio.builtins.manager import PluginManager
 from cnnstudio.core.errors import SpecError, WeightsError
-from cnnstudio.core.layers import Preprocess
-from cnnstudio.core.models import build_model, parameter_counts, unfreeze_backbone
-from cnnstudio.core.providers import BackboneProvider, Param, Registry
-from cnnstudio.core.spec import AugmentSpec, HeadSpec, ModelSpec, resolve_spec
+from cnnstudio.core.model.models import build_model, parameter_counts, unfreeze_backbone
+from cnnstudio.core.model.spec import AugmentSpec, HeadSpec, ModelSpec, resolve_spec
 from cnnstudio.core.tf import keras
-from cnnstudio.plugins import PluginManager
+from cnnstudio.core.tf.layers import Preprocess
+from cnnstudio.plugins import BackboneProvider, Param, Registry
 
 keras = keras()
 PRETRAINED = ("vgg16", "vgg19", "resnet50")

@@ -54,7 +54,7 @@ def dists(tmp_path_factory) -> dict[str, Path]:
 def assert_wheel_ships_app_files(wheel: Path) -> None:
     names = wheel_names(wheel)
     data = f"cnnstudio-{cnnstudio.__version__}.data/data/"
-    expected = {"cnnstudio/resources/imagenet_classes.json", "cnnstudio/cli.py"}
+    expected = {"cnnstudio/resources/imagenet_classes.json", "cnnstudio/cli/__init__.py"}
     expected |= {f"cnnstudio/resources/icons/{icon}" for icon in ICONS}
     expected |= {data + share for share in SHARE}
     assert expected <= names, sorted(expected - names)
@@ -119,7 +119,7 @@ def test_installed_wheel_runs_from_its_own_files(dists, tmp_path):
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"cnnstudio {cnnstudio.__version__}"
 
-    where = run(python, "-c", "import cnnstudio; from cnnstudio.core.paths import resources_dir; "
+    where = run(python, "-c", "import cnnstudio; from cnnstudio.core.io.paths import resources_dir; "
                               "print(cnnstudio.__file__); print(resources_dir())")
     assert where.returncode == 0, where.stderr
     package_file, resources = (Path(line).resolve() for line in where.stdout.split())

@@ -3,9 +3,9 @@ import pytest
 from PIL import Image
 from tinydata import make_dataset, truncate
 
-from cnnstudio.core import pipeline
-from cnnstudio.core.images import load_array
-from cnnstudio.core.pipeline import ImagePipeline, cache_mode_for
+from cnnstudio.core.data import pipeline
+from cnnstudio.core.data.pipeline import ImagePipeline, cache_mode_for
+from cnnstudio.core.io.images import load_array
 
 
 @pytest.fixture

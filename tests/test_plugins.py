@@ -10,20 +10,18 @@ import textwrap
 
 import pytest
 
+from cnnstudio.builtins import manager
+from cnnstudio.builtins.manager import PluginManager, default_manager, load_registry
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.spec import ModelSpec
+from cnnstudio.core.model.spec import ModelSpec
 from cnnstudio.plugins import (
     API_VERSION,
     BackboneProvider,
     BlockProvider,
     BuildError,
     Param,
-    PluginManager,
     Preset,
     Registry,
-    default_manager,
-    load_registry,
-    manager,
 )
 
 BUILTIN_BACKBONES = {"scratch", "vgg16", "vgg19", "resnet50"}
@@ -88,7 +86,7 @@ def test_third_party_backbone_through_a_real_entry_point(install_plugin):
     assert (tiny.origin, tiny.distribution, tiny.version, tiny.status) == ("package", "cnnstudio-tiny", "0.1", "ok")
     assert tiny.provides == ["backbone:tiny"]
 
-    from cnnstudio.core.models import build_model
+    from cnnstudio.core.model.models import build_model
 
     model = build_model(ModelSpec("tiny", params={"filters": 3}, input_size=8), 3, registry)
     assert model.get_layer("backbone").output.shape[-1] == 3
@@ -253,7 +251,7 @@ def test_a_failing_build_names_the_plugin(install_plugin):
             registry.add_block(BlockProvider(id="breaks", display_name="Breaks", apply=apply))
     """)
     registry = PluginManager().load()
-    from cnnstudio.core.models import build_model
+    from cnnstudio.core.model.models import build_model
 
     with pytest.raises(BuildError) as caught:
         build_model(ModelSpec("explodes"), 2, registry)
@@ -278,9 +276,9 @@ def test_default_manager_is_shared_until_the_disabled_set_changes(monkeypatch):
 def test_importing_the_plugin_system_imports_no_qt_and_no_tensorflow():
     code = textwrap.dedent("""
         import sys
-        import cnnstudio.plugins, cnnstudio.core.spec, cnnstudio.core.providers
-        from cnnstudio.core.spec import resolve_spec
-        registry = cnnstudio.plugins.PluginManager().load()
+        import cnnstudio.plugins, cnnstudio.builtins.manager, cnnstudio.core.model.spec, cnnstudio.plugins.providers
+        from cnnstudio.core.model.spec import resolve_spec
+        registry = cnnstudio.builtins.manager.PluginManager().load()
         resolve_spec(registry, "seed-model-6")
         heavy = [m for m in ("PySide6", "pyqtgraph", "tensorflow", "keras") if m in sys.modules]
         print(",".join(heavy))

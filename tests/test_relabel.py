@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from cnnstudio.core.relabel import Move, RelabelError, move_to_class, undo
+from cnnstudio.core.data.relabel import Move, RelabelError, move_to_class, undo
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ from coretrain import train
 from PIL import Image
 from tinydata import make_dataset
 
+from cnnstudio.builtins.manager import load_registry
 from cnnstudio.cli import main
-from cnnstudio.core.compare import diff_runs
-from cnnstudio.core.dataset import Split, scan_dataset
+from cnnstudio.core.data.dataset import Split, scan_dataset
+from cnnstudio.core.data.fingerprint import dataset_fingerprint, fingerprint_changes
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.fingerprint import dataset_fingerprint, fingerprint_changes
-from cnnstudio.core.reproduce import rerun
-from cnnstudio.plugins import load_registry
+from cnnstudio.core.experiments.reproduce import rerun
+from cnnstudio.core.runs.compare import diff_runs
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnstudio.core import images, sample
-from cnnstudio.core.dataset import scan_dataset
+from cnnstudio.core.data import sample
+from cnnstudio.core.data.dataset import scan_dataset
+from cnnstudio.core.io import images
 
 
 @pytest.fixture

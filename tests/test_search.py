@@ -10,10 +10,11 @@ import pytest
 from coretrain import RecordingState, tiny_spec
 from tinydata import make_dataset
 
+from cnnstudio.builtins.manager import load_registry
 from cnnstudio.cli import main
-from cnnstudio.core.dataset import make_split, scan_dataset
+from cnnstudio.core.data.dataset import make_split, scan_dataset
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.search import (
+from cnnstudio.core.experiments.search import (
     PRESET_SPACES,
     Dimension,
     Search,
@@ -24,9 +25,9 @@ from cnnstudio.core.search import (
     load_configuration,
     read_search,
 )
-from cnnstudio.core.spec import HeadSpec, ModelSpec, resolve_spec
-from cnnstudio.core.training import TrainConfig, Trainer
-from cnnstudio.plugins import load_registry
+from cnnstudio.core.model.spec import HeadSpec, ModelSpec, resolve_spec
+from cnnstudio.core.training.config import TrainConfig
+from cnnstudio.core.training.trainer import Trainer
 
 SPACE = {
     "train.learning_rate": {"choices": [0.03, 0.01, 0.003]},

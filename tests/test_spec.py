@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from cnnstudio.builtins.manager import PluginManager
 from cnnstudio.core.errors import SpecError
-from cnnstudio.core.providers import Param
-from cnnstudio.core.spec import SCHEMA_VERSION, AugmentSpec, HeadSpec, ModelSpec, resolve_spec
-from cnnstudio.plugins import PluginManager
+from cnnstudio.core.model.spec import SCHEMA_VERSION, AugmentSpec, HeadSpec, ModelSpec, resolve_spec
+from cnnstudio.plugins import Param
 
 
 @pytest.fixture(scope="module")

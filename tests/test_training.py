@@ -6,12 +6,13 @@ import pytest
 from coretrain import RecordingState, tiny_spec, train
 from tinydata import make_dataset, truncate
 
-from cnnstudio.core.bundle import Bundle
-from cnnstudio.core.dataset import make_split, scan_dataset
+from cnnstudio.builtins.manager import load_registry
+from cnnstudio.core.data.dataset import make_split, scan_dataset
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.runs import RunPaths
-from cnnstudio.core.training import TrainConfig, Trainer
-from cnnstudio.plugins import load_registry
+from cnnstudio.core.model.bundle import Bundle
+from cnnstudio.core.runs.folder import RunPaths
+from cnnstudio.core.training.config import TrainConfig
+from cnnstudio.core.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ import pytest
 from coretrain import RecordingState, train
 from tinydata import make_dataset
 
-from cnnstudio.core import transfer, weights
-from cnnstudio.core.bundle import Bundle
+from cnnstudio.builtins.manager import load_registry
 from cnnstudio.core.errors import SpecError, WeightsError
-from cnnstudio.core.models import build_model
+from cnnstudio.core.model import transfer, weights
+from cnnstudio.core.model.bundle import Bundle
+from cnnstudio.core.model.models import build_model
+from cnnstudio.core.model.spec import AugmentSpec, HeadSpec, ModelSpec, resolve_spec
 from cnnstudio.core.report import parameter_counts, run_report_html
-from cnnstudio.core.spec import AugmentSpec, HeadSpec, ModelSpec, resolve_spec
-from cnnstudio.plugins import load_registry
 
 BACKBONES = ("vgg16", "vgg19", "resnet50")
 
@@ -135,7 +135,7 @@ def test_block_summary_counts_frozen_and_trainable_per_block(registry):
 
 
 def test_modes_need_a_pretrained_backbone_and_recommendation_follows_dataset_size(registry):
-    from cnnstudio.core.transfer import apply_mode, recommend_mode
+    from cnnstudio.core.model.transfer import apply_mode, recommend_mode
 
     scratch = resolve_spec(registry, "scratch")
     with pytest.raises(SpecError, match="needs a pretrained backbone"):
@@ -199,7 +199,7 @@ def test_bottleneck_features_are_reused_and_rebuilt_when_split_or_size_change(da
     # The bundle is the whole image-to-class model: its predictions are the head's on the base's features.
     bundle = Bundle(tmp_path / "a" / "model")
     images = sorted(str(p) for p in Path(data).rglob("*.png"))[:4]
-    from cnnstudio.core.images import load_array
+    from cnnstudio.core.io.images import load_array
 
     x = np.stack([load_array(p, 32) for p in images]).astype("float32")
     probs = np.stack([r.probs for r in bundle.predict_paths(images, top_k=3)])

@@ -1,16 +1,21 @@
-"""The built-in architectures, registered through the same hooks as any third-party plugin.
+"""The built-in plugin: backbones, blocks, presets and export formats, registered through the
+same hooks as any third-party plugin.
 
-The plugin manager registers this module under the plugin name ``builtins``; a failure here is
-a bug and raises, where a third-party plugin's failure is only recorded.
+The plugin manager (:mod:`cnnstudio.builtins.manager`) registers this module under the plugin
+name ``builtins``; a failure here is a bug and raises, where a third-party plugin's failure is
+only recorded. Beside it: the verified export of a run (:mod:`~cnnstudio.builtins.export`) and
+What ImageNet sees (:mod:`~cnnstudio.builtins.imagenet`), whose defaults are the built-in
+formats and the studio's plugins.
 """
 
 from __future__ import annotations
 
 from cnnstudio.builtins.applications import RESNET50, VGG16, VGG19
 from cnnstudio.builtins.blocks import CONV
+from cnnstudio.builtins.export import BUILTIN_EXPORTERS
 from cnnstudio.builtins.presets import PRESETS
 from cnnstudio.builtins.scratch import SCRATCH
-from cnnstudio.plugins.hookspecs import hookimpl
+from cnnstudio.plugins import hookimpl
 
 
 @hookimpl
@@ -26,8 +31,6 @@ def cnnstudio_register_blocks(registry):
 
 @hookimpl
 def cnnstudio_register_exporters(registry):
-    from cnnstudio.core.export import BUILTIN_EXPORTERS
-
     for exporter in BUILTIN_EXPORTERS.values():
         registry.add_exporter(exporter)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnstudio.core import weights as weights_sources
 from cnnstudio.core.errors import WeightsError
-from cnnstudio.core.providers import BackboneProvider, Param
+from cnnstudio.core.model import weights as weights_sources
+from cnnstudio.plugins import BackboneProvider, Param
 
 
 def _load_application(factory_name: str, display_name: str, weights: str, input_size: int, include_top: bool):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnstudio.core.providers import BlockProvider, Param
+from cnnstudio.plugins import BlockProvider, Param
 
 
 def apply_conv(x, params: dict, name: str):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnstudio.core.providers import Preset
+from cnnstudio.plugins import Preset
 
 
 def _vgg_blocks(filters, dropout: float = 0.0) -> list[dict]:

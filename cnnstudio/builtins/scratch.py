@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.providers import BackboneProvider, BuildError, Param
+from cnnstudio.plugins import BackboneProvider, BuildError, Param
 
 
 def build_scratch(params: dict, input_size: int, registry):

@@ -13,6 +13,10 @@ class SpecError(StudioError):
     """A model spec is invalid; the message names the field and the reason."""
 
 
+class BuildError(StudioError):
+    """A plugin's ``build`` / ``apply`` failed; the message names the provider and its plugin."""
+
+
 class WeightsError(StudioError):
     """Pretrained weights cannot be loaded (no internet, a file that does not fit the architecture)."""
 

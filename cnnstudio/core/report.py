@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnstudio.core import runs
-from cnnstudio.core.atomic import read_json
 from cnnstudio.core.errors import StudioError
+from cnnstudio.core.io.atomic import read_json
+from cnnstudio.core.runs import folder as runs
 
 MAX_MISCLASSIFIED = 12
 THUMB = 96
@@ -489,7 +489,7 @@ def _probs(run: RunData):
 
 
 def _metrics(run: RunData) -> str:
-    from cnnstudio.core.evaluation import binary_curves, top_k_accuracy
+    from cnnstudio.core.evaluation.metrics import binary_curves, top_k_accuracy
 
     m = run.metrics
     rows = [("test images", m.get("test_images")), ("accuracy", m.get("test_accuracy")), ("loss", m.get("test_loss")),
@@ -515,7 +515,7 @@ def _shade(share: float) -> tuple[str, str]:
 
 
 def _confusion(run: RunData) -> str:
-    from cnnstudio.core.evaluation import normalized_confusion
+    from cnnstudio.core.evaluation.metrics import normalized_confusion
 
     cm = run.metrics.get("confusion_matrix")
     names = run.class_names
@@ -550,7 +550,7 @@ def _per_class(run: RunData) -> str:
 
 def _thumbnail(path: Path) -> tuple[bytes, int, int] | None:
     try:
-        from cnnstudio.core.images import load_rgb
+        from cnnstudio.core.io.images import load_rgb
 
         img = load_rgb(path, draft_size=THUMB)
         img.thumbnail((THUMB, THUMB))
@@ -586,7 +586,7 @@ def _misclassified(run: RunData, images: _Images) -> str:
 
 
 def _calibration(run: RunData, images: _Images) -> str:
-    from cnnstudio.core.calibration import calibration_report
+    from cnnstudio.core.evaluation.calibration import calibration_report
 
     y, p = _probs(run)
     if not len(y):

@@ -58,8 +58,8 @@ def run(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
-    from cnnstudio.gui.errors import install_excepthook
-    from cnnstudio.gui.widgets import icon
+    from cnnstudio.gui.dialogs.errors import install_excepthook
+    from cnnstudio.gui.widgets.common import icon
 
     QApplication.setApplicationName(APP_NAME)
     QApplication.setOrganizationName(ORGANIZATION)

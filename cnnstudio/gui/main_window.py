@@ -27,10 +27,12 @@ from PySide6.QtWidgets import (
 )
 
 from cnnstudio import __version__
-from cnnstudio.gui import errors, widgets
-from cnnstudio.gui.session import PROJECT_SUFFIX, Session
-from cnnstudio.gui.start_page import StartPage
-from cnnstudio.gui.workers import FunctionWorker
+from cnnstudio.core.project import PROJECT_SUFFIX
+from cnnstudio.gui.dialogs import errors
+from cnnstudio.gui.panels.start import StartPage
+from cnnstudio.gui.qthreading import FunctionWorker
+from cnnstudio.gui.session import Session
+from cnnstudio.gui.widgets import common as widgets
 
 MAX_RECENT = 8
 
@@ -53,7 +55,7 @@ def _write_report(run: str, target: Path) -> Path:
         from cnnstudio.gui.pdf import write_run_pdf
 
         return write_run_pdf(run, target)
-    from cnnstudio.core.atomic import atomic_write_text
+    from cnnstudio.core.io.atomic import atomic_write_text
     from cnnstudio.core.report import run_report_html
 
     atomic_write_text(target, run_report_html(run))
@@ -72,7 +74,7 @@ def _load_tensorflow() -> dict:
 
 
 def _default_manager():
-    from cnnstudio.plugins import default_manager
+    from cnnstudio.builtins.manager import default_manager
 
     return default_manager()
 
@@ -240,18 +242,18 @@ class MainWindow(QMainWindow):
 
     def _create_panel(self, key: str) -> QWidget:
         if key == "data":
-            from cnnstudio.gui.data_panel import DataPanel
+            from cnnstudio.gui.panels.data import DataPanel
 
             return DataPanel(self.session)
         if key == "model":
-            from cnnstudio.gui.model_panel import ModelPanel
+            from cnnstudio.gui.panels.model import ModelPanel
 
             return ModelPanel(self.session)
         module, name = {
-            "train": ("cnnstudio.gui.train_panel", "TrainPanel"),
-            "evaluate": ("cnnstudio.gui.evaluate_panel", "EvaluatePanel"),
-            "predict": ("cnnstudio.gui.predict_panel", "PredictPanel"),
-            "experiments": ("cnnstudio.gui.experiments_panel", "ExperimentsPanel"),
+            "train": ("cnnstudio.gui.panels.train", "TrainPanel"),
+            "evaluate": ("cnnstudio.gui.panels.evaluate", "EvaluatePanel"),
+            "predict": ("cnnstudio.gui.panels.predict", "PredictPanel"),
+            "experiments": ("cnnstudio.gui.panels.experiments", "ExperimentsPanel"),
         }[key]
         import importlib
 
@@ -368,7 +370,7 @@ class MainWindow(QMainWindow):
 
     def open_sample(self) -> FunctionWorker:
         """Generate the built-in shapes dataset on first use (a worker), then open it."""
-        from cnnstudio.core.sample import sample_dataset_path
+        from cnnstudio.core.data.sample import sample_dataset_path
 
         self.session.set_job("Preparing the sample dataset...")
         worker = FunctionWorker(sample_dataset_path)
@@ -531,7 +533,7 @@ class MainWindow(QMainWindow):
         too), written and verified on the run's test images."""
         from PySide6.QtWidgets import QInputDialog
 
-        from cnnstudio.core.runs import RunPaths
+        from cnnstudio.core.runs.folder import RunPaths
 
         run = self.session.current_run
         if not run:
@@ -567,7 +569,7 @@ class MainWindow(QMainWindow):
         return worker.start()
 
     def _export_format(self, run: str, exporter) -> FunctionWorker | None:
-        from cnnstudio.core.export import export_run
+        from cnnstudio.builtins.export import export_run
 
         name = Path(run).name
         if exporter.folder:
@@ -674,7 +676,7 @@ class MainWindow(QMainWindow):
         self.plugins_dialog().exec()
 
     def plugins_dialog(self):
-        from cnnstudio.gui.plugins_dialog import PluginsDialog
+        from cnnstudio.gui.dialogs.plugins import PluginsDialog
 
         return PluginsDialog(self.manager, self, reload=self.reload_plugins)
 

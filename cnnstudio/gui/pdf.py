@@ -32,7 +32,7 @@ from PySide6.QtGui import (
 from PySide6.QtSvg import QSvgRenderer
 from PySide6.QtWidgets import QApplication
 
-from cnnstudio.core.atomic import atomic_path
+from cnnstudio.core.io.atomic import atomic_path
 from cnnstudio.core.report import comparison_parts, run_report_parts
 
 _app = None

@@ -1,7 +1,8 @@
 """The window's shared state: one :class:`Session` that every panel reads and edits.
 
 Panels never talk to each other; they change the session and listen to its signals. The
-session is also what a project file saves and restores (:meth:`to_project`, :meth:`load_project`).
+session is also what a project file saves and restores (:meth:`to_project`, :meth:`load_project`;
+the file's format is :mod:`cnnstudio.core.project`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from cnnstudio.core.atomic import atomic_write_json, read_json
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.relabel import Move
-from cnnstudio.core.training import TrainConfig
+from cnnstudio.core.project import PROJECT_SUFFIX, Project, read_project, write_project
+from cnnstudio.core.training.config import TrainConfig
 
-PROJECT_FORMAT = 1
-PROJECT_SUFFIX = ".cnnstudio.json"
 # What a new project starts with: two conv blocks learn the sample shapes in a few CPU minutes.
 DEFAULT_MODEL = "scratch"
 
@@ -54,13 +52,13 @@ class Session(QObject):
 
     def __init__(self, registry, parent=None):
         super().__init__(parent)
-        from cnnstudio.core.spec import resolve_spec
+        from cnnstudio.core.model.spec import resolve_spec
 
         self.registry = registry
         self.project_path: Path | None = None
         self.modified = False
         self.dataset_root: Path | None = None
-        self.index = None  # cnnstudio.core.dataset.DatasetIndex once scanned
+        self.index = None  # cnnstudio.core.data.dataset.DatasetIndex once scanned
         self.val_fraction = 0.15
         self.test_fraction = 0.15
         self.seed = 0
@@ -69,7 +67,7 @@ class Session(QObject):
         self.runs: list[dict] = []  # {"path": str, "name": str, "metrics": dict | None}
         self.current_run: str = ""
         self.job: str = ""
-        self.moves: list = []  # cnnstudio.core.relabel.Move, oldest first: the Evaluate page's undo journal
+        self.moves: list = []  # cnnstudio.core.data.relabel.Move, oldest first: the Evaluate page's undo journal
         # Undo and Redo of the settings (split, model, training): whole copies, cheap and exact.
         self._undo: list[_Settings] = []
         self._redo: list[_Settings] = []
@@ -222,7 +220,7 @@ class Session(QObject):
         self.jobChanged.emit(text)
 
     def make_split(self):
-        from cnnstudio.core.dataset import make_split
+        from cnnstudio.core.data.dataset import make_split
 
         if self.index is None:
             raise StudioError("no dataset is loaded")
@@ -232,13 +230,13 @@ class Session(QObject):
         """Where new runs go: beside the project file, else in the user's data folder."""
         if self.project_path is not None:
             return self.project_path.parent / (self.project_path.name.removesuffix(PROJECT_SUFFIX) + "-runs")
-        from cnnstudio.core.paths import data_dir
+        from cnnstudio.core.io.paths import data_dir
 
         return data_dir() / "runs"
 
     def reset(self) -> None:
         """Back to a new, unsaved project with the defaults (File > New)."""
-        from cnnstudio.core.spec import resolve_spec
+        from cnnstudio.core.model.spec import resolve_spec
 
         self.project_path = None
         self.modified = False
@@ -258,21 +256,17 @@ class Session(QObject):
 
     # -- project files -------------------------------------------------------------------
 
+    def project(self) -> Project:
+        """The session's settings as a project file holds them."""
+        return Project(self.spec, self.dataset_root, self.val_fraction, self.test_fraction, self.seed,
+                       self.train_config, self.runs, self.current_run, list(self.moves))
+
     def to_project(self) -> dict:
-        return {
-            "format": PROJECT_FORMAT,
-            "dataset": str(self.dataset_root) if self.dataset_root else None,
-            "split": {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction, "seed": self.seed},
-            "spec": self.spec.to_dict(),
-            "train": self.train_config.to_dict(),
-            "runs": self.runs,
-            "current_run": self.current_run,
-            "moves": [move.to_dict() for move in self.moves],
-        }
+        return self.project().to_dict()
 
     def save_project(self, path) -> None:
         path = Path(path)
-        atomic_write_json(path, self.to_project())
+        write_project(path, self.project())
         self.project_path = path
         self.modified = False
         self.projectChanged.emit()
@@ -280,30 +274,15 @@ class Session(QObject):
     def load_project(self, path) -> dict:
         """Read a project file into the session. The dataset is NOT rescanned here: the caller
         starts a scan of ``self.dataset_root`` (in a worker) and calls :meth:`set_dataset`."""
-        from cnnstudio.core.spec import ModelSpec
-
         path = Path(path)
-        try:
-            data = read_json(path)
-        except (OSError, ValueError) as exc:
-            raise StudioError(f"{path}: cannot read the project ({exc})") from exc
-        if not isinstance(data, dict) or data.get("format", 0) > PROJECT_FORMAT:
-            raise StudioError(f"{path}: not a CNN Studio project, or made by a newer version")
-        split = data.get("split", {})
-        self.val_fraction = float(split.get("val_fraction", 0.15))
-        self.test_fraction = float(split.get("test_fraction", 0.15))
-        self.seed = int(split.get("seed", 0))
-        self.spec = ModelSpec.from_dict(data["spec"]).validate(self.registry)
-        self.train_config = TrainConfig.from_dict(data.get("train", {}))
-        self.runs = [r for r in data.get("runs", []) if isinstance(r, dict) and "path" in r]
-        self.current_run = data.get("current_run", "") or ""
-        self.moves = []
-        for entry in data.get("moves") or []:
-            try:
-                self.moves.append(Move.from_dict(entry))
-            except (KeyError, TypeError):
-                continue  # an entry edited by hand: the others still undo
-        self.dataset_root = Path(data["dataset"]) if data.get("dataset") else None
+        project, data = read_project(path, self.registry)
+        self.val_fraction, self.test_fraction, self.seed = project.val_fraction, project.test_fraction, project.seed
+        self.spec = project.spec
+        self.train_config = project.train
+        self.runs = project.runs
+        self.current_run = project.current_run
+        self.moves = project.moves
+        self.dataset_root = project.dataset
         self.index = None
         self.project_path = path
         self.modified = False

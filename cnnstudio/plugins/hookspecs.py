@@ -7,7 +7,7 @@ A plugin is a module (or any object) exposed through an entry point of the group
     my-backbones = "my_backbones.plugin"
 
 whose functions are marked with :data:`hookimpl`. Registration hooks receive the
-:class:`~cnnstudio.core.providers.Registry` and call its ``add_*`` methods (tox 4's style) rather
+:class:`~cnnstudio.plugins.providers.Registry` and call its ``add_*`` methods (tox 4's style) rather
 than returning lists, so a plugin can register any number of providers and the host can check
 each one. Providers are light descriptors: import TensorFlow inside ``build`` / ``apply`` only.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pluggy
 
-from cnnstudio.core.providers import Registry
+from cnnstudio.plugins.providers import Registry
 
 PROJECT = "cnnstudio"
 

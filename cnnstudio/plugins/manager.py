@@ -4,8 +4,12 @@ Stock pluggy does not isolate plugins: ``load_setuptools_entrypoints`` stops at 
 failing import and a raising hook implementation raises through ``pm.hook.x()``. So entry
 points are loaded one at a time and each registration hook is called one implementation at a
 time, each in try/except, recording a :class:`PluginError` (napari-plugin-engine's
-``discover(ignore_errors=True)``, glue's ``load_plugins``). The built-ins go through the same
-path, but their failure is a bug and raises.
+``discover(ignore_errors=True)``, glue's ``load_plugins``). The built-in plugin goes through the
+same path, but its failure is a bug and raises.
+
+:class:`PluginHost` knows no plugin of its own: it is given the built-in one. The studio's
+manager, with :mod:`cnnstudio.builtins` and one instance shared per process, is
+:mod:`cnnstudio.builtins.manager`.
 """
 
 from __future__ import annotations
@@ -16,16 +20,16 @@ import inspect
 import logging
 import os
 import sys
-import threading
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pluggy
 
-from cnnstudio.core.providers import Registry
-from cnnstudio.plugins import hookspecs
+import cnnstudio
+import cnnstudio.plugins.hookspecs as hookspecs
 from cnnstudio.plugins.hookspecs import API_VERSION, PROJECT
+from cnnstudio.plugins.providers import Registry
 
 ENTRY_POINT_GROUP = "cnnstudio.plugins"
 DISABLE_ENV = "CNNSTUDIO_DISABLE_PLUGINS"
@@ -69,15 +73,17 @@ class PluginInfo:
     errors: list[PluginError] = field(default_factory=list)
 
 
-class PluginManager:
-    """Loads the built-ins and the installed plugins into one :class:`Registry`.
+class PluginHost:
+    """Loads the built-in plugin and the installed plugins into one :class:`Registry`.
 
-    ``disabled`` names entry points not to import (the user's settings); ``autoload`` False (or
-    the ``CNNSTUDIO_DISABLE_PLUGINS`` environment variable when it is None) loads the built-ins
-    only, as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``.
+    ``builtin`` is the studio's own plugin (a module of hook implementations), registered first
+    under the name ``builtins``. ``disabled`` names entry points not to import (the user's
+    settings); ``autoload`` False (or the ``CNNSTUDIO_DISABLE_PLUGINS`` environment variable
+    when it is None) loads the built-in plugin only, as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``.
     """
 
-    def __init__(self, disabled: Iterable[str] = (), autoload: bool | None = None):
+    def __init__(self, builtin, disabled: Iterable[str] = (), autoload: bool | None = None):
+        self.builtin = builtin
         self.disabled = frozenset(disabled)
         self.autoload = not os.environ.get(DISABLE_ENV) if autoload is None else autoload
         self.plugins: list[PluginInfo] = []
@@ -114,12 +120,9 @@ class PluginManager:
             return self.registry
         self._loaded = True
 
-        import cnnstudio
-        import cnnstudio.builtins
-
         builtins = PluginInfo(BUILTINS, "built-in", "cnnstudio", cnnstudio.__version__)
         self._add_plugin(builtins)
-        self._register(cnnstudio.builtins, builtins)
+        self._register(self.builtin, builtins)
         if self.autoload:
             for entry_point in sorted(
                 importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name
@@ -230,29 +233,3 @@ def _api_refusal(plugin) -> str | None:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-_default: PluginManager | None = None
-_default_lock = threading.Lock()
-
-
-def default_manager(disabled: Iterable[str] | None = None) -> PluginManager:
-    """The process-wide manager the CLI and the window share, loaded on first use.
-
-    ``disabled`` None keeps the current one (or loads one with the plugins the user disabled,
-    :mod:`cnnstudio.plugins.settings`); a different set of disabled names loads a new one.
-    """
-    from cnnstudio.plugins.settings import load_disabled
-
-    global _default
-    with _default_lock:
-        if _default is None or (disabled is not None and frozenset(disabled) != _default.disabled):
-            manager = PluginManager(load_disabled() if disabled is None else disabled)
-            manager.load()
-            _default = manager
-        return _default
-
-
-def load_registry(disabled: Iterable[str] | None = None) -> Registry:
-    """The registry of :func:`default_manager`."""
-    return default_manager(disabled).registry

@@ -10,8 +10,8 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from cnnstudio.core.atomic import atomic_write_json, read_json
-from cnnstudio.core.paths import config_dir
+from cnnstudio.core.io.atomic import atomic_write_json, read_json
+from cnnstudio.core.io.paths import config_dir
 
 log = logging.getLogger(__name__)
 

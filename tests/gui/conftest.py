@@ -18,7 +18,7 @@ def _private_state(qapp, tmp_path, monkeypatch):
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QMessageBox
 
-    from cnnstudio.gui import widgets
+    from cnnstudio.gui.widgets import common as widgets
 
     monkeypatch.setenv("CNNSTUDIO_DATA_DIR", str(tmp_path / "studio-data"))
     qapp.setOrganizationName("cnnstudio-tests")
@@ -47,7 +47,7 @@ def questions(_private_state):
 @pytest.fixture
 def shown_errors(monkeypatch):
     """(title, message, details) of every error dialog, recorded instead of shown."""
-    from cnnstudio.gui import errors
+    from cnnstudio.gui.dialogs import errors
 
     calls = []
     monkeypatch.setattr(errors, "show_error",
@@ -78,7 +78,7 @@ def tiny_dataset(tmp_path) -> Path:
 @pytest.fixture
 def wait_for_workers(qtbot):
     """Call to let every FunctionWorker finish and deliver its signals."""
-    from cnnstudio.gui.workers import wait_for_all
+    from cnnstudio.gui.qthreading import wait_for_all
 
     def wait(timeout_ms: int = 120_000) -> None:
         assert wait_for_all(timeout_ms / 1000)

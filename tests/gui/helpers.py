@@ -9,10 +9,10 @@ from coretrain import tiny_spec, train
 from PIL import Image
 from tinydata import make_dataset
 
-from cnnstudio.core.dataset import scan_dataset
-from cnnstudio.core.runs import RunPaths
-from cnnstudio.core.training import TrainConfig
-from cnnstudio.plugins import load_registry
+from cnnstudio.builtins.manager import load_registry
+from cnnstudio.core.data.dataset import scan_dataset
+from cnnstudio.core.runs.folder import RunPaths
+from cnnstudio.core.training.config import TrainConfig
 
 FAST = dict(epochs=3, batch_size=4, learning_rate=0.01, patience=0, seed=1)
 

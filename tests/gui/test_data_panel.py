@@ -6,12 +6,12 @@ import pytest
 from helpers import drop_paths
 from PySide6.QtCore import QSize, Qt
 
-from cnnstudio.core.dataset import DatasetIndex, ImageItem
-from cnnstudio.core.spec import AugmentSpec
-from cnnstudio.gui import widgets
-from cnnstudio.gui.data_panel import DataPanel
+from cnnstudio.builtins.manager import load_registry
+from cnnstudio.core.data.dataset import DatasetIndex, ImageItem
+from cnnstudio.core.model.spec import AugmentSpec
+from cnnstudio.gui.panels.data import DataPanel
 from cnnstudio.gui.session import Session
-from cnnstudio.plugins import load_registry
+from cnnstudio.gui.widgets import common as widgets
 
 TIMEOUT = 60_000
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import make_session, trained_run
 from PySide6.QtCore import Qt
 
-from cnnstudio.gui.evaluate_panel import EvaluatePanel
+from cnnstudio.gui.panels.evaluate import EvaluatePanel
 
 
 @pytest.fixture
@@ -112,8 +112,8 @@ def fake_run(tmp_path, classes, y_true, probs, name="run"):
     import numpy as np
     from PIL import Image
 
-    from cnnstudio.core.evaluation import EvalResult, classification_metrics
-    from cnnstudio.core.runs import RunPaths, write_predictions
+    from cnnstudio.core.evaluation.metrics import EvalResult, classification_metrics
+    from cnnstudio.core.runs.folder import RunPaths, write_predictions
 
     data = tmp_path / f"{name}-data"
     paths = []
@@ -161,8 +161,8 @@ def test_normalised_toggle_shows_each_rows_share(panel, run):
 def test_misclassified_sorted_by_confidence_with_topk_and_calibration(qtbot, tmp_path):
     from helpers import make_session
 
-    from cnnstudio.core.calibration import expected_calibration_error
-    from cnnstudio.core.evaluation import top_k_accuracy
+    from cnnstudio.core.evaluation.calibration import expected_calibration_error
+    from cnnstudio.core.evaluation.metrics import top_k_accuracy
 
     _, run_dir = three_class_run(tmp_path)
     panel = EvaluatePanel(make_session())
@@ -196,7 +196,7 @@ def test_misclassified_sorted_by_confidence_with_topk_and_calibration(qtbot, tmp
 def test_two_classes_show_roc_and_pr(qtbot, tmp_path):
     from helpers import make_session
 
-    from cnnstudio.core.evaluation import binary_curves
+    from cnnstudio.core.evaluation.metrics import binary_curves
 
     y = [0, 0, 0, 1, 1, 1]
     probs = [[.9, .1], [.6, .4], [.3, .7], [.2, .8], [.55, .45], [.1, .9]]
@@ -216,7 +216,8 @@ def test_two_classes_show_roc_and_pr(qtbot, tmp_path):
 def test_move_to_class_and_undo(qtbot, tmp_path, monkeypatch):
     from helpers import make_session
 
-    from cnnstudio.gui import evaluate_panel, widgets
+    from cnnstudio.gui.panels import evaluate as evaluate_panel
+    from cnnstudio.gui.widgets import common as widgets
 
     data, run_dir = three_class_run(tmp_path)
     panel = EvaluatePanel(make_session())
@@ -300,8 +301,8 @@ def test_misclassified_preview_and_gradcam(qtbot, panel, run, tmp_path):
 def test_fit_temperature_stores_it_in_the_bundle_and_remove_takes_it_back(qtbot, tmp_path, run, shown_errors):
     from helpers import make_session
 
-    from cnnstudio.core.bundle import Bundle
-    from cnnstudio.core.calibration import apply_temperature, calibration_report
+    from cnnstudio.core.evaluation.calibration import apply_temperature, calibration_report
+    from cnnstudio.core.model.bundle import Bundle
 
     _, shared = run
     run_dir = shutil.copytree(shared, tmp_path / "run")  # the fit writes into the bundle

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnstudio.gui.model_panel import ModelPanel
+from cnnstudio.builtins.manager import PluginManager
+from cnnstudio.gui.panels.model import ModelPanel
 from cnnstudio.gui.session import Session
-from cnnstudio.plugins import PluginManager
 
 PLUGIN_SOURCE = Path(__file__).resolve().parents[2] / "plugins" / "cnnstudio-mobilenet" / "src"
 TIMEOUT = 120_000  # ms; the first summary in a process also imports TensorFlow
@@ -112,9 +112,9 @@ app = QApplication([])
 QSettings.setDefaultFormat(QSettings.Format.IniFormat)
 QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, sys.argv[2])
 sys.path.insert(0, sys.argv[1])
-from cnnstudio.gui.model_panel import ModelPanel
+from cnnstudio.gui.panels.model import ModelPanel
 from cnnstudio.gui.session import Session
-from cnnstudio.plugins import PluginManager
+from cnnstudio.builtins.manager import PluginManager
 from cnnstudio_mobilenet import plugin
 
 registry = PluginManager(autoload=False).load()

@@ -10,7 +10,7 @@ from coretrain import train
 from helpers import make_session
 from tinydata import make_dataset
 
-from cnnstudio.gui.experiments_panel import ExperimentsPanel
+from cnnstudio.gui.panels.experiments import ExperimentsPanel
 
 
 @pytest.fixture

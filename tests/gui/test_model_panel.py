@@ -3,10 +3,10 @@
 import pytest
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
 
-from cnnstudio.core.providers import BackboneProvider, Param
-from cnnstudio.gui.model_panel import BlockEditor, ModelPanel
+from cnnstudio.builtins.manager import PluginManager, load_registry
+from cnnstudio.gui.panels.model import BlockEditor, ModelPanel
 from cnnstudio.gui.session import Session
-from cnnstudio.plugins import PluginManager, load_registry
+from cnnstudio.plugins import BackboneProvider, Param
 
 TIMEOUT = 120_000  # ms; the first summary in a process also imports TensorFlow
 
@@ -106,8 +106,8 @@ def test_choosing_a_pretrained_backbone_shows_its_form_mode_and_frozen_counts(qt
 
 def test_the_mode_suggestion_follows_the_dataset_and_augmentation_turns_the_bottleneck_off(
         qtbot, panel, tiny_dataset):
-    from cnnstudio.core.dataset import scan_dataset
-    from cnnstudio.core.spec import AugmentSpec
+    from cnnstudio.core.data.dataset import scan_dataset
+    from cnnstudio.core.model.spec import AugmentSpec
 
     panel.select_model("vgg16")
     assert panel.mode_hint.text() == "Open a dataset for a suggestion."

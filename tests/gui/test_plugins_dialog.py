@@ -12,8 +12,9 @@ from PySide6.QtWidgets import QMessageBox
 from tinydata import make_dataset
 from venvs import make_venv
 
+from cnnstudio.builtins import manager
+from cnnstudio.builtins.manager import PluginManager
 from cnnstudio.gui.main_window import MainWindow
-from cnnstudio.plugins import PluginManager, manager
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_PLUGIN = REPO / "plugins" / "cnnstudio-mobilenet"
@@ -79,7 +80,7 @@ def test_each_kind_of_broken_plugin_is_listed_by_name_and_the_builtins_work(qtbo
 def test_training_a_plugin_backbone_whose_build_fails_shows_the_error_and_the_window_goes_on(
     qtbot, install_plugin, tmp_path, shown_errors
 ):
-    from cnnstudio.core.spec import ModelSpec
+    from cnnstudio.core.model.spec import ModelSpec
 
     install_plugin("fails-to-build", BROKEN["fails-to-build"])
     plugin_manager = PluginManager()
@@ -132,7 +133,7 @@ def test_disabling_a_plugin_is_remembered_and_refreshes_the_model_panel(qtbot, i
 
 
 def test_a_model_whose_plugin_is_disabled_stays_and_says_why(qtbot, install_plugin):
-    from cnnstudio.core.spec import resolve_spec
+    from cnnstudio.core.model.spec import resolve_spec
 
     install_plugin("tiny", TINY)
     window = _window(qtbot)
@@ -197,7 +198,7 @@ def test_install_from_folder_and_uninstall_the_example_plugin(qtbot, tmp_path, m
 
 
 def test_the_dialog_asks_before_uninstalling(qtbot, install_plugin, monkeypatch):
-    from cnnstudio.gui import widgets
+    from cnnstudio.gui.widgets import common as widgets
 
     install_plugin("tiny", TINY)
     window = _window(qtbot)

@@ -5,9 +5,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 from helpers import drop_files, make_session, trained_run, write_broken_png
 
-from cnnstudio.core.bundle import Bundle
-from cnnstudio.gui import predict_panel
-from cnnstudio.gui.predict_panel import PredictPanel
+from cnnstudio.core.model.bundle import Bundle
+from cnnstudio.gui.panels import predict as predict_panel
+from cnnstudio.gui.panels.predict import PredictPanel
 
 TIMEOUT = 60_000
 
@@ -123,7 +123,7 @@ def imagenet_weights(tmp_path_factory):
 
 def test_what_imagenet_sees_shows_the_top_5_of_a_dropped_image(qtbot, tmp_path, data_dir, imagenet_weights,
                                                                  shown_errors):
-    from cnnstudio.core.imagenet import ImageNetClassifier
+    from cnnstudio.builtins.imagenet import ImageNetClassifier
 
     image = _photo(tmp_path / "photo.png")
     broken = write_broken_png(tmp_path / "broken.png")
@@ -185,7 +185,7 @@ def test_what_imagenet_sees_reports_download_progress_and_errors(qtbot, tmp_path
 
 
 def test_grad_cam_shows_each_cards_overlay_computed_in_the_background(qtbot, run, tmp_path, data_dir, loads):
-    from cnnstudio.gui.plots import load_thumbnail
+    from cnnstudio.gui.widgets.plots import load_thumbnail
 
     data, run_dir = run
     session = make_session(data)
@@ -222,8 +222,8 @@ def test_grad_cam_shows_each_cards_overlay_computed_in_the_background(qtbot, run
 def test_a_temperature_stored_after_loading_is_used_and_shown(qtbot, run, tmp_path, loads):
     import shutil
 
-    from cnnstudio.core.bundle import set_temperature
-    from cnnstudio.core.calibration import apply_temperature
+    from cnnstudio.core.evaluation.calibration import apply_temperature
+    from cnnstudio.core.model.bundle import set_temperature
 
     data, shared = run
     run_dir = shutil.copytree(shared, tmp_path / "run")  # the temperature is written into the bundle
@@ -241,7 +241,7 @@ def test_a_temperature_stored_after_loading_is_used_and_shown(qtbot, run, tmp_pa
         panel.predict_files([image])
     (after,) = blocker.args[0]
     assert "calibrated (temperature 2.5)" in panel.model_label.text()
-    from cnnstudio.core.images import load_array
+    from cnnstudio.core.io.images import load_array
 
     bundle = Bundle(run_dir / "model")  # the model's own probabilities, scaled by hand
     probs = bundle.predict_arrays(load_array(str(image), bundle.input_size)[None], calibrated=False)

@@ -12,11 +12,11 @@ from helpers import make_session
 from PySide6.QtCore import Qt
 from tinydata import make_dataset
 
-from cnnstudio.core.bundle import Bundle
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.training import Trainer
-from cnnstudio.gui.train_panel import TrainPanel
-from cnnstudio.gui.train_worker import TrainWorker
+from cnnstudio.core.model.bundle import Bundle
+from cnnstudio.core.training.trainer import Trainer
+from cnnstudio.gui.panels.train import TrainPanel
+from cnnstudio.gui.qthreading import TrainWorker
 
 TIMEOUT = 180_000  # ms; the first run in a process also imports TensorFlow
 
@@ -153,7 +153,7 @@ def test_start_without_a_dataset_explains_why(qtbot, data_dir, shown_errors):
 
 def test_fine_tuning_draws_one_continuous_curve_with_a_marker_where_the_second_phase_begins(
         qtbot, tmp_path, data_dir):
-    from cnnstudio.core.spec import HeadSpec, ModelSpec
+    from cnnstudio.core.model.spec import HeadSpec, ModelSpec
 
     session = make_session(make_dataset(tmp_path / "data", size=32), mode="finetune", epochs=2,
                            finetune_epochs=1)

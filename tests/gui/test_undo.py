@@ -57,7 +57,7 @@ def test_settings_changes_undo_and_redo_one_step_each(monkeypatch):
 def test_edit_menu_undoes_the_model_panel_and_a_move_on_the_evaluate_page(qtbot, window, tmp_path, monkeypatch):
     from test_evaluate_panel import three_class_run
 
-    from cnnstudio.gui import evaluate_panel
+    from cnnstudio.gui.panels import evaluate as evaluate_panel
 
     assert window.undo_action.shortcut() == QKeySequence(QKeySequence.StandardKey.Undo)
     assert not window.undo_action.isEnabled() and window.undo_action.text() == "Undo"

@@ -11,9 +11,10 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 
 from cnnstudio.core.errors import StudioError
-from cnnstudio.gui import errors, widgets
-from cnnstudio.gui.session import PROJECT_SUFFIX
-from cnnstudio.gui.workers import FunctionWorker
+from cnnstudio.core.project import PROJECT_SUFFIX
+from cnnstudio.gui.dialogs import errors
+from cnnstudio.gui.qthreading import FunctionWorker
+from cnnstudio.gui.widgets import common as widgets
 
 TIMEOUT = 60_000
 
@@ -46,9 +47,9 @@ def test_window_starts_on_the_start_page_with_the_workflow_in_the_sidebar(window
 
 
 def test_the_train_evaluate_and_predict_panels_are_hosted(window):
-    from cnnstudio.gui.evaluate_panel import EvaluatePanel
-    from cnnstudio.gui.predict_panel import PredictPanel
-    from cnnstudio.gui.train_panel import TrainPanel
+    from cnnstudio.gui.panels.evaluate import EvaluatePanel
+    from cnnstudio.gui.panels.predict import PredictPanel
+    from cnnstudio.gui.panels.train import TrainPanel
 
     for key, cls in (("train", TrainPanel), ("evaluate", EvaluatePanel), ("predict", PredictPanel)):
         assert isinstance(window.show_page(key), cls)
@@ -119,7 +120,7 @@ def test_a_broken_project_file_is_a_message_not_a_crash(window, shown_errors, tm
 def test_an_exception_in_a_worker_shows_a_message_and_the_window_keeps_working(
     qtbot, window, shown_errors, tiny_dataset, monkeypatch
 ):
-    import cnnstudio.core.dataset as dataset
+    import cnnstudio.core.data.dataset as dataset
 
     real_scan = dataset.scan_dataset
 

@@ -11,11 +11,11 @@ import textwrap
 
 import numpy as np
 import pytest
-from cnnstudio.core import transfer
+from cnnstudio.builtins.manager import PluginManager
 from cnnstudio.core.errors import WeightsError
-from cnnstudio.core.models import build_model
-from cnnstudio.core.spec import resolve_spec
-from cnnstudio.plugins import PluginManager
+from cnnstudio.core.model import transfer
+from cnnstudio.core.model.models import build_model
+from cnnstudio.core.model.spec import resolve_spec
 
 from cnnstudio_mobilenet import plugin
 
@@ -60,7 +60,7 @@ def test_the_installed_plugin_registers_both_backbones(manager, registry):
 def test_importing_the_plugin_imports_no_tensorflow():
     code = textwrap.dedent("""
         import sys
-        from cnnstudio.plugins import PluginManager
+        from cnnstudio.builtins.manager import PluginManager
         registry = PluginManager().load()
         assert {"mobilenetv2", "efficientnetb0"} <= set(registry.backbones)
         print(",".join(m for m in ("tensorflow", "keras", "PySide6") if m in sys.modules))

@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from cnnstudio.core import weights as weights_sources
 from cnnstudio.core.errors import WeightsError
-from cnnstudio.core.weights import WeightsFile
+from cnnstudio.core.model import weights as weights_sources
+from cnnstudio.core.model.weights import WeightsFile
 from cnnstudio.plugins import BackboneProvider, Param, hookimpl
 
 # The plugin API this module is written for; a CNN Studio with an older API refuses to load it.

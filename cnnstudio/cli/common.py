@@ -1,0 +1,74 @@
+"""What several commands share: their usage error, the plugin registry, the dataset folder, and the
+model and training settings that the training options describe ('train', 'tune', 'cv').
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from cnnstudio.core.errors import StudioError
+
+
+class CliError(StudioError):
+    """A usage problem found after parsing (e.g. a folder that does not exist)."""
+
+
+def dataset_dir(args) -> str:
+    if getattr(args, "sample", False):
+        from cnnstudio.core.data.sample import sample_dataset_path
+
+        if args.data_dir:
+            raise CliError("give either DATA_DIR or --sample, not both")
+        print("Using the built-in sample dataset", file=sys.stderr)
+        return str(sample_dataset_path())
+    if not args.data_dir:
+        raise CliError("give a DATA_DIR (a folder with one sub-folder per class) or --sample")
+    return args.data_dir
+
+
+def plugin_registry():
+    from cnnstudio.builtins.manager import default_manager
+
+    return default_manager().registry
+
+
+# 'train' options and the TrainConfig fields they set (and, for 'train --config FILE', override).
+CONFIG_OPTIONS = {
+    "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer", "lr": "learning_rate",
+    "patience": "patience", "class_weights": "class_weight", "seed": "seed", "cache": "cache", "mode": "mode",
+    "finetune_blocks": "finetune_blocks", "finetune_from": "finetune_from", "finetune_epochs": "finetune_epochs",
+    "finetune_lr": "finetune_learning_rate", "bottleneck": "bottleneck",
+}
+
+
+def backbone_params(items: list[str]) -> dict:
+    """``--param NAME=VALUE`` options as a dict: VALUE as JSON when it is a list or a mapping (a
+    scratch stack's blocks), else as typed (the backbone's schema converts numbers and booleans)."""
+    params = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise CliError(f"--param {item!r}: expected NAME=VALUE, e.g. alpha=0.35")
+        value = value.strip()
+        if value[:1] in "[{":
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise CliError(f"--param {name}: not valid JSON ({exc.msg} at character {exc.pos})") from None
+        params[name.strip()] = value
+    return params
+
+
+def spec_and_config(args, registry):
+    """The model spec and training configuration that the training options describe."""
+    from cnnstudio.core.model.spec import resolve_spec
+    from cnnstudio.core.training.config import TrainConfig
+
+    spec = resolve_spec(registry, args.model, input_size=args.image_size, weights=args.weights,
+                        params=backbone_params(args.param))
+    options = {field: getattr(args, dest) for dest, field in CONFIG_OPTIONS.items()}
+    if options["epochs"] is None:  # --epochs not given: the TrainConfig default
+        del options["epochs"]
+    config = TrainConfig(**options)
+    return spec, config

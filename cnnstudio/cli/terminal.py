@@ -1,0 +1,151 @@
+"""What the commands show on the terminal: JSON, progress bars, training progress, and Ctrl-C.
+
+Progress goes to standard error (a bar only on an interactive terminal, so logs stay clean);
+results go to standard output. The first Ctrl-C asks the work to stop at the next batch or
+epoch, leaving it resumable; a second one aborts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import threading
+
+
+def print_json(obj) -> None:
+    from cnnstudio.core.io.atomic import _json_default
+
+    print(json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default))
+
+
+def progress_bar(desc: str, total: int | None = None, unit: str = "it"):
+    """A tqdm bar on an interactive terminal, nothing otherwise (logs stay clean)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
+
+
+def scan_folder(data_dir: str, quiet: bool = False):
+    from cnnstudio.core.data.dataset import scan_dataset
+
+    bar = progress_bar("Scanning", unit="files") if not quiet else None
+
+    def progress(done, total):
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    try:
+        return scan_dataset(data_dir, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+class TerminalState:
+    """Reports training on the terminal; the first Ctrl-C asks training to stop at the next batch."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.stop = threading.Event()
+        self.bar = None
+        self.bar_task = None  # the task of a progress bar before training (decoding, features...)
+
+    def _say(self, text):
+        if not self.quiet:
+            if self.bar is not None:
+                self.bar.write(text, file=sys.stderr)
+            else:
+                print(text, file=sys.stderr)
+
+    def on_status(self, message):
+        self._say(message)
+
+    def on_progress(self, task, done, total):
+        if self.quiet:
+            return
+        desc = task.replace(" (bytes)", "").capitalize()
+        if self.bar is None or self.bar_task != task:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = progress_bar(desc, total=total or None, unit="B" if "(bytes)" in task else "img")
+            self.bar_task = task
+            if "(bytes)" in task:
+                self.bar.unit_scale = True
+        self.bar.n = done
+        self.bar.refresh()
+        if done >= total:
+            self.bar.close()
+            self.bar = None
+
+    def on_begin(self, e):
+        self.epochs = e.epochs
+        if e.phase == "finetune":
+            self._say(f"Fine-tuning from epoch {e.initial_epoch + 1} to {e.epochs}")
+        else:
+            self._say(f"Training on {e.device}: {e.n_train} training and {e.n_val} validation images, "
+                      f"{e.steps_per_epoch} batches per epoch")
+        if e.summary:
+            self._say(format_block_summary(e.summary))
+
+    def on_batch(self, e):
+        if self.quiet:
+            return
+        if self.bar is None:
+            self.bar = progress_bar(f"Epoch {e.epoch + 1}/{self.epochs}", total=e.steps, unit="batch")
+        self.bar.n = e.batch
+        post = {k: f"{v:.4f}" for k, v in e.logs.items() if k in ("loss", "accuracy")}
+        if e.eta is not None:
+            post["eta"] = f"{e.eta:.0f}s"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.refresh()
+
+    def on_epoch_end(self, e):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        parts = [f"{k} {v:.4f}" for k, v in e.logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")]
+        eta = f", eta {e.eta:.0f}s" if e.eta else ""
+        self._say(f"Epoch {e.epoch + 1}/{self.epochs}: " + ", ".join(parts) + f" ({e.elapsed:.1f}s{eta})")
+
+    def on_end(self, e):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        what = {"completed": "finished", "early_stopped": "stopped early", "cancelled": "stopped"}[e.reason]
+        self._say(f"Training {what} after {e.epochs_run} epoch(s) in {e.elapsed:.1f}s")
+
+    def should_stop(self):
+        return self.stop.is_set()
+
+
+def format_block_summary(rows: list[dict]) -> str:
+    """The per-block table of trainable and frozen parameters."""
+    width = max(len(r["block"]) for r in rows)
+    lines = [f"  {'block':<{width}}  {'trainable':>11}  {'frozen':>11}  state"]
+    for r in rows:
+        lines.append(f"  {r['block']:<{width}}  {r['trainable']:>11,}  {r['frozen']:>11,}  {r['state']}")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def stop_on_ctrl_c(state, at: str = "batch"):
+    """The first Ctrl-C asks ``state`` to stop after this ``at`` (the run stays resumable); a
+    second one aborts at once."""
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        if state.stop.is_set():
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        state._say(f"Stopping after this {at} (Ctrl-C again to abort)...")
+        state.stop.set()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,112 @@
+"""``cnnstudio train``: one run, from options, from a search's best.json or a run's config.json, or resumed."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cnnstudio.cli.common import (
+    CONFIG_OPTIONS,
+    CliError,
+    backbone_params,
+    dataset_dir,
+    plugin_registry,
+    spec_and_config,
+)
+from cnnstudio.cli.terminal import TerminalState, print_json, scan_folder, stop_on_ctrl_c
+
+
+def _given_options(parser: argparse.ArgumentParser, argv: list[str], dests) -> set[str]:
+    """The options typed on the command line, as opposed to left at their defaults (an option
+    typed with its default value still counts): a second parse with every default replaced by
+    a marker leaves the marker wherever nothing was typed. (A non-string marker, because argparse
+    converts string defaults with the option's type.)"""
+    untyped = object()
+    saved = {d: parser.get_default(d) for d in dests}
+    parser.set_defaults(**dict.fromkeys(dests, untyped))
+    try:
+        given = parser.parse_args(argv)
+    finally:
+        parser.set_defaults(**saved)
+    return {k for k, v in vars(given).items() if v is not untyped}
+
+
+def configured_spec_and_config(args, registry):
+    """'train --config FILE': the spec and settings of a search's best.json or a run's config.json,
+    with the options typed on the command line winning over the file's values."""
+    import dataclasses
+
+    from cnnstudio.core.experiments.search import load_configuration
+    from cnnstudio.core.model.spec import resolve_spec
+
+    given = _given_options(args.train_parser, args.argv[1:], [k for k in vars(args) if k != "argv"])
+    spec, config = load_configuration(args.config)
+    if "model" in given:
+        spec = resolve_spec(registry, args.model, input_size=args.image_size, weights=args.weights,
+                            params=backbone_params(args.param))
+    else:
+        if "image_size" in given:
+            spec.input_size = args.image_size
+        if "weights" in given:
+            spec.params["weights"] = args.weights
+        if "param" in given:
+            spec.params.update(backbone_params(args.param))
+            spec = spec.validate(registry)
+    typed = {field: getattr(args, dest) for dest, field in CONFIG_OPTIONS.items() if dest in given}
+    return spec, dataclasses.replace(config, **typed).validate()
+
+
+def cmd_train(args) -> int:
+    from cnnstudio.core.data.dataset import Split, make_split
+    from cnnstudio.core.model.spec import ModelSpec
+    from cnnstudio.core.runs.folder import RunPaths, read_config
+    from cnnstudio.core.training.config import TrainConfig
+    from cnnstudio.core.training.trainer import Trainer
+
+    out = Path(args.out)
+    paths = RunPaths(out)
+    registry = plugin_registry()
+
+    if args.resume:
+        if args.config:
+            raise CliError("--config starts a new run; --resume continues a run with its own settings")
+        if not paths.config.exists():
+            raise CliError(f"{out}: nothing to resume (no config.json)")
+        saved = read_config(out)
+        data_dir = args.data_dir or saved["dataset"]["root"]
+        index = scan_folder(data_dir, quiet=args.json)
+        index.raise_for_errors()
+        split = Split.from_dict(saved["split"], index)
+        spec = ModelSpec.from_dict(saved["spec"])
+        config = TrainConfig.from_dict(saved["train"])
+        if args.epochs is not None:
+            config.epochs = args.epochs
+    else:
+        if paths.config.exists():
+            hint = "pass --resume to continue it" if paths.train_state.exists() and not paths.metrics.exists() else \
+                "choose another --out"
+            raise CliError(f"{out} already holds a run; {hint}")
+        data_dir = dataset_dir(args)
+        index = scan_folder(data_dir, quiet=args.json)
+        index.raise_for_errors()
+        spec, config = configured_spec_and_config(args, registry) if args.config else spec_and_config(args, registry)
+        split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=config.seed)
+
+    state = TerminalState(quiet=args.json)
+    with stop_on_ctrl_c(state):
+        result = Trainer(index, split, spec, config, out, registry, state=state).run(resume=args.resume)
+
+    metrics = result.metrics or {}
+    if args.json:
+        print_json({"run_dir": str(out), "status": result.reason, "epochs_run": result.epochs_run,
+                     "train_seconds": result.train_seconds, **metrics})
+    else:
+        if metrics.get("test_accuracy") is not None:
+            print(f"Test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f} "
+                  f"on {metrics['test_images']} images")
+        if result.skipped_files:
+            print(f"{len(result.skipped_files)} file(s) could not be read and were skipped:")
+            for d in result.skipped_files:
+                print(f"  {d['path']}: {d['reason']}")
+        print(f"Run saved in {out}; model bundle in {paths.bundle}")
+    return 130 if result.reason == "cancelled" else 0

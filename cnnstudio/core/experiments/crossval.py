@@ -1,0 +1,319 @@
+"""k-fold cross-validation: k ordinary training runs on stratified folds, and their mean ± std.
+
+One split's validation accuracy on a small dataset depends on which images landed in it; the
+spread over k folds says how much. Each fold is a normal run folder (``OUT/fold-1`` ...
+``OUT/fold-k``), so reports, evaluation, export and the run listing work on folds as on any
+run. ``OUT/cv.json`` holds the plan (k, seed, spec, hyper-parameters, each fold's validation
+files, the held-out test files) and the results so far; it is rewritten after every fold, so an
+interrupted cross-validation resumes: finished folds are kept, an interrupted fold continues
+from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from cnnstudio.core.data.dataset import DatasetIndex, Split, deal_folds, make_split
+from cnnstudio.core.errors import StudioError
+from cnnstudio.core.io.atomic import atomic_write_json, read_json
+from cnnstudio.core.model.spec import ModelSpec
+from cnnstudio.core.runs import folder as runs
+from cnnstudio.core.training.config import TrainConfig
+from cnnstudio.core.training.events import QuietState, TrainState
+from cnnstudio.core.training.trainer import Trainer
+
+CV_FILE = "cv.json"
+CV_FORMAT = 1
+# Per-fold numbers summarised over the folds, in the order they are shown.
+METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
+FINISHED = ("completed", "early_stopped")
+
+
+def fold_name(fold: int) -> str:
+    """The run folder of fold ``fold`` (1-based) inside the cross-validation folder."""
+    return f"fold-{fold}"
+
+
+# ----------------------------------------------------------------------------- folds
+
+
+def stratified_folds(index: DatasetIndex, k: int, seed: int, files: list[int] | None = None) -> list[list[int]]:
+    """``k`` disjoint folds of ``files`` (indices into ``index.items``; default all), each class
+    dealt in proportion after a seeded shuffle, so per-class counts of two folds differ by at most 1.
+    """
+    if k < 2:
+        raise StudioError(f"cross-validation needs at least 2 folds, not {k}")
+    chosen = range(len(index.items)) if files is None else sorted(set(files))
+    groups: list[list[int]] = [[] for _ in index.class_names]
+    for i in chosen:
+        groups[index.items[i].label].append(i)
+    left = "" if files is None else " left for the folds"
+    for name, members in zip(index.class_names, groups, strict=True):
+        if len(members) < k:
+            raise StudioError(
+                f"{index.root}: class '{name}' has {len(members)} image{'s' if len(members) != 1 else ''}{left}; "
+                f"{k}-fold cross-validation needs at least {k} per class"
+            )
+    return deal_folds(groups, k, seed)
+
+
+def fold_splits(index: DatasetIndex, k: int, seed: int, test_fraction: float = 0.0) -> list[Split]:
+    """One split per fold: fold i validates, the other folds train, and a test split held out
+    first (as :func:`make_split` takes it, the same for every fold) tests; it may be empty."""
+    test: list[int] = []
+    rest = None
+    if test_fraction > 0:
+        try:
+            held = make_split(index, 0.0, test_fraction, seed)
+        except ValueError as exc:
+            raise StudioError(f"test fraction: {exc}") from exc
+        rest, test = held.train, held.test
+    folds = stratified_folds(index, k, seed, files=rest)
+    pool = {i for fold in folds for i in fold}
+    return [
+        Split(seed, round(1.0 / k, 6), test_fraction, sorted(pool - set(fold)), list(fold), list(test))
+        for fold in folds
+    ]
+
+
+# ----------------------------------------------------------------------------- state and result
+
+
+class CVState(TrainState, Protocol):
+    """A :class:`TrainState` for the fold being trained, told when each fold starts and ends."""
+
+    def on_fold_start(self, fold: int, k: int) -> None: ...
+    def on_fold_end(self, fold: int, metrics: dict) -> None: ...
+
+
+class QuietCVState(QuietState):
+    """A cross-validation state that reports nowhere and never stops; the default."""
+
+    def on_fold_start(self, fold, k):
+        pass
+
+    def on_fold_end(self, fold, metrics):
+        pass
+
+
+@dataclass
+class CVResult:
+    out_dir: Path
+    k: int
+    folds: list[dict]  # per fold: fold, status, epochs, best_epoch, val_*, test_*, seconds, run_dir
+    summary: dict  # metric -> {"mean", "std" (sample std, ddof=1; None from one fold), "values"}
+    reason: str  # "completed" | "cancelled"
+    test_files: int = 0  # images of the held-out test split every fold is tested on
+
+    def summary_lines(self) -> list[str]:
+        """``val_accuracy 0.8123 ± 0.0150`` per metric, under a line saying what ± means."""
+        n = max((len(s["values"]) for s in self.summary.values()), default=0)
+        over = f"{n} folds" if n == self.k else f"{n} of {self.k} folds"
+        lines = [f"mean ± std over {over} (sample standard deviation, ddof=1):"]
+        width = max((len(key) for key in self.summary), default=0)
+        for key, s in self.summary.items():
+            std = "n/a" if s["std"] is None else f"{s['std']:.4f}"
+            lines.append(f"  {key:<{width}}  {s['mean']:.4f} ± {std}")
+        return lines
+
+
+def summarise(folds: list[dict]) -> dict:
+    """Mean and sample standard deviation (ddof=1) of each metric over the finished folds."""
+    finished = [f for f in folds if f.get("status") in FINISHED]
+    out = {}
+    for key in METRICS:
+        values = [float(f[key]) for f in finished if f.get(key) is not None]
+        if values:
+            out[key] = {
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "values": values,
+            }
+    return out
+
+
+def fold_metrics(run_dir: Path, monitor: str = "val_loss") -> dict:
+    """A fold's numbers, read from its run folder: validation ones of the best epoch by
+    ``monitor`` (the epoch whose weights the run keeps), test ones from its metrics."""
+    p = runs.RunPaths(Path(run_dir))
+    saved = read_json(p.metrics) if p.metrics.exists() else {}
+    history = runs.read_history(run_dir) if p.history.exists() else []
+    out = {
+        "status": saved.get("status", "cancelled"),
+        "epochs": saved.get("epochs_run", len(history)),
+        "seconds": saved.get("train_seconds"),
+        "best_epoch": None,
+        "val_accuracy": None,
+        "val_loss": None,
+    }
+    best = runs.best_row(history, monitor)
+    if best is not None:
+        out.update(best_epoch=int(best["epoch"]), val_accuracy=best.get("val_accuracy"), val_loss=best.get("val_loss"))
+    if saved.get("test_accuracy") is not None:
+        out.update(test_accuracy=saved["test_accuracy"], test_loss=saved.get("test_loss"))
+    return out
+
+
+def read_cv(out_dir) -> CVResult:
+    """The cross-validation in ``out_dir`` as far as it went."""
+    out_dir = Path(out_dir)
+    record = _read_record(out_dir / CV_FILE)
+    if record is None:
+        raise StudioError(f"{out_dir}: not a cross-validation folder (no {CV_FILE})")
+    return _result(out_dir, record)
+
+
+def _result(out_dir: Path, record: dict) -> CVResult:
+    folds = []
+    for f in record["folds"]:
+        shown = {key: value for key, value in f.items() if key != "val"}
+        shown["run_dir"] = str(out_dir / f["run_dir"])
+        folds.append(shown)
+    return CVResult(out_dir, record["k"], folds, record.get("summary") or {}, record.get("status", "cancelled"),
+                    test_files=len(record.get("test") or []))
+
+
+def _read_record(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        record = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise StudioError(f"{path}: unreadable cross-validation record ({exc})") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("folds"), list) or "k" not in record:
+        raise StudioError(f"{path}: not a cross-validation record (no k or folds)")
+    return record
+
+
+def _plain(obj):
+    """``obj`` as it reads back from JSON, so a saved plan compares equal to a new one."""
+    return json.loads(json.dumps(obj))
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+class CrossValidation:
+    """Trains ``spec`` with ``config`` on each of ``k`` folds into ``out_dir/fold-i``.
+
+    ``seed`` shuffles the folds (and the held-out test split); ``config.seed`` initialises and
+    shuffles training, the same in every fold so folds differ only by their data.
+    """
+
+    def __init__(
+        self,
+        index: DatasetIndex,
+        spec: ModelSpec,
+        config: TrainConfig,
+        k: int,
+        out_dir: str | Path,
+        registry,
+        *,
+        seed: int = 0,
+        test_fraction: float = 0.0,
+        state: CVState | None = None,
+    ):
+        index.raise_for_errors()
+        self.index = index
+        self.spec = spec.validate(registry)
+        self.config = config.validate()
+        self.k = k
+        self.out_dir = Path(out_dir)
+        self.registry = registry
+        self.seed = seed
+        self.test_fraction = test_fraction
+        self.state = state or QuietCVState()
+        self.path = self.out_dir / CV_FILE
+
+    def _plan(self) -> tuple[list[Split], dict]:
+        """The folds and the record: a saved plan when this folder holds one, else a new one."""
+        idx = self.index
+        wanted = _plain({
+            "k": self.k, "seed": self.seed, "test_fraction": self.test_fraction,
+            "class_names": idx.class_names, "spec": self.spec.to_dict(), "train": self.config.to_dict(),
+        })
+        record = _read_record(self.path)
+        if record is None:
+            stray = [d.name for d in self.out_dir.glob("fold-*") if (d / "config.json").exists()]
+            if stray:
+                raise StudioError(f"{self.out_dir}: holds runs ({', '.join(sorted(stray))}) but no {CV_FILE}; "
+                                  "choose another folder")
+            splits = fold_splits(idx, self.k, self.seed, self.test_fraction)
+            record = {
+                "format": CV_FORMAT,
+                **wanted,
+                "dataset": str(idx.root),
+                "test": [idx.items[i].path for i in splits[0].test],
+                "folds": [
+                    {"fold": i, "run_dir": fold_name(i), "status": "pending",
+                     "val": [idx.items[j].path for j in split.val]}
+                    for i, split in enumerate(splits, 1)
+                ],
+                "summary": {},
+                "status": "running",
+            }
+            return splits, record
+        differ = [key for key, value in wanted.items() if _plain(record.get(key)) != value]
+        if differ:
+            raise StudioError(
+                f"{self.path}: holds another cross-validation ({', '.join(differ)} differ); "
+                "choose another folder, or repeat the command that started it to resume"
+            )
+        vals = [f["val"] for f in record["folds"]]
+        splits = []
+        for i, val in enumerate(vals):
+            train = [path for j, other in enumerate(vals) if j != i for path in other]
+            saved = {"seed": self.seed, "val_fraction": round(1.0 / self.k, 6), "test_fraction": self.test_fraction,
+                     "train": train, "val": val, "test": record.get("test") or []}
+            splits.append(Split.from_dict(saved, idx))
+        return splits, record
+
+    def run(self) -> CVResult:
+        splits, record = self._plan()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path, record)
+        reason = "completed"
+        for i, split in enumerate(splits, 1):
+            if self.state.should_stop():
+                reason = "cancelled"
+                break
+            run_dir = self.out_dir / fold_name(i)
+            self.state.on_fold_start(i, self.k)
+            metrics = self._finished(run_dir)
+            if metrics is not None:
+                self.state.on_status(f"fold {i} of {self.k} finished earlier; its results are kept")
+            else:
+                resume = runs.load_train_state(runs.RunPaths(run_dir)) is not None
+                trainer = Trainer(self.index, split, self.spec, self.config, run_dir, self.registry, state=self.state)
+                trainer.run(resume=resume)
+                metrics = fold_metrics(run_dir, self.config.monitor)
+            metrics = {"fold": i, **metrics, "run_dir": fold_name(i)}
+            record["folds"][i - 1] = {**record["folds"][i - 1], **metrics}
+            record["summary"] = summarise(record["folds"])
+            if metrics["status"] not in FINISHED:
+                reason = "cancelled"
+            record["status"] = "running" if reason == "completed" and i < self.k else reason
+            atomic_write_json(self.path, record)
+            self.state.on_fold_end(i, {**metrics, "run_dir": str(run_dir)})
+            if reason == "cancelled":
+                break
+        if reason == "cancelled" and record["status"] != "cancelled":
+            record["status"] = "cancelled"
+            atomic_write_json(self.path, record)
+        return _result(self.out_dir, record)
+
+    def _finished(self, run_dir: Path) -> dict | None:
+        """The fold's metrics when its run folder holds a finished run, else None."""
+        p = runs.RunPaths(run_dir)
+        if not p.metrics.exists():
+            return None
+        try:
+            metrics = fold_metrics(run_dir, self.config.monitor)
+        except (OSError, ValueError) as exc:
+            raise StudioError(f"{p.metrics}: unreadable ({exc})") from exc
+        return metrics if metrics["status"] in FINISHED else None

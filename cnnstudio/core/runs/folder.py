@@ -1,0 +1,254 @@
+"""The run folder: one folder per training run, every file written atomically.
+
+```
+RUN_DIR/
+  config.json        spec, hyper-parameters, dataset, split (seed and file lists), fingerprint of the
+                     split's files, seeds, device, versions
+  history.csv        one row per epoch
+  checkpoints/       last.keras, best.weights.h5, state.json (what resume needs)
+  metrics.json       test metrics, status, timings
+  predictions.csv    per test image: true class, predicted class, confidence, probabilities
+  problems.json      files skipped while training
+  model/             the bundle (see core.model.bundle)
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import platform
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnstudio import __version__
+from cnnstudio.core.errors import StudioError
+from cnnstudio.core.io.atomic import atomic_write_csv, atomic_write_json, read_json
+
+CONFIG_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.keras"
+
+    @property
+    def best_weights(self) -> Path:
+        return self.checkpoints / "best.weights.h5"
+
+    @property
+    def train_state(self) -> Path:
+        return self.checkpoints / "state.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.csv"
+
+    @property
+    def problems(self) -> Path:
+        return self.root / "problems.json"
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "model"
+
+
+def run_folder_name(spec, when: float | None = None) -> str:
+    """``20240601-142530-seed-model-2``: sorts by date, says which model."""
+    model = spec.preset or spec.backbone
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    return f"{stamp}-{re.sub(r'[^A-Za-z0-9._-]+', '-', model).strip('-') or 'model'}"
+
+
+def versions() -> dict:
+    import keras
+    import numpy
+    import tensorflow
+
+    return {
+        "cnnstudio": __version__,
+        "python": platform.python_version(),
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def write_config(p: RunPaths, index, split, spec, config, device: str, weights: dict | None = None) -> None:
+    """Everything needed to train the run again: the split's files with a fingerprint of their
+    contents (so changed data is noticed), the seeds, the spec and hyper-parameters, versions."""
+    from cnnstudio.core.data.fingerprint import dataset_fingerprint
+
+    atomic_write_json(
+        p.config,
+        {
+            "format": CONFIG_FORMAT,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "dataset": {
+                "root": str(index.root), "class_names": index.class_names, "counts": index.counts(),
+                # what the scan found: bad files (left out), empty or tiny classes, imbalance
+                "problems": [{"path": q.path, "reason": q.reason, "level": q.level, "scope": q.scope}
+                             for q in index.problems],
+            },
+            "split": split.to_dict(index),
+            "fingerprint": dataset_fingerprint(index, split),
+            "seeds": {"split": split.seed, "training": config.seed},
+            "spec": spec.to_dict(),
+            "train": config.to_dict(),
+            "weights": weights,
+            "device": device,
+            "versions": versions(),
+        },
+    )
+
+
+def read_config(run_dir) -> dict:
+    return read_json(RunPaths(Path(run_dir)).config)
+
+
+def open_finished_run(run_dir, error=StudioError) -> tuple[RunPaths, dict]:
+    """The paths and config.json of a run that finished (its model bundle written). Raises
+    ``error`` (a :class:`StudioError`) naming the folder and the reason otherwise."""
+    run_dir = Path(run_dir)
+    paths = RunPaths(run_dir)
+    if not run_dir.is_dir():
+        raise error(f"{run_dir}: no such run folder")
+    if not paths.config.exists():
+        raise error(f"{run_dir}: not a run folder (no {paths.config.name})")
+    if not (paths.bundle / "bundle.json").exists():
+        raise error(f"{run_dir}: no model bundle in {paths.bundle} (the run did not finish)")
+    try:
+        config = read_config(run_dir)
+    except (OSError, ValueError) as exc:
+        raise error(f"{paths.config}: unreadable ({exc})") from exc
+    return paths, config
+
+
+def recorded_split(paths: RunPaths, config: dict, part: str, error=StudioError, why: str = "") -> list[str]:
+    """The files of one part (``train``, ``val``, ``test``) of the run's split; ``error`` when
+    there are none (``why`` says what needed them)."""
+    files = list((config.get("split") or {}).get(part) or [])
+    if not files:
+        name = {"val": "validation"}.get(part, part)
+        raise error(f"{paths.root}: the run has no {name} split (trained with a {name} fraction of 0)"
+                    + (f"; {why}" if why else ""))
+    return files
+
+
+def dataset_folder(paths: RunPaths, config: dict, data_dir=None, error=StudioError, hint: str = "") -> Path:
+    """``data_dir`` when given, else the dataset folder the run recorded; ``error`` naming the
+    folder when it is not there (``hint`` says what to do)."""
+    tail = f"; {hint}" if hint else ""
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise error(f"{data_dir}: no such folder")
+        return Path(data_dir)
+    recorded = (config.get("dataset") or {}).get("root")
+    if not recorded:
+        raise error(f"{paths.config}: records no dataset folder{tail}")
+    if not Path(recorded).is_dir():
+        raise error(f"{recorded}: the run's dataset folder is not there{tail}")
+    return Path(recorded)
+
+
+def load_train_state(p: RunPaths) -> dict | None:
+    if not (p.train_state.exists() and p.last_checkpoint.exists()):
+        return None
+    return read_json(p.train_state)
+
+
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+
+
+def write_history(p: RunPaths, history: list[dict]) -> None:
+    extra = sorted({k for row in history for k in row} - set(HISTORY_COLUMNS))
+    header = [c for c in HISTORY_COLUMNS if any(c in row for row in history)] + extra
+    atomic_write_csv(p.history, header, [[row.get(c, "") for c in header] for row in history])
+
+
+def read_history(run_dir) -> list[dict]:
+    """history.csv with numbers as floats, empty cells as None and text (the ``phase`` column) as text."""
+    with open(RunPaths(Path(run_dir)).history, encoding="utf-8", newline="") as f:
+        return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _cell(v):
+    if v in ("", None):
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def write_predictions(p: RunPaths, result) -> None:
+    names = result.class_names
+    header = ["path", "true", "predicted", "confidence", "correct"] + [f"p_{n}" for n in names]
+    rows = []
+    for path, true, probs in zip(result.paths, result.y_true, result.probs):
+        pred = int(probs.argmax())
+        rows.append([path, names[true], names[pred], f"{probs[pred]:.6f}", int(pred == true)] + [f"{x:.6f}" for x in probs])
+    atomic_write_csv(p.predictions, header, rows)
+
+
+def write_results(p: RunPaths, model, index, spec, *, reason, epochs_run, history, train_seconds, device,
+                  metrics, skipped, n_classes, extra: dict | None = None) -> None:
+    from cnnstudio.core.model.bundle import save_bundle
+
+    save_bundle(model, p.bundle, class_names=index.class_names, spec=spec,
+                weights=(extra or {}).get("weights"))
+    atomic_write_json(p.problems, {"skipped_during_training": skipped})
+    out = {
+        "status": reason,
+        "epochs_run": epochs_run,
+        "train_seconds": round(train_seconds, 3),
+        "device": device,
+        "class_names": index.class_names,
+        "best_epoch": _best_epoch(history),
+        "final": history[-1] if history else None,
+        "skipped_files": len(skipped),
+        **(extra or {}),
+    }
+    if metrics:
+        out.update(metrics)
+    atomic_write_json(p.metrics, out)
+
+
+def best_row(history: list[dict], monitor: str = "val_loss") -> dict | None:
+    """The history row of the epoch whose weights a run keeps: the best by ``monitor`` (lowest
+    loss, highest accuracy), as the checkpoint chooses it; None when no epoch has it."""
+    rows = [r for r in history if r.get(monitor) is not None]
+    if not rows:
+        return None
+    pick = max if "acc" in monitor else min
+    return pick(rows, key=lambda r: r[monitor])
+
+
+def _best_epoch(history):
+    rows = [r for r in history if r.get("val_loss") is not None] or [r for r in history if "loss" in r]
+    if not rows:
+        return None
+    key = "val_loss" if "val_loss" in rows[0] else "loss"
+    return int(min(rows, key=lambda r: r[key])["epoch"])

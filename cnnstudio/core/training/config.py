@@ -1,0 +1,71 @@
+"""The hyper-parameters of one run: plain data, stored in the run's ``config.json``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from cnnstudio.core.errors import StudioError
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one run. Plain data: stored in the run's ``config.json``."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.9  # SGD only
+    patience: int = 5  # early stopping; 0 turns it off
+    monitor: str = "val_loss"
+    restore_best: bool = True
+    class_weight: str = "none"  # "none" | "auto" (inverse class frequency)
+    seed: int = 0
+    cache: str = "auto"  # decoded-image cache: auto | memory | disk | none
+    # Transfer learning (pretrained backbones): None keeps the spec's own weights and trainable.
+    mode: str | None = None  # scratch | extract | finetune
+    finetune_blocks: int = 1  # top blocks of the base unfrozen in fine-tuning's second phase
+    finetune_from: str = ""  # or: every layer from this one up (overrides finetune_blocks)
+    finetune_epochs: int = 5
+    finetune_optimizer: str = "sgd"
+    finetune_learning_rate: float = 1e-4
+    bottleneck: bool = False  # train the head on cached base features (extract / finetune's first phase)
+
+    def validate(self) -> TrainConfig:
+        def bad(msg):
+            raise StudioError(msg)
+
+        if self.epochs < 1:
+            bad(f"epochs must be at least 1, not {self.epochs}")
+        if self.batch_size < 1:
+            bad(f"batch size must be at least 1, not {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            bad(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if not (0 < self.learning_rate < 10):
+            bad(f"learning rate must be between 0 and 10, not {self.learning_rate}")
+        if self.patience < 0:
+            bad(f"patience must be 0 (off) or more, not {self.patience}")
+        if self.class_weight not in ("none", "auto"):
+            bad(f"class weights must be 'none' or 'auto', not {self.class_weight!r}")
+        if self.mode is not None and self.mode not in ("scratch", "extract", "finetune"):
+            bad(f"mode must be scratch, extract or finetune, not {self.mode!r}")
+        if self.mode == "finetune":
+            if self.finetune_epochs < 1:
+                bad(f"fine-tuning epochs must be at least 1, not {self.finetune_epochs}")
+            if self.finetune_blocks < 1 and not self.finetune_from:
+                bad(f"fine-tuning needs at least 1 block to unfreeze, not {self.finetune_blocks}")
+            if self.finetune_optimizer not in OPTIMIZERS:
+                bad(f"fine-tuning optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.finetune_optimizer!r}")
+            if not (0 < self.finetune_learning_rate < 10):
+                bad(f"fine-tuning learning rate must be between 0 and 10, not {self.finetune_learning_rate}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)

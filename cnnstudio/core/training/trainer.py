@@ -1,0 +1,441 @@
+"""Training without a window: :class:`Trainer` wraps ``model.fit`` for one run folder.
+
+The trainer reports to a small state object (:class:`TrainState`) and asks it whether to stop,
+so the same code serves the command line, the window's worker thread and the tests. A Keras
+callback relays batch and epoch events and sets ``model.stop_training`` on cancel; every epoch
+leaves an atomic checkpoint from which an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cnnstudio.core.data.dataset import DatasetIndex, Split
+from cnnstudio.core.data.pipeline import ImagePipeline, cache_mode_for
+from cnnstudio.core.errors import Cancelled, StudioError
+from cnnstudio.core.io.atomic import read_json
+from cnnstudio.core.io.hashing import content_hashes
+from cnnstudio.core.model.spec import ModelSpec
+from cnnstudio.core.runs import folder as runs
+from cnnstudio.core.tf import device_description, keras
+from cnnstudio.core.training.config import TrainConfig
+from cnnstudio.core.training.events import BeginEvent, EndEvent, QuietState, TrainState
+
+# The pipeline skips unreadable files, so its length is unknown until the first epoch ends;
+# Keras warns about that at every first epoch although nothing is wrong.
+warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    reason: str
+    epochs_run: int
+    history: list[dict]
+    metrics: dict | None
+    train_seconds: float
+    skipped_files: list[dict] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Trains one model spec on one split of a dataset into ``run_dir``.
+
+    ``run()`` builds (or, with ``resume=True``, reloads) the model, fits it with checkpoints
+    every epoch, evaluates it on the test split and writes the run folder and model bundle.
+    """
+
+    def __init__(
+        self,
+        index: DatasetIndex,
+        split: Split,
+        spec: ModelSpec,
+        config: TrainConfig,
+        run_dir: str | Path,
+        registry,
+        state: TrainState | None = None,
+    ):
+        from cnnstudio.core.model.transfer import apply_mode
+
+        self.index = index
+        self.split = split
+        self.config = config.validate()
+        spec = spec.validate(registry)
+        self.spec = apply_mode(spec, self.config.mode, registry.backbones[spec.backbone])
+        self.run_dir = Path(run_dir)
+        self.registry = registry
+        self.state = state or QuietState()
+        index.raise_for_errors()
+        if not split.train:
+            raise StudioError("the training split is empty; lower the validation and test fractions")
+
+    # The run folder's layout lives in core.runs.folder; these are shortcuts.
+    @property
+    def paths(self) -> runs.RunPaths:
+        return runs.RunPaths(self.run_dir)
+
+    def _compile(self, model, optimizer: str | None = None, learning_rate: float | None = None):
+        K = keras()
+        c = self.config
+        optimizer = optimizer or c.optimizer
+        learning_rate = learning_rate or c.learning_rate
+        if optimizer == "sgd":
+            opt = K.optimizers.SGD(learning_rate=learning_rate, momentum=c.momentum)
+        else:
+            opt = K.optimizers.Adam(learning_rate=learning_rate)
+        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    def _class_weight(self):
+        if self.config.class_weight != "auto":
+            return None
+        labels = np.array(self.index.labels(self.split.train))
+        counts = np.bincount(labels, minlength=len(self.index.class_names)).astype(float)
+        counts[counts == 0] = 1.0
+        weights = len(labels) / (len(counts) * counts)
+        return {i: float(w) for i, w in enumerate(weights)}
+
+    def run(self, resume: bool = False) -> RunResult:
+        K = keras()
+        c = self.config
+        p = self.paths
+        K.utils.set_random_seed(c.seed)
+        device = self._device
+        state = runs.load_train_state(p) if resume else None
+        if resume and state is None:
+            raise StudioError(f"{self.run_dir}: nothing to resume (no checkpoint in {p.checkpoints})")
+        phase = state.get("phase", "train") if state else ("head" if c.mode == "finetune" else "train")
+        use_bottleneck = self._bottleneck_allowed() and phase in ("train", "head")
+
+        if state is None:
+            runs.write_config(p, self.index, self.split, self.spec, c, device, weights=self.weights_record())
+            model = self._build()
+            history: list[dict] = []
+            prior_seconds = 0.0
+        else:
+            history = state["history"]
+            prior_seconds = state["train_seconds"]
+            self.state.on_status(f"resuming from epoch {state['epochs_done'] + 1}")
+            if use_bottleneck:  # the checkpoint is the head alone; the base comes from its weights source
+                model = self._build()
+            else:
+                model = K.saving.load_model(p.last_checkpoint, safe_mode=True)
+
+        size = self.spec.input_size
+        # One decision for the run: training and validation images share the memory budget.
+        cache = cache_mode_for(len(self.split.train) + len(self.split.val), size, c.cache)
+        pipe = ImagePipeline(size, cache=cache, cache_dir=p.root / ".cache", file_kinds=self.index.file_kinds())
+        self._bottleneck_info = None
+        self._blocks: dict[str, list] = dict(state.get("blocks") or {}) if state else {}  # phases before a resume
+        t0 = time.perf_counter()
+        try:
+            return self._run(model, pipe, history, state, prior_seconds, phase, use_bottleneck, device, t0)
+        except Cancelled:
+            # Stopped before an epoch ended (decoding images, computing features): nothing new to save.
+            seconds = prior_seconds + time.perf_counter() - t0
+            self.state.on_end(EndEvent("cancelled", len(history), seconds))
+            return RunResult(self.run_dir, "cancelled", len(history), history, None, seconds, pipe.recorder.as_list())
+        finally:
+            pipe.close()
+
+    def _run(self, model, pipe, history, state, prior_seconds, phase, use_bottleneck, device, t0) -> RunResult:
+        c = self.config
+        p = self.paths
+        first_phase = "head" if c.mode == "finetune" else "train"
+        reason = "completed"
+        if phase == first_phase:
+            if use_bottleneck:
+                reason = self._fit_on_features(model, pipe, history, state, prior_seconds, first_phase)
+            else:
+                reason = self._fit(model, pipe, history, state, prior_seconds, c.epochs, first_phase)
+            state = None
+            if c.restore_best and p.best_weights.exists() and history and reason != "cancelled":
+                model.load_weights(p.best_weights)
+        if c.mode == "finetune" and reason != "cancelled":
+            if phase != "finetune":
+                from cnnstudio.core.model.transfer import unfreeze_top
+
+                provider = self.registry.backbones[self.spec.backbone]
+                unfrozen = unfreeze_top(model, provider, c.finetune_blocks, c.finetune_from or None)
+                self.state.on_status(
+                    f"fine-tuning {len(unfrozen)} layers of the base from {unfrozen[0] if unfrozen else '-'} up, "
+                    f"{c.finetune_optimizer} at learning rate {c.finetune_learning_rate:g}"
+                )
+                self._compile(model, c.finetune_optimizer, c.finetune_learning_rate)
+                phase_start = len(history)
+            else:
+                phase_start = state.get("phase_start", 0)
+            seconds = prior_seconds + time.perf_counter() - t0 if state is None else prior_seconds
+            reason = self._fit(
+                model, pipe, history, state, seconds, phase_start + c.finetune_epochs, "finetune",
+                phase_start=phase_start,
+            )
+        train_seconds = prior_seconds + time.perf_counter() - t0
+        if c.restore_best and p.best_weights.exists() and history:
+            model.load_weights(p.best_weights)
+        epochs_run = len(history)
+        self.state.on_end(EndEvent(reason, epochs_run, train_seconds))
+
+        metrics = None
+        if reason != "cancelled" and self.split.test:
+            from cnnstudio.core.evaluation.metrics import evaluate
+
+            self.state.on_status("evaluating on the test split")
+            result = evaluate(model, pipe, self.index, self.split.test, batch_size=c.batch_size)
+            metrics = result.metrics()
+            runs.write_predictions(p, result)
+        skipped = pipe.recorder.as_list()
+        extra = {"weights": self.weights_record(), "mode": c.mode}
+        if self._bottleneck_info:
+            extra["bottleneck"] = self._bottleneck_info
+        from cnnstudio.core.model.transfer import parameter_split
+
+        extra["parameters"] = parameter_split(model)
+        if self._blocks:
+            extra["blocks"] = self._blocks  # per phase: which blocks trained
+        runs.write_results(
+            p, model, self.index, self.spec, reason=reason, epochs_run=epochs_run, history=history,
+            train_seconds=train_seconds, device=device, metrics=metrics, skipped=skipped,
+            n_classes=len(self.index.class_names), extra=extra,
+        )
+        return RunResult(self.run_dir, reason, epochs_run, history, metrics, train_seconds, skipped)
+
+    # -- phases ------------------------------------------------------------------------------
+
+    def _callbacks(self, history, state, prior_seconds, epochs, steps, monitor, phase, phase_start):
+        from cnnstudio.core.training.callbacks import Checkpoint, Relay, ResumableEarlyStopping
+
+        c = self.config
+        relay = Relay(self.state, epochs, steps, prior_seconds=prior_seconds)
+        stopper = None
+        callbacks = [relay]
+        if c.patience > 0:
+            stopper = ResumableEarlyStopping(
+                monitor=monitor, patience=c.patience, restore_best_weights=False,
+                restored=state and state.get("early_stopping"),
+            )
+            callbacks.append(stopper)
+        best = state.get("best") if state else (self._phase_best(history) if phase == "finetune" else None)
+        callbacks.append(Checkpoint(
+            self.paths, monitor, history, relay, stopper, best=best,
+            extra={"phase": phase, "phase_start": phase_start, "blocks": self._blocks},
+        ))
+        return relay, stopper, callbacks
+
+    def _phase_best(self, history):
+        monitor = self._monitor()
+        values = [row[monitor] for row in history if row.get(monitor) is not None]
+        if not values:
+            return None
+        return max(values) if "acc" in monitor else min(values)
+
+    def _monitor(self) -> str:
+        c = self.config
+        return c.monitor if self.split.val else c.monitor.removeprefix("val_")
+
+    def _summary(self, model, phase: str):
+        """Per block, the trainable and frozen parameters of ``phase`` (kept for metrics.json)."""
+        provider = self.registry.backbones[self.spec.backbone]
+        if not provider.pretrained:
+            return None
+        from cnnstudio.core.model.transfer import block_summary
+
+        rows = block_summary(model, provider)
+        self._blocks[phase] = rows
+        return rows
+
+    def _fit(self, model, pipe, history, state, prior_seconds, epochs, phase, phase_start=0) -> str:
+        """Fit on images up to ``epochs`` (a total over the run); returns the end reason."""
+        c = self.config
+        initial_epoch = state["epochs_done"] if state else len(history)
+        train_ds = pipe.dataset(
+            self.index.paths(self.split.train), self.index.labels(self.split.train),
+            batch_size=c.batch_size, shuffle=True, seed=c.seed, name="train",
+        )
+        val_ds = None
+        if self.split.val:
+            val_ds = pipe.dataset(
+                self.index.paths(self.split.val), self.index.labels(self.split.val),
+                batch_size=c.batch_size, name="val",
+            )
+        for note in pipe.notes:
+            self.state.on_status(note)
+        pipe.notes.clear()
+        steps = math.ceil(len(self.split.train) / c.batch_size)
+        relay, stopper, callbacks = self._callbacks(
+            history, state, prior_seconds, epochs, steps, self._monitor(), phase, phase_start,
+        )
+        self.state.on_begin(BeginEvent(
+            epochs, initial_epoch, steps, len(self.split.train), len(self.split.val), self._device,
+            phase=phase, summary=self._summary(model, phase),
+        ))
+        if initial_epoch < epochs:
+            model.fit(
+                train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+                class_weight=self._class_weight(), callbacks=callbacks, verbose=0, shuffle=False,
+            )
+        return self._reason(relay, stopper)
+
+    def _fit_on_features(self, model, pipe, history, state, prior_seconds, phase) -> str:
+        """Feature extraction's fast path: the base's features once (cached on disk), the head on them."""
+        from cnnstudio.core.model import transfer
+
+        K = keras()
+        c = self.config
+        p = self.paths
+        train, val = self._features(model, pipe)
+        if state is not None:
+            head = K.saving.load_model(p.last_checkpoint, safe_mode=True)
+            initial_epoch = state["epochs_done"]
+        else:
+            head = transfer.head_model(model)
+            self._compile(head)
+            initial_epoch = 0
+        train_ds = transfer.features_dataset(train, c.batch_size, shuffle=True, seed=c.seed)
+        val_ds = transfer.features_dataset(val, c.batch_size) if val is not None and len(val.labels) else None
+        steps = math.ceil(len(train.labels) / c.batch_size)
+        relay, stopper, callbacks = self._callbacks(
+            history, state, prior_seconds, c.epochs, steps, self._monitor(), phase, 0,
+        )
+        self.state.on_begin(BeginEvent(
+            c.epochs, initial_epoch, steps, len(self.split.train), len(self.split.val), self._device,
+            phase=phase, summary=self._summary(model, phase),
+        ))
+        if initial_epoch < c.epochs:
+            head.fit(
+                train_ds, validation_data=val_ds, epochs=c.epochs, initial_epoch=initial_epoch,
+                class_weight=self._class_weight(), callbacks=callbacks, verbose=0, shuffle=False,
+            )
+        if c.restore_best and p.best_weights.exists() and history:
+            head.load_weights(p.best_weights)
+        transfer.copy_head_weights(head, model)
+        if p.best_weights.exists():
+            # The best weights on file are the head's; from here on they must be the whole model's.
+            from cnnstudio.core.io.atomic import atomic_save_model
+
+            atomic_save_model(model, p.best_weights)
+        return self._reason(relay, stopper)
+
+    def _features(self, model, pipe):
+        """Training and validation features, from the bottleneck cache or computed now (and cached)."""
+        from cnnstudio.core.io.paths import cache_dir
+        from cnnstudio.core.model import transfer
+
+        c = self.config
+        provider = self.registry.backbones[self.spec.backbone]
+        self.state.on_status("checking the bottleneck feature cache")
+        parts = {"train": self.split.train}
+        if self.split.val:
+            parts["val"] = self.split.val
+        key = {
+            "format": 1,
+            "files": {part: content_hashes(self.index.paths(items)) for part, items in parts.items()},
+            "labels": {part: self.index.labels(items) for part, items in parts.items()},
+            "backbone": provider.id,
+            "params": {k: v for k, v in self.spec.params.items() if k != "trainable"},
+            "weights": transfer.weights_identity(self.spec.params.get("weights", "none"), provider, c.seed,
+                                                 self.spec.params, self.spec.input_size),
+            "input_size": self.spec.input_size,
+            "preprocessing": provider.preprocessing,
+        }
+        cache = transfer.BottleneckCache(cache_dir() / "bottleneck", key)
+        if cache.complete(parts):
+            self.state.on_status(f"bottleneck features reused from the cache ({cache.folder})")
+            self._bottleneck_info = {"cache": "reused", "key": cache.key}
+            features = {part: cache.load(part) for part in parts}
+        else:
+            extractor = transfer.feature_extractor(model)
+            features = {}
+            for part, items in parts.items():
+                features[part] = transfer.extract_features(
+                    extractor, pipe, self.index.paths(items), self.index.labels(items), c.batch_size,
+                    progress=self._progress(f"computing {part} bottleneck features"),
+                    should_stop=self.state.should_stop,
+                )
+                cache.save(part, features[part])
+            self.state.on_status(f"bottleneck features cached in {cache.folder}")
+            removed = cache.prune()
+            if removed:
+                self.state.on_status(f"the bottleneck cache dropped {len(removed)} least recently used feature "
+                                     f"set(s) to stay under {transfer.cache_limit() / 2**20:,.0f} MB")
+            self._bottleneck_info = {"cache": "built", "key": cache.key}
+        return features["train"], features.get("val")
+
+    @staticmethod
+    def _reason(relay, stopper) -> str:
+        if relay.cancelled:
+            return "cancelled"
+        if stopper is not None and stopper.stopped_epoch > 0:
+            return "early_stopped"
+        return "completed"
+
+    # -- weights and building ----------------------------------------------------------------
+
+    def _bottleneck_allowed(self) -> bool:
+        c = self.config
+        if not c.bottleneck:
+            return False
+        if c.mode not in ("extract", "finetune") and self.spec.params.get("trainable") is not False:
+            self.state.on_status("bottleneck features are off: they need a frozen base (feature extraction)")
+            return False
+        if self.spec.augmentation.enabled():
+            self.state.on_status(
+                "bottleneck features are off: augmentation changes every image each epoch, so the base's "
+                "features cannot be computed once"
+            )
+            return False
+        return True
+
+    def weights_record(self) -> dict | None:
+        from cnnstudio.core.model.weights import source_record
+
+        provider = self.registry.backbones[self.spec.backbone]
+        if not provider.pretrained:
+            return {"kind": "random", "label": "random initialisation (trained from scratch)", "pretrained": False}
+        return source_record(self.spec.params.get("weights"))
+
+    def _fetch_weights(self) -> None:
+        """Download the base's ImageNet weights first, with progress, if they are not cached."""
+        from cnnstudio.core.model import weights
+
+        provider = self.registry.backbones[self.spec.backbone]
+        if self.spec.params.get("weights") != weights.IMAGENET:
+            return
+        wf = provider.weights_file(self.spec.params, self.spec.input_size)
+        if wf is None:
+            return
+        progress = self._progress("downloading ImageNet weights (bytes)")
+        weights.fetch(wf, provider.display_name, progress=progress, status=self.state.on_status)
+
+    @functools.cached_property
+    def _device(self) -> str:
+        """The device this run trains on, asked of TensorFlow once."""
+        return device_description()
+
+    def _progress(self, task: str):
+        """A ``progress(done, total)`` callback reporting ``task`` to the state, if it takes progress."""
+        report = getattr(self.state, "on_progress", None)
+        if report is None:
+            return None
+        return lambda done, total: report(task, done, total or 0)
+
+    def _build(self):
+        from cnnstudio.core.model.models import build_model
+
+        self._fetch_weights()
+        self.state.on_status(f"building {self.spec.backbone}")
+        model = build_model(self.spec, len(self.index.class_names), self.registry)
+        self._compile(model)
+        return model
+
+
+def read_history(run_dir) -> list[dict]:
+    return read_json(runs.RunPaths(Path(run_dir)).train_state)["history"]

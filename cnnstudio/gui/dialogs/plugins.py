@@ -1,0 +1,385 @@
+"""Help > Plugins: what is installed, what each plugin adds, what failed, and pip without a terminal.
+
+Installing runs ``python -m pip install`` for the interpreter the studio runs in (so the plugin
+lands where the studio can import it) in a :class:`QProcess`, its output streamed into the
+dialog; then the plugin manager registers everything again into the same registry, so the
+Model panel offers the new backbones without a restart. Nothing here can stop the window: a
+failing pip run or a broken plugin is a line in the list and a message, never an exception.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QProcess, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QFontDatabase
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cnnstudio.gui.dialogs import errors
+from cnnstudio.gui.widgets import common as widgets
+from cnnstudio.plugins.settings import set_enabled
+
+PACKAGE_FILTER = "Python packages (*.whl *.tar.gz *.zip);;All files (*)"
+STATUS_TEXT = {"ok": "OK", "disabled": "Disabled", "error": "Error"}
+COLUMNS = ("Plugin", "Version", "Origin", "Status", "Adds")
+
+
+def pip_available(python: str) -> bool:
+    """Whether ``python -m pip`` can run: not in a bundled app, which has no pip inside."""
+    if getattr(sys, "frozen", False):
+        return False
+    return python != sys.executable or importlib.util.find_spec("pip") is not None
+
+
+def is_project_folder(path: Path) -> bool:
+    return (path / "pyproject.toml").is_file() or (path / "setup.py").is_file()
+
+
+def _summary(provides: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for item in provides:
+        kind = item.split(":", 1)[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in counts.items())
+
+
+class PluginsDialog(QDialog):
+    """Every plugin with name, version, origin, what it adds and its status; enable, disable,
+    install and uninstall.
+
+    ``reload`` is called after anything that changes what is registered (an install, an
+    uninstall, enabling or disabling) with the new set of disabled names; the main window
+    reloads the plugin manager and refreshes its panels. ``python`` is the interpreter whose
+    pip installs plugins: the studio's own.
+    """
+
+    reloaded = Signal()
+    pipFinished = Signal(int)  # pip's exit code
+
+    def __init__(self, manager, parent=None, reload=None, python: str | None = None):
+        super().__init__(parent)
+        self.manager = manager
+        self._reload = reload
+        self.python = python or sys.executable
+        self.process: QProcess | None = None
+        self._pip_action = ""
+        self.setWindowTitle("Plugins")
+        self.resize(900, 560)
+
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(list(COLUMNS))
+        self.tree.setAlternatingRowColors(True)
+        self.tree.setRootIsDecorated(True)
+        self.tree.currentItemChanged.connect(self._show_details)
+
+        self.details = QPlainTextEdit()
+        self.details.setReadOnly(True)
+        self.details.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.details.setPlaceholderText("Select a plugin to see what it adds and, for a failed one, "
+                                        "the full traceback.")
+
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.log.setPlaceholderText("pip's output appears here while a plugin installs or uninstalls.")
+        self.log.setMaximumBlockCount(5000)
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)
+        self.busy.setMaximumHeight(14)
+        self.busy.setTextVisible(False)
+        self.busy.hide()
+
+        self.toggle_button = QPushButton("Disable")
+        self.toggle_button.setToolTip("Turn the selected plugin off or on; remembered across restarts")
+        self.toggle_button.clicked.connect(self.toggle_selected)
+        self.install_file_button = QPushButton("Install from File\u2026")
+        self.install_file_button.setToolTip("Install a plugin from a wheel (.whl) or source archive (.tar.gz)")
+        self.install_file_button.clicked.connect(self._choose_file)
+        self.install_folder_button = QPushButton("Install from Folder\u2026")
+        self.install_folder_button.setToolTip("Install a plugin from a project folder (with a pyproject.toml)")
+        self.install_folder_button.clicked.connect(self._choose_folder)
+        self.uninstall_button = QPushButton("Uninstall")
+        self.uninstall_button.setToolTip("Remove the selected plugin's package with pip")
+        self.uninstall_button.clicked.connect(self.uninstall_selected)
+        can_pip = pip_available(self.python)
+        for button in (self.install_file_button, self.install_folder_button, self.uninstall_button):
+            button.setEnabled(can_pip)
+            if not can_pip:
+                button.setToolTip("This build of CNN Studio has no pip; install plugins into a Python "
+                                  "installation of CNN Studio instead")
+
+        actions = QHBoxLayout()
+        for button in (self.toggle_button, self.uninstall_button):
+            actions.addWidget(button)
+        actions.addStretch(1)
+        for button in (self.install_file_button, self.install_folder_button):
+            actions.addWidget(button)
+
+        self.status = widgets.hint_label()
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(self.tree, 3)
+        top_layout.addLayout(actions)
+        top_layout.addWidget(self.status)
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(self.details)
+        log_box = QWidget()
+        log_layout = QVBoxLayout(log_box)
+        log_layout.setContentsMargins(0, 0, 0, 0)
+        log_layout.addWidget(QLabel("pip"))
+        log_layout.addWidget(self.log, 1)
+        log_layout.addWidget(self.busy)
+        bottom.addWidget(log_box)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(top)
+        splitter.addWidget(bottom)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(buttons)
+        self.refresh()
+
+    # ------------------------------------------------------------------ the list
+
+    def refresh(self, select: str | None = None) -> None:
+        """Fill the list from the manager (after a reload too), keeping the selection."""
+        current = select or (self.selected().name if self.selected() else None)
+        self.tree.clear()
+        bold = QFont(self.tree.font())
+        bold.setBold(True)
+        for info in self.manager.plugins:
+            item = QTreeWidgetItem([
+                info.name, info.version or "", self._origin(info), STATUS_TEXT.get(info.status, info.status),
+                _summary(info.provides),
+            ])
+            item.setData(0, Qt.ItemDataRole.UserRole, info)
+            if info.status == "error":
+                for column in range(len(COLUMNS)):
+                    item.setForeground(column, QColor(widgets.ERROR_RED))
+                item.setFont(3, bold)
+                item.setToolTip(3, "; ".join(e.cause for e in info.errors))
+            elif info.status == "disabled":
+                for column in range(len(COLUMNS)):
+                    item.setForeground(column, self.palette().placeholderText())
+            for provided in info.provides:
+                child = QTreeWidgetItem([provided.replace(":", " ", 1)])
+                child.setData(0, Qt.ItemDataRole.UserRole, info)
+                item.addChild(child)
+            for error in info.errors:
+                child = QTreeWidgetItem([f"error: {error.cause}"])
+                child.setForeground(0, QColor(widgets.ERROR_RED))
+                child.setToolTip(0, error.cause)
+                child.setData(0, Qt.ItemDataRole.UserRole, info)
+                item.addChild(child)
+            self.tree.addTopLevelItem(item)
+            item.setExpanded(bool(info.errors))  # only takes effect once the item is in the tree
+            for i in range(item.childCount()):  # a long error reads across the row
+                item.child(i).setFirstColumnSpanned(True)
+            if info.name == current:
+                self.tree.setCurrentItem(item)
+        # The name column fits the plugins' names, not their (spanning) error lines.
+        metrics = self.tree.fontMetrics()
+        names = [self.tree.topLevelItem(i).text(0) for i in range(self.tree.topLevelItemCount())]
+        self.tree.setColumnWidth(0, max([metrics.horizontalAdvance(n) for n in names] + [120])
+                                 + self.tree.indentation() + 24)
+        for column in range(1, len(COLUMNS)):
+            self.tree.resizeColumnToContents(column)
+        if self.tree.currentItem() is None and self.tree.topLevelItemCount():
+            self.tree.setCurrentItem(self.tree.topLevelItem(0))
+        failed = sum(1 for info in self.manager.plugins if info.status == "error")
+        total = len(self.manager.plugins)
+        self.status.setText(f"{total} plugin{'s' if total != 1 else ''}"
+                            + (f", {failed} with errors (select one for the traceback)" if failed else ""))
+        self._update_buttons()
+
+    @staticmethod
+    def _origin(info) -> str:
+        if info.origin == "built-in":
+            return "built-in"
+        return f"package {info.distribution}" if info.distribution else "package"
+
+    def item_for(self, name: str) -> QTreeWidgetItem | None:
+        for i in range(self.tree.topLevelItemCount()):
+            item = self.tree.topLevelItem(i)
+            if item.text(0) == name:
+                return item
+        return None
+
+    def selected(self):
+        item = self.tree.currentItem() if hasattr(self, "tree") else None
+        return item.data(0, Qt.ItemDataRole.UserRole) if item is not None else None
+
+    def _show_details(self, *_args) -> None:
+        info = self.selected()
+        self._update_buttons()
+        if info is None:
+            self.details.clear()
+            return
+        lines = [
+            f"{info.name} {info.version or ''}".rstrip(),
+            f"origin: {self._origin(info)}",
+            f"status: {STATUS_TEXT.get(info.status, info.status)}",
+        ]
+        if info.provides:
+            lines.append("adds:")
+            lines += [f"  {p.replace(':', ' ', 1)}" for p in info.provides]
+        for error in info.errors:
+            lines += ["", f"error: {error.cause}"]
+            if error.traceback:
+                lines += ["", error.traceback.rstrip()]
+        self.details.setPlainText("\n".join(lines))
+
+    def _update_buttons(self) -> None:
+        info = self.selected()
+        package = info is not None and info.origin != "built-in"
+        busy = self.process is not None
+        self.toggle_button.setEnabled(package and not busy)
+        self.toggle_button.setText("Enable" if package and info.status == "disabled" else "Disable")
+        can_pip = pip_available(self.python) and not busy
+        self.uninstall_button.setEnabled(package and bool(info.distribution) and can_pip)
+        self.install_file_button.setEnabled(can_pip)
+        self.install_folder_button.setEnabled(can_pip)
+
+    # ------------------------------------------------------------------ enable / disable
+
+    def toggle_selected(self) -> None:
+        info = self.selected()
+        if info is None or info.origin == "built-in":
+            return
+        enable = info.status == "disabled"
+        disabled = set_enabled(info.name, enable)
+        self._do_reload(disabled)
+        self.status.setText(f"{info.name} {'enabled' if enable else 'disabled'}; remembered across restarts")
+
+    def _do_reload(self, disabled=None) -> None:
+        name = self.selected().name if self.selected() else None
+        try:
+            if self._reload is not None:
+                self._reload(disabled)
+            else:
+                self.manager.reload(disabled)
+        except Exception as exc:  # a bug in the studio's own plugin code: say so, keep the dialog
+            errors.show_error(self, "Plugins could not be reloaded", str(exc))
+        self.refresh(select=name)
+        self.reloaded.emit()
+
+    # ------------------------------------------------------------------ pip
+
+    def _choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Install a plugin package", str(Path.home()), PACKAGE_FILTER)
+        if path:
+            self.install(path)
+
+    def _choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Install a plugin project folder", str(Path.home()))
+        if path:
+            self.install(path)
+
+    def install(self, path) -> bool:
+        """``pip install PATH`` (a wheel, an sdist or a project folder); False when refused up front."""
+        path = Path(path)
+        if not path.exists():
+            errors.show_error(self, "Not installed", f"{path}: no such file or folder")
+            return False
+        if path.is_dir() and not is_project_folder(path):
+            errors.show_error(self, "Not installed",
+                              f"{path}: not a Python project folder (no pyproject.toml or setup.py)")
+            return False
+        if path.is_file() and not path.name.endswith((".whl", ".tar.gz", ".zip")):
+            errors.show_error(self, "Not installed",
+                              f"{path}: not a Python package (expected a .whl, .tar.gz or .zip)")
+            return False
+        return self._run_pip("install", ["install", str(path)], f"Installing {path.name}")
+
+    def uninstall_selected(self) -> bool:
+        info = self.selected()
+        if info is None or info.origin == "built-in" or not info.distribution:
+            return False
+        answer = widgets.ask(
+            self, "Uninstall plugin",
+            f"Uninstall the package {info.distribution} (plugin {info.name}) from this Python installation?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        return self._run_pip("uninstall", ["uninstall", "-y", info.distribution], f"Uninstalling {info.distribution}")
+
+    def _run_pip(self, action: str, args: list[str], title: str) -> bool:
+        if self.process is not None:
+            return False
+        self._pip_action = action
+        self.log.clear()
+        command = [self.python, "-m", "pip", *args, "--disable-pip-version-check", "--no-input"]
+        self.log.appendPlainText("$ " + " ".join(command))
+        process = QProcess(self)
+        process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        process.readyReadStandardOutput.connect(self._read_output)
+        process.finished.connect(self._pip_finished)
+        process.errorOccurred.connect(self._pip_error)
+        self.process = process
+        self.busy.show()
+        self.status.setText(f"{title}\u2026")
+        self._update_buttons()
+        process.start(command[0], command[1:])
+        return True
+
+    def _read_output(self) -> None:
+        if self.process is None:
+            return
+        text = bytes(self.process.readAllStandardOutput()).decode("utf-8", "replace")
+        for line in text.rstrip("\n").splitlines():
+            self.log.appendPlainText(line)
+
+    def _pip_error(self, error) -> None:
+        if error == QProcess.ProcessError.FailedToStart and self.process is not None:
+            self.log.appendPlainText(f"{self.python}: could not start ({self.process.errorString()})")
+            self._pip_finished(-1, QProcess.ExitStatus.CrashExit)
+
+    def _pip_finished(self, code: int, _status=None) -> None:
+        if self.process is None:
+            return
+        self._read_output()
+        self.process.deleteLater()
+        self.process = None
+        self.busy.hide()
+        action = self._pip_action
+        before = {info.name for info in self.manager.plugins}
+        if code == 0:
+            self._do_reload()
+            after = {info.name for info in self.manager.plugins}
+            if action == "install":
+                added = sorted(after - before)
+                self.status.setText(
+                    f"Installed: new plugin{'s' if len(added) != 1 else ''} {', '.join(added)}" if added
+                    else "Installed; it adds no new plugin (was it installed already, or is it not a "
+                         "CNN Studio plugin?)")
+            else:
+                self.status.setText("Uninstalled; its backbones and formats are gone")
+        else:
+            self._update_buttons()
+            tail = "\n".join(self.log.toPlainText().splitlines()[-12:])
+            self.status.setText(f"pip {action} failed (exit code {code}); see its output")
+            errors.show_error(self, f"pip {action} failed", f"pip exited with code {code}.", tail)
+        self.pipFinished.emit(code)
