@@ -7,7 +7,7 @@ the files are sorted on disk.
 
 The first epoch trains while images are decoded: an index whose image is not cached yet is
 decoded (plain JPEG and PNG by TensorFlow's own decoders, everything else by Pillow; see
-:mod:`cnnstudio.core.fastdecode`) and stored;
+:mod:`cnnstudio.core.io.fastdecode`) and stored;
 from then on it is read from the cache, one ``uint8`` row per index, in memory when the run's
 images fit in :data:`MEMORY_CACHE_BUDGET`, in one reserved file on disk otherwise (read through
 the page cache, outside the process' memory).
@@ -83,7 +83,7 @@ def visiting_order(n: int, shuffle: bool, seed: int):
 
 
 def probe_all(paths: list[str], workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`cnnstudio.core.images.probe` of every path (headers only, in threads): kinds and sizes."""
+    """:func:`cnnstudio.core.io.images.probe` of every path (headers only, in threads): kinds and sizes."""
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
         found = list(pool.map(probe, paths, chunksize=256))
@@ -291,7 +291,7 @@ class ImagePipeline:
     the caches of the lists it was given (a list given again, e.g. in fine-tuning's second
     phase, is read from its cache), and the recorder of bad files met while reading.
 
-    ``file_kinds`` maps paths to :func:`cnnstudio.core.images.probe`'s answer where a scan
+    ``file_kinds`` maps paths to :func:`cnnstudio.core.io.images.probe`'s answer where a scan
     already knows it; other paths are probed when their dataset is built.
     """
 

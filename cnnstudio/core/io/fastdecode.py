@@ -3,7 +3,7 @@
 Most of a user's photos are plain: 8-bit RGB or grey JPEG or PNG, upright, opaque. For those,
 libjpeg-turbo and libpng run inside the ``tf.data`` graph (no Python, no GIL, on every core), with
 JPEG decoded at a reduced DCT scale exactly as Pillow's ``draft`` does. Every other file goes
-through Pillow (:mod:`cnnstudio.core.images`: EXIF rotation, CMYK, 16-bit, palette, alpha).
+through Pillow (:mod:`cnnstudio.core.io.images`: EXIF rotation, CMYK, 16-bit, palette, alpha).
 Either way the decoded RGB image is squashed to the model's input by :func:`resize_uint8`,
 TensorFlow's bilinear resize with half-pixel centres (what Keras' ``image_dataset_from_directory``
 uses), rounded to ``uint8``. Training, evaluation and prediction all call these functions, so one
@@ -16,7 +16,7 @@ import functools
 
 from cnnstudio.core.tf import tf
 
-# How a file is decoded (see cnnstudio.core.images.probe): by Pillow, or by TensorFlow as JPEG or PNG.
+# How a file is decoded (see cnnstudio.core.io.images.probe): by Pillow, or by TensorFlow as JPEG or PNG.
 KIND_PIL, KIND_JPEG, KIND_PNG = 0, 1, 2
 
 _JPEG_RATIOS = (1, 2, 4, 8)

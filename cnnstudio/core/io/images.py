@@ -3,7 +3,7 @@
 A photo dropped on the window must get exactly the pixels the model was trained on, so every
 path through the studio gives the model :func:`load_array`'s pixels. A plain file (see
 :func:`probe`) is decoded by TensorFlow's own decoders, inside the training pipeline and here
-alike (:mod:`cnnstudio.core.fastdecode`); every other file is decoded by :func:`load_rgb`
+alike (:mod:`cnnstudio.core.io.fastdecode`); every other file is decoded by :func:`load_rgb`
 (EXIF orientation, CMYK, 16-bit, palette, alpha); both are resized by the same TensorFlow op.
 The backbone's own ``preprocess_input`` runs inside the model (see ``core.layers``), so the
 arrays here are plain RGB ``uint8``.

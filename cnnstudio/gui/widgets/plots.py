@@ -303,7 +303,7 @@ def load_thumbnails(paths, size: int) -> list[QImage | None]:
 
 class SwitchableConfusionMatrixPlot(ConfusionMatrixPlot):
     """:class:`ConfusionMatrixPlot` whose cells read either counts or each row's share
-    (:func:`cnnstudio.core.evaluation.normalized_confusion`); the colours are the share either way."""
+    (:func:`cnnstudio.core.evaluation.metrics.normalized_confusion`); the colours are the share either way."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
