@@ -27,11 +27,32 @@ def test_version():
     assert out.returncode == 0 and out.stdout.strip() == f"cnnstudio {__version__}"
 
 
-def test_every_command_has_help():
-    for command in ("scan", "train", "predict", "plugins", "models", "evaluate", "export"):
+def test_every_command_has_help(capsys):
+    from cnnstudio.cli import COMMANDS
+
+    assert len(COMMANDS) == 13
+    for command in COMMANDS:
         with pytest.raises(SystemExit) as exc:
             main([command, "--help"])
         assert exc.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: cnnstudio {command}") and "options:" in out, command
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    assert all(f"    {command} " in listed or f"    {command}\n" in listed for command in COMMANDS)
+
+
+def test_an_unknown_command_is_refused_with_the_list_not_a_window(tmp_path):
+    """A misspelt command exits 2 at once, even with no display (where a window would never open)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    out = subprocess.run([sys.executable, "-m", "cnnstudio", "trian", "data"], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=120)
+    assert out.returncode == 2
+    assert "invalid choice: 'trian'" in out.stderr and "'train'" in out.stderr and "'predict'" in out.stderr
+    assert out.stdout == ""
 
 
 def test_scan_json_lists_classes_and_problems(data, capsys):

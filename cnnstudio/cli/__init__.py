@@ -9,10 +9,12 @@ that need it, so ``cnnstudio --help`` answers at once.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from cnnstudio.cli.parser import build_parser
 from cnnstudio.core.errors import StudioError
+from cnnstudio.core.project import PROJECT_SUFFIX
 
 COMMANDS = ("scan", "train", "predict", "plugins", "models", "evaluate", "export", "report", "cv", "rerun", "runs",
             "diff", "tune")
@@ -20,8 +22,7 @@ COMMANDS = ("scan", "train", "predict", "plugins", "models", "evaluate", "export
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
-        # `cnnstudio`, `cnnstudio PROJECT_FILE`, `cnnstudio --sample`: the window.
+    if opens_the_window(argv):
         return _open_window(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -36,6 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cnnstudio {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def opens_the_window(argv: list[str]) -> bool:
+    """``cnnstudio``, ``cnnstudio --sample``, ``cnnstudio PROJECT_FILE``: the window. Any other
+    first word is a command, and a misspelt one gets argparse's "invalid choice" and the list of
+    commands (exit 2), never a window that a machine without a display would wait on."""
+    if not argv:
+        return True
+    first = argv[0]
+    if first in COMMANDS or first in ("-h", "--help", "--version"):
+        return False
+    return first.startswith("-") or first.endswith(PROJECT_SUFFIX) or os.path.exists(first)
 
 
 def _open_window(argv: list[str]) -> int:
