@@ -171,3 +171,24 @@ def test_backbone_parameters_from_the_command_line(tmp_path, capsys):
     assert "--param blocks: not valid JSON" in capsys.readouterr().err
     assert main(["train", str(data), "--param", "noequals", "--out", str(tmp_path / "r4")]) == 1
     assert "expected NAME=VALUE" in capsys.readouterr().err
+
+
+def test_resume_after_a_class_folder_was_added_is_refused_in_one_line(tmp_path, capsys):
+    """Resuming onto a folder with a new class would shift every label under the checkpoint's
+    weights: the resume names the folder and stops, leaving the run as it was."""
+    import shutil
+
+    data = make_dataset(tmp_path / "data", per_class=6)
+    blocks = '[{"type": "conv", "filters": 4, "convs": 1}]'
+    out = tmp_path / "run"
+    assert main(["train", str(data), "--param", f"blocks={blocks}", "--image-size", "16", "--epochs", "1",
+                 "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    kept = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    shutil.copytree(data / "red", data / "amber")  # sorts first: every label would move by one
+
+    assert main(["train", "--out", str(out), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "class folder 'amber' was added since the run was trained" in err and str(data) in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == kept

@@ -137,3 +137,30 @@ def test_auto_class_weights_balance_an_imbalanced_split(tmp_path):
     # Each class contributes the same total weight.
     assert weights[0] * counts[0] == pytest.approx(weights[1] * counts[1])
     assert weights[0] > weights[1]  # green (label 0, 10 images) is the rarer class
+
+
+def test_best_epoch_follows_the_monitored_metric(data, tmp_path):
+    """With monitor=val_accuracy, metrics.json names the epoch of the best validation accuracy
+    (the weights kept), not the one of the lowest validation loss."""
+    result = train(data, tmp_path / "run", epochs=6, monitor="val_accuracy")
+    metrics = json.loads(RunPaths(tmp_path / "run").metrics.read_text())
+    history = result.history
+    best = max(row["val_accuracy"] for row in history)
+    expected = next(row["epoch"] for row in history if row["val_accuracy"] == best)  # the first of equals
+    assert metrics["monitor"] == "val_accuracy" and metrics["best_epoch"] == expected
+
+
+def test_the_best_epoch_rule_skips_epochs_that_diverged():
+    from cnnstudio.core.runs.folder import best_row, improves
+
+    nan = float("nan")
+    history = [{"epoch": 1, "val_loss": nan, "val_accuracy": nan},
+               {"epoch": 2, "val_loss": 0.9, "val_accuracy": 0.6},
+               {"epoch": 3, "val_loss": 0.5, "val_accuracy": 0.6},
+               {"epoch": 4, "val_loss": 0.7, "val_accuracy": 0.8}]
+    assert best_row(history, "val_loss")["epoch"] == 3
+    assert best_row(history, "val_accuracy")["epoch"] == 4
+    assert best_row(history[:1], "val_loss") is None
+    # A first epoch that diverged does not stop later ones from being kept as the best.
+    assert improves(0.9, nan, "val_loss") and not improves(nan, 0.9, "val_loss")
+    assert improves(0.7, 0.6, "val_accuracy") and not improves(0.6, 0.6, "val_accuracy")

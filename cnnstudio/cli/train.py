@@ -57,9 +57,9 @@ def configured_spec_and_config(args, registry):
 
 
 def cmd_train(args) -> int:
-    from cnnstudio.core.data.dataset import Split, make_split
-    from cnnstudio.core.model.spec import ModelSpec
-    from cnnstudio.core.runs.folder import RunPaths, read_config
+    from cnnstudio.core.data.dataset import make_split
+    from cnnstudio.core.runs.folder import RunPaths
+    from cnnstudio.core.runs.restore import restore
     from cnnstudio.core.training.config import TrainConfig
     from cnnstudio.core.training.trainer import Trainer
 
@@ -72,13 +72,12 @@ def cmd_train(args) -> int:
             raise CliError("--config starts a new run; --resume continues a run with its own settings")
         if not paths.config.exists():
             raise CliError(f"{out}: nothing to resume (no config.json)")
-        saved = read_config(out)
-        data_dir = args.data_dir or saved["dataset"]["root"]
-        index = scan_folder(data_dir, quiet=args.json)
+        # The run's classes and files are checked against its record: a class folder added since
+        # would shift the labels under the checkpoint's weights.
+        restored = restore(out, args.data_dir, purpose="the resumed run", new_classes="refuse")
+        index, split, spec = restored.index, restored.split, restored.spec
         index.raise_for_errors()
-        split = Split.from_dict(saved["split"], index)
-        spec = ModelSpec.from_dict(saved["spec"])
-        config = TrainConfig.from_dict(saved["train"])
+        config = TrainConfig.from_dict(restored.train)
         if args.epochs is not None:
             config.epochs = args.epochs
     else:

@@ -863,11 +863,7 @@ class Search:
             study.tell(trial, record.value)
 
     def _best_row(self, history: list[dict]) -> dict | None:
-        rows = [r for r in history if _finite(r, self.objective) is not None]
-        if not rows:
-            return None
-        sign = -1.0 if OBJECTIVES[self.objective] == "maximize" else 1.0
-        return min(rows, key=lambda r: sign * r[self.objective])
+        return runs.best_row(history, self.objective)
 
     def _sampler(self, optuna, number: int):
         seed = int(np.random.SeedSequence([self.seed, number]).generate_state(1)[0])

@@ -15,6 +15,8 @@ RUN_DIR/
 
 from __future__ import annotations
 
+import math
+
 import csv
 import platform
 import re
@@ -214,7 +216,7 @@ def write_predictions(p: RunPaths, result) -> None:
 
 
 def write_results(p: RunPaths, model, index, spec, *, reason, epochs_run, history, train_seconds, device,
-                  metrics, skipped, n_classes, extra: dict | None = None) -> None:
+                  metrics, skipped, n_classes, monitor: str = "val_loss", extra: dict | None = None) -> None:
     from cnnstudio.core.model.bundle import save_bundle
 
     save_bundle(model, p.bundle, class_names=index.class_names, spec=spec,
@@ -226,7 +228,8 @@ def write_results(p: RunPaths, model, index, spec, *, reason, epochs_run, histor
         "train_seconds": round(train_seconds, 3),
         "device": device,
         "class_names": index.class_names,
-        "best_epoch": _best_epoch(history),
+        "best_epoch": _best_epoch(history, monitor),
+        "monitor": monitor,
         "final": history[-1] if history else None,
         "skipped_files": len(skipped),
         **(extra or {}),
@@ -236,19 +239,31 @@ def write_results(p: RunPaths, model, index, spec, *, reason, epochs_run, histor
     atomic_write_json(p.metrics, out)
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def improves(value, best, monitor: str) -> bool:
+    """The one best-epoch rule: whether ``value`` of ``monitor`` beats ``best`` (lower loss,
+    higher accuracy). A value that is not a finite number never does; any finite value beats
+    no best, or a best that was not finite."""
+    if not _finite(value):
+        return False
+    if not _finite(best):
+        return True
+    return value > best if "acc" in monitor else value < best
+
+
 def best_row(history: list[dict], monitor: str = "val_loss") -> dict | None:
-    """The history row of the epoch whose weights a run keeps: the best by ``monitor`` (lowest
-    loss, highest accuracy), as the checkpoint chooses it; None when no epoch has it."""
-    rows = [r for r in history if r.get(monitor) is not None]
-    if not rows:
-        return None
-    pick = max if "acc" in monitor else min
-    return pick(rows, key=lambda r: r[monitor])
+    """The history row of the epoch whose weights a run keeps: the best by ``monitor`` under
+    :func:`improves` (the earliest of equals, as the checkpoint keeps it); None when no epoch has it."""
+    best = None
+    for row in history:
+        if improves(row.get(monitor), None if best is None else best[monitor], monitor):
+            best = row
+    return best
 
 
-def _best_epoch(history):
-    rows = [r for r in history if r.get("val_loss") is not None] or [r for r in history if "loss" in r]
-    if not rows:
-        return None
-    key = "val_loss" if "val_loss" in rows[0] else "loss"
-    return int(min(rows, key=lambda r: r[key])["epoch"])
+def _best_epoch(history, monitor: str):
+    row = best_row(history, monitor)
+    return int(row["epoch"]) if row is not None else None

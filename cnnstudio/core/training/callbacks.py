@@ -114,7 +114,6 @@ class Checkpoint(keras.callbacks.Callback):
         self.relay = relay
         self.stopper = stopper
         self.best = best
-        self.sign = -1.0 if "acc" in monitor else 1.0  # accuracy-like monitors improve upwards
 
     def on_epoch_end(self, epoch, logs=None):
         if self.relay.cancelled:
@@ -127,7 +126,7 @@ class Checkpoint(keras.callbacks.Callback):
             logs["phase"] = self.extra["phase"]
         self.history.append(logs)
         value = logs.get(self.monitor)
-        if value is not None and (self.best is None or self.sign * value < self.sign * self.best):
+        if runs.improves(value, self.best, self.monitor):
             self.best = value
             atomic_save_model(self.model, p.best_weights)
         atomic_save_model(self.model, p.last_checkpoint)

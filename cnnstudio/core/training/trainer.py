@@ -204,7 +204,7 @@ class Trainer:
         runs.write_results(
             p, model, self.index, self.spec, reason=reason, epochs_run=epochs_run, history=history,
             train_seconds=train_seconds, device=device, metrics=metrics, skipped=skipped,
-            n_classes=len(self.index.class_names), extra=extra,
+            n_classes=len(self.index.class_names), monitor=self._monitor(), extra=extra,
         )
         return RunResult(self.run_dir, reason, epochs_run, history, metrics, train_seconds, skipped)
 
@@ -232,10 +232,8 @@ class Trainer:
 
     def _phase_best(self, history):
         monitor = self._monitor()
-        values = [row[monitor] for row in history if row.get(monitor) is not None]
-        if not values:
-            return None
-        return max(values) if "acc" in monitor else min(values)
+        row = runs.best_row(history, monitor)
+        return None if row is None else row[monitor]
 
     def _monitor(self) -> str:
         c = self.config

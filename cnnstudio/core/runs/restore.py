@@ -1,0 +1,121 @@
+"""Restoring a recorded run: its settings, its split and its dataset, checked against the record.
+
+One way in for everything that trains a recorded run again (``cnnstudio train --resume``, Run
+Again, ``cnnstudio rerun``): the run's ``config.json`` is read and validated, the dataset folder
+is scanned, and the folder's classes and the split's files are compared with what the run
+recorded. What changed is named in one line and the restore refuses, since training a run's
+weights on other data or other labels gives a result that belongs to neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from cnnstudio.core.data.dataset import DatasetIndex, Split, scan_dataset
+from cnnstudio.core.data.fingerprint import fingerprint_changes
+from cnnstudio.core.errors import StudioError
+from cnnstudio.core.io.atomic import read_json
+from cnnstudio.core.model.spec import ModelSpec
+from cnnstudio.core.runs.folder import RunPaths
+
+# Changed files named in a refusal; the rest are counted.
+SHOWN_CHANGES = 5
+
+
+@dataclass
+class Restored:
+    record: dict  # config.json as read
+    spec: ModelSpec
+    train: dict  # the recorded training settings (TrainConfig.from_dict takes them)
+    index: DatasetIndex  # the folder now, with the run's labels
+    split: Split  # the run's split over it
+    fingerprint: dict | None
+
+
+def read_record(run_dir) -> dict:
+    """A run's ``config.json``, checked for what a restore needs; one line naming the file otherwise."""
+    p = RunPaths(Path(run_dir))
+    if not p.config.exists():
+        raise StudioError(f"{run_dir}: not a run folder (no {p.config.name})")
+    try:
+        saved = read_json(p.config)
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+        for key in ("spec", "train", "split", "dataset"):
+            if not isinstance(saved.get(key), dict):
+                raise ValueError(f"no '{key}' section")
+        names = saved["dataset"].get("class_names")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
+            raise ValueError("no class names")
+        if not isinstance(saved["dataset"].get("root"), str):
+            raise ValueError("no dataset folder")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StudioError(f"{p.config}: unreadable run record ({exc})") from None
+    return saved
+
+
+def restore(run_dir, data_dir=None, *, purpose: str = "the resumed run", new_classes: str = "refuse") -> Restored:
+    """The recorded run in ``run_dir`` over its dataset as the folder holds it now.
+
+    ``data_dir`` is the dataset folder if it moved (default: the one recorded). A class folder
+    added since is refused (``new_classes="refuse"``) or left out (``"ignore"``: the run's own
+    file lists are used, so it changes nothing); a recorded class whose folder is gone, and
+    files of the split that are missing or changed (when the run recorded their contents), are
+    always refused. ``purpose`` ends the refusal ("... would train on other data").
+    """
+    saved = read_record(run_dir)
+    try:
+        spec = ModelSpec.from_dict(saved["spec"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StudioError(f"{RunPaths(Path(run_dir)).config}: unreadable model spec ({exc})") from None
+    class_names = list(saved["dataset"]["class_names"])
+    index = scan_dataset(data_dir or saved["dataset"]["root"])
+    added = [c for c in index.class_names if c not in class_names]
+    gone = [c for c in class_names if c not in index.class_names]
+    if gone:
+        raise StudioError(f"{index.root}: {_folders(gone)} {'was' if len(gone) == 1 else 'were'} removed since "
+                          f"the run was trained; {purpose} would train on other labels")
+    if added and new_classes == "refuse":
+        raise StudioError(f"{index.root}: {_folders(added)} {'was' if len(added) == 1 else 'were'} added since "
+                          f"the run was trained; {purpose} would train on other labels")
+    index = with_classes(index, class_names)
+    fingerprint = saved.get("fingerprint") if isinstance(saved.get("fingerprint"), dict) else None
+    if fingerprint and fingerprint.get("contents"):
+        refuse_changes(fingerprint_changes(fingerprint, index), fingerprint.get("files", 0), index.root, purpose)
+    try:
+        split = Split.from_dict(saved["split"], index)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StudioError(f"{RunPaths(Path(run_dir)).config}: the recorded split does not fit {index.root} "
+                          f"({exc})") from None
+    return Restored(saved, spec, dict(saved["train"]), index, split, fingerprint)
+
+
+def _folders(names: list[str]) -> str:
+    quoted = ", ".join(f"'{n}'" for n in names[:SHOWN_CHANGES])
+    more = f" and {len(names) - SHOWN_CHANGES} more" if len(names) > SHOWN_CHANGES else ""
+    return f"class folder{'s' if len(names) > 1 else ''} {quoted}{more}"
+
+
+def with_classes(index: DatasetIndex, class_names: list[str]) -> DatasetIndex:
+    """``index`` restricted to the run's classes with the run's labels, so a class folder added
+    since does not shift the labels; a recorded class that is gone is left empty (its files are
+    then reported missing)."""
+    if index.class_names == class_names:
+        return index
+    label = {name: i for i, name in enumerate(class_names)}
+    items = [replace(item, label=label[index.class_names[item.label]])
+             for item in index.items if index.class_names[item.label] in label]
+    items.sort(key=lambda item: (item.label, item.path))
+    return DatasetIndex(index.root, class_names, items, [p for p in index.problems if p.scope == "file"])
+
+
+def refuse_changes(changes: list[tuple[str, str]], total: int, root: Path, purpose: str) -> None:
+    if not changes:
+        return
+    shown = "; ".join(f"{path} ({what})" for path, what in changes[:SHOWN_CHANGES])
+    more = f" and {len(changes) - SHOWN_CHANGES} more" if len(changes) > SHOWN_CHANGES else ""
+    raise StudioError(
+        f"{root}: {len(changes)} of the run's {total} files differ from when it was trained: {shown}{more}; "
+        f"{purpose} would train on other data"
+    )
