@@ -164,3 +164,16 @@ def test_the_best_epoch_rule_skips_epochs_that_diverged():
     # A first epoch that diverged does not stop later ones from being kept as the best.
     assert improves(0.9, nan, "val_loss") and not improves(nan, 0.9, "val_loss")
     assert improves(0.7, 0.6, "val_accuracy") and not improves(0.6, 0.6, "val_accuracy")
+
+
+@pytest.mark.parametrize("setting, value, says", [
+    ("monitor", "val_acc", "monitor must be one of val_loss, val_accuracy, loss, accuracy, not 'val_acc'"),
+    ("cache", "ram", "cache must be one of auto, memory, disk, none, not 'ram'"),
+    ("momentum", 1.5, "momentum must be at least 0 and below 1, not 1.5"),
+])
+def test_settings_are_checked_before_a_run_starts(data, tmp_path, setting, value, says):
+    """A misspelt monitor would train with nothing to pick the best epoch by: it is refused first."""
+    with pytest.raises(StudioError) as exc:
+        train(data, tmp_path / "run", **{setting: value})
+    assert str(exc.value) == says
+    assert not (tmp_path / "run").exists()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnstudio.core.data import CACHE_MODES
 from cnnstudio.core.errors import ImageError
 from cnnstudio.core.io import fastdecode
 from cnnstudio.core.io.images import decoded_array, load_rgb, probe
@@ -38,7 +39,6 @@ from cnnstudio.core.tf import tf
 # Decoded images are cached in RAM up to this many bytes (uint8), on disk beyond it.
 MEMORY_CACHE_BUDGET = 256 << 20
 
-CACHE_MODES = ("auto", "memory", "disk", "none")
 
 _FETCH_CHUNK = 64  # indices whose cached images are read in one call
 

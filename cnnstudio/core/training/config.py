@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from cnnstudio.core.data import CACHE_MODES
 from cnnstudio.core.errors import StudioError
 
 OPTIMIZERS = ("adam", "sgd")
+MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")  # what picks the best epoch
 
 
 @dataclass
@@ -47,6 +49,12 @@ class TrainConfig:
             bad(f"learning rate must be between 0 and 10, not {self.learning_rate}")
         if self.patience < 0:
             bad(f"patience must be 0 (off) or more, not {self.patience}")
+        if self.monitor not in MONITORS:
+            bad(f"monitor must be one of {', '.join(MONITORS)}, not {self.monitor!r}")
+        if self.cache not in CACHE_MODES:
+            bad(f"cache must be one of {', '.join(CACHE_MODES)}, not {self.cache!r}")
+        if not (0 <= self.momentum < 1):
+            bad(f"momentum must be at least 0 and below 1, not {self.momentum}")
         if self.class_weight not in ("none", "auto"):
             bad(f"class weights must be 'none' or 'auto', not {self.class_weight!r}")
         if self.mode is not None and self.mode not in ("scratch", "extract", "finetune"):
