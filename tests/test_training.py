@@ -177,3 +177,27 @@ def test_settings_are_checked_before_a_run_starts(data, tmp_path, setting, value
         train(data, tmp_path / "run", **{setting: value})
     assert str(exc.value) == says
     assert not (tmp_path / "run").exists()
+
+
+def test_a_plugin_reload_during_a_run_does_not_lose_its_results(data, tmp_path):
+    """Help > Plugins reloads the registry while a training runs: the run keeps the providers
+    it started with and still writes its results (the fine-tuning switch, summaries and the
+    weights record all look its backbone up after the first epoch)."""
+    from cnnstudio.builtins.manager import PluginManager
+
+    manager = PluginManager(disabled=())
+    registry = manager.load()
+
+    class Reloading(RecordingState):
+        def on_epoch_end(self, e):
+            super().on_epoch_end(e)
+            manager.reload()
+            assert "scratch" in registry.backbones  # a reload leaves the live registry whole
+            registry.clear()  # and a job must not depend on it: here it stays empty
+
+    index = scan_dataset(data)
+    split = make_split(index, 0.2, 0.2, seed=0)
+    result = Trainer(index, split, tiny_spec(), TrainConfig(epochs=2, batch_size=4, patience=0),
+                     tmp_path / "run", registry, state=Reloading()).run()
+    assert result.reason == "completed" and RunPaths(tmp_path / "run").metrics.exists()
+    assert Bundle(tmp_path / "run" / "model").class_names == index.class_names

@@ -100,7 +100,7 @@ class PluginHost:
         self._loaded = False
 
     def reload(self, disabled: Iterable[str] | None = None) -> Registry:
-        """Find and register the plugins again, into the same :class:`Registry` object.
+        """Find and register the plugins again; the same :class:`Registry` object takes the result.
 
         After ``pip install`` or ``uninstall`` in this interpreter, or a change of the disabled
         set: whoever holds the registry (the window's panels) sees the new providers without a
@@ -110,9 +110,15 @@ class PluginHost:
         if disabled is not None:
             self.disabled = frozenset(disabled)
         importlib.invalidate_caches()  # packages installed since start-up are on disk, not in the finders' caches
-        self.registry.clear()
+        # Registered into a fresh registry, then taken over whole: the live one is never empty.
+        live, self.registry = self.registry, Registry()
         self._reset()
-        return self.load()
+        try:
+            self.load()
+            live.replace_with(self.registry)
+        finally:
+            self.registry = live
+        return live
 
     def load(self) -> Registry:
         """Register the built-ins, then every enabled plugin; errors end up in :attr:`errors`."""

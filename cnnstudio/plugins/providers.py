@@ -169,10 +169,25 @@ class Registry:
             self._plugin, self._on_error = previous
 
     def clear(self) -> None:
-        """Forget every provider, so the plugins can be registered again (after an install)."""
-        for table in (self.backbones, self.blocks, self.presets, self.exporters):
-            table.clear()
-        self._origins.clear()
+        """Forget every provider, so the plugins can be registered again (after an install).
+
+        The tables are replaced, not emptied: a :meth:`snapshot` taken before keeps its own."""
+        self.backbones, self.blocks, self.presets, self.exporters = {}, {}, {}, {}
+        self._origins = {}
+
+    def snapshot(self) -> Registry:
+        """A copy of what is registered now, for a job that must keep the providers it started
+        with while plugins are reloaded (the providers themselves are shared, not copied)."""
+        copy = Registry()
+        copy.replace_with(self)
+        return copy
+
+    def replace_with(self, other: Registry) -> None:
+        """Take ``other``'s providers, table by table in one step each: a lookup from another
+        thread sees the old table or the new one, never an empty or half-filled one."""
+        self.backbones, self.blocks = dict(other.backbones), dict(other.blocks)
+        self.presets, self.exporters = dict(other.presets), dict(other.exporters)
+        self._origins = dict(other._origins)
 
     def add_backbone(self, provider: BackboneProvider) -> None:
         self._add("backbone", provider, self.backbones, _check_backbone)

@@ -224,7 +224,7 @@ class CrossValidation:
         self.config = config.validate()
         self.k = k
         self.out_dir = Path(out_dir)
-        self.registry = registry
+        self.registry = registry.snapshot()  # kept for every fold, whatever a reload does meanwhile
         self.seed = seed
         self.test_fraction = test_fraction
         self.state = state or QuietCVState()

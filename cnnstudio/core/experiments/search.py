@@ -633,7 +633,7 @@ class Search:
     ):
         self.out_dir = Path(out_dir).absolute()
         self.index = index
-        self.registry = registry
+        self.registry = registry.snapshot()  # kept for every trial, whatever a reload does meanwhile
         self.state = state or QuietSearchState()
         index.raise_for_errors()
         if trials is None and timeout is None:

@@ -72,7 +72,7 @@ class Trainer:
         spec = spec.validate(registry)
         self.spec = apply_mode(spec, self.config.mode, registry.backbones[spec.backbone])
         self.run_dir = Path(run_dir)
-        self.registry = registry
+        self.registry = registry.snapshot()  # the providers it started with, whatever a reload does meanwhile
         self.state = state or QuietState()
         index.raise_for_errors()
         if not split.train:
