@@ -192,3 +192,34 @@ def test_resume_after_a_class_folder_was_added_is_refused_in_one_line(tmp_path, 
     assert "class folder 'amber' was added since the run was trained" in err and str(data) in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == kept
+
+
+def test_ctrl_c_in_train_stops_after_the_batch_and_leaves_a_resumable_run(tmp_path):
+    """The first Ctrl-C ends `cnnstudio train` after the current batch: exit 130, status
+    'cancelled', no traceback, and the run folder can be resumed."""
+    import signal
+    import time
+
+    data = make_dataset(tmp_path / "data", per_class=6)
+    out = tmp_path / "run"
+    blocks = '[{"type": "conv", "filters": 4, "convs": 1}]'
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnstudio", "train", str(data), "--out", str(out), "--epochs", "500",
+         "--image-size", "16", "--param", f"blocks={blocks}", "--batch-size", "2", "--patience", "0", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "history.csv").exists():  # an epoch is done: the run is training
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert json.loads(stdout)["status"] == "cancelled"
+    assert "Traceback" not in stderr
+    from cnnstudio.core.runs.folder import RunPaths, load_train_state
+
+    state = load_train_state(RunPaths(out))  # what --resume continues from
+    assert state is not None and state["epochs_done"] >= 1
