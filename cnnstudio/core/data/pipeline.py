@@ -39,7 +39,6 @@ from cnnstudio.core.tf import tf
 # Decoded images are cached in RAM up to this many bytes (uint8), on disk beyond it.
 MEMORY_CACHE_BUDGET = 256 << 20
 
-
 _FETCH_CHUNK = 64  # indices whose cached images are read in one call
 
 # What the pipeline knows of each image: not yet decoded, decoded (and cached), unusable.

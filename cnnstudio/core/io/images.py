@@ -291,7 +291,8 @@ def load_batches(paths, size: int, batch_size: int, resize: str = RESIZE, worker
             pending.append(pool.submit(one, i))
         while pending:
             i, array, reason = pending.popleft().result()
-            for j in itertools.islice(following, 1):
+            j = next(following, None)
+            if j is not None:
                 pending.append(pool.submit(one, j))
             if reason is not None:
                 yield "error", i, reason
