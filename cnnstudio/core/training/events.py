@@ -8,7 +8,7 @@ the beginning, after every batch and epoch and at the end, and asks it whether t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from cnnstudio.core.tasks import QuietTask, TaskState
 
 
 @dataclass
@@ -49,19 +49,17 @@ class EndEvent:
     elapsed: float
 
 
-class TrainState(Protocol):
-    """What the trainer reports to, and asks whether to stop. Implemented by the CLI and the GUI."""
+class TrainState(TaskState):
+    """What the trainer reports to, and asks whether to stop: the core's :class:`TaskState`
+    (status, progress, stop) plus the run's events. Implemented by the CLI and the GUI."""
 
     def on_begin(self, event: BeginEvent) -> None: ...
     def on_batch(self, event: BatchEvent) -> None: ...
     def on_epoch_end(self, event: EpochEvent) -> None: ...
     def on_end(self, event: EndEvent) -> None: ...
-    def on_status(self, message: str) -> None: ...
-    def on_progress(self, task: str, done: int, total: int) -> None: ...
-    def should_stop(self) -> bool: ...
 
 
-class QuietState:
+class QuietState(QuietTask):
     """A state that reports nowhere and never stops; the default."""
 
     def on_begin(self, event):
@@ -75,12 +73,3 @@ class QuietState:
 
     def on_end(self, event):
         pass
-
-    def on_status(self, message):
-        pass
-
-    def on_progress(self, task, done, total):
-        pass
-
-    def should_stop(self):
-        return False
