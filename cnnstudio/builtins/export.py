@@ -309,10 +309,11 @@ def _write_keras(model, path: Path, context: ExportContext) -> None:
 
 def _load_keras(path: Path):
     from cnnstudio.core.tf import keras
+    from cnnstudio.core.tf.seeding import load_model
 
     k = keras()
     try:
-        model = k.saving.load_model(path, safe_mode=True)
+        model = load_model(path)
     except Exception as exc:
         raise ExportError(f"the exported Keras file does not reload ({_one_line(exc)})") from exc
     return (lambda x: model(x.astype(np.float32), training=False)), f"Keras {k.__version__} (safe mode)"

@@ -25,7 +25,7 @@ from cnnstudio.core.errors import BundleError
 from cnnstudio.core.evaluation.calibration import apply_temperature
 from cnnstudio.core.io.atomic import atomic_save_model, atomic_write_json, read_json
 from cnnstudio.core.io.images import RESIZE, RESIZE_PIL, load_batches
-from cnnstudio.core.tf import keras
+from cnnstudio.core.tf.seeding import load_model
 
 BUNDLE_FORMAT = 1
 MODEL_FILE = "model.keras"
@@ -154,7 +154,7 @@ class Bundle:
         self.temperature = _temperature_of(self.meta, meta_path)
         self.meta_stamp = _stamp(meta_path)
         try:
-            self.model = keras().saving.load_model(folder / MODEL_FILE, safe_mode=True)
+            self.model = load_model(folder / MODEL_FILE)
         except Exception as exc:
             raise BundleError(f"{folder / MODEL_FILE}: cannot load the model ({exc})") from exc
 

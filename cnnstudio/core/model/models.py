@@ -11,25 +11,23 @@ saved model needs nothing else to predict exactly as it was trained:
 from __future__ import annotations
 
 import math
-import threading
 
 from cnnstudio.core.errors import BuildError, SpecError, StudioError
 from cnnstudio.core.model.spec import AugmentSpec, ModelSpec
 from cnnstudio.core.tf import keras as load_keras
 from cnnstudio.core.tf.layers import Preprocess
+from cnnstudio.core.tf.seeding import BUILD_LOCK
 
 keras = load_keras()
 
-# The window builds a model summary in one worker while a run builds its model on another
-# thread; once, with both at it, Keras failed inside a layer call ("Only input tensors may be
-# passed as positional arguments"). Keras does not promise thread-safe graph building, so one
-# build at a time (well under a second to a few seconds; fitting is not held).
-_BUILD_LOCK = threading.RLock()
-
 
 def build_model(spec: ModelSpec, num_classes: int, registry) -> keras.Model:
-    """The uncompiled classifier for ``spec`` (validated here) with ``num_classes`` softmax outputs."""
-    with _BUILD_LOCK:
+    """The uncompiled classifier for ``spec`` (validated here) with ``num_classes`` softmax outputs.
+
+    One build at a time in the process (:data:`~cnnstudio.core.tf.seeding.BUILD_LOCK`); a run
+    builds under :func:`~cnnstudio.core.tf.seeding.seeded` so its weights depend on its seed alone.
+    """
+    with BUILD_LOCK:
         return _build_model(spec, num_classes, registry)
 
 
@@ -125,6 +123,8 @@ def _apply_backbone(provider, spec: ModelSpec, registry, x):
 
 
 def augmentation_layers(augmentation: AugmentSpec) -> list:
+    """The random layers of ``augmentation``, in the order the model applies them. Their seeds
+    are drawn when they are made: make them under the build lock (``build_model`` does)."""
     layers = keras.layers
     out = []
     if augmentation.flip != "none":

@@ -25,6 +25,7 @@ from cnnstudio.core.io.hashing import content_hashes
 from cnnstudio.core.model.spec import ModelSpec
 from cnnstudio.core.runs import folder as runs
 from cnnstudio.core.tf import device_description, keras
+from cnnstudio.core.tf.seeding import load_model, seeded
 from cnnstudio.core.training.config import TrainConfig
 from cnnstudio.core.training.events import BeginEvent, EndEvent, QuietState, TrainState
 
@@ -104,10 +105,8 @@ class Trainer:
         return {i: float(w) for i, w in enumerate(weights)}
 
     def run(self, resume: bool = False) -> RunResult:
-        K = keras()
         c = self.config
         p = self.paths
-        K.utils.set_random_seed(c.seed)
         device = self._device
         state = runs.load_train_state(p) if resume else None
         if resume and state is None:
@@ -117,17 +116,19 @@ class Trainer:
 
         if state is None:
             runs.write_config(p, self.index, self.split, self.spec, c, device, weights=self.weights_record())
-            model = self._build()
+            with seeded(c.seed):
+                model = self._build()
             history: list[dict] = []
             prior_seconds = 0.0
         else:
             history = state["history"]
             prior_seconds = state["train_seconds"]
             self.state.on_status(f"resuming from epoch {state['epochs_done'] + 1}")
-            if use_bottleneck:  # the checkpoint is the head alone; the base comes from its weights source
-                model = self._build()
-            else:
-                model = K.saving.load_model(p.last_checkpoint, safe_mode=True)
+            with seeded(c.seed):
+                if use_bottleneck:  # the checkpoint is the head alone; the base comes from its weights source
+                    model = self._build()
+                else:
+                    model = load_model(p.last_checkpoint)
 
         size = self.spec.input_size
         # One decision for the run: training and validation images share the memory budget.
@@ -286,15 +287,14 @@ class Trainer:
         """Feature extraction's fast path: the base's features once (cached on disk), the head on them."""
         from cnnstudio.core.model import transfer
 
-        K = keras()
         c = self.config
         p = self.paths
         train, val = self._features(model, pipe)
         if state is not None:
-            head = K.saving.load_model(p.last_checkpoint, safe_mode=True)
+            head = load_model(p.last_checkpoint)
             initial_epoch = state["epochs_done"]
         else:
-            head = transfer.head_model(model)
+            head = transfer.head_model(model)  # the model's own head layers: nothing new is drawn
             self._compile(head)
             initial_epoch = 0
         train_ds = transfer.features_dataset(train, c.batch_size, shuffle=True, seed=c.seed)

@@ -209,6 +209,7 @@ def augment_previews(path: str, spec, count: int = PREVIEW_COUNT) -> list[np.nda
     from cnnstudio.core.io.images import load_array
     from cnnstudio.core.model import models
     from cnnstudio.core.tf import keras
+    from cnnstudio.core.tf.seeding import fresh_seed, seeded
 
     K = keras()
     size = spec.input_size or 224
@@ -216,7 +217,8 @@ def augment_previews(path: str, spec, count: int = PREVIEW_COUNT) -> list[np.nda
     # The very layers build_model puts in front of the model, so the preview is what training sees.
     # (core.model.models keeps the function private for now; the public name is used once it has one.)
     make_layers = models.augmentation_layers
-    layers = make_layers(spec.augmentation)
+    with seeded(fresh_seed()):  # new draws each time, without touching a run's seeds
+        layers = make_layers(spec.augmentation)
     batch = np.repeat(image[None], count, axis=0)
     for layer in layers:
         batch = layer(batch, training=True)
