@@ -176,3 +176,16 @@ def test_cli_cv_prints_a_line_per_fold_then_mean_and_std_and_resumes(tiny, tmp_p
     assert "holds another cross-validation (train differ)" in capsys.readouterr().err
     assert main(args + ["--val-split", "0.2"]) == 1
     assert "--val-split does not apply to cv" in capsys.readouterr().err
+
+
+def test_a_resumed_cv_refuses_a_class_folder_added_since_it_started(tmp_path):
+    root = make_dataset(tmp_path / "data", per_class=8, size=16)
+    out = tmp_path / "cv"
+    first = cv(scan_dataset(root), out, state=FoldRecorder(stop_after_folds=1)).run()
+    assert first.reason == "cancelled"
+    make_dataset(root, classes=("yellow",), per_class=8, size=16)
+    with pytest.raises(StudioError) as refused:
+        cv(scan_dataset(root), out).run()
+    assert str(refused.value) == (f"{root}: class folder 'yellow' was added since the cross-validation started; "
+                                  "the resumed cross-validation would train on other labels")
+    assert [d.name for d in sorted(out.glob("fold-*"))] == ["fold-1"]  # nothing trained on the new labels

@@ -384,3 +384,29 @@ def test_cli_tune_prints_a_line_per_trial_and_train_uses_the_best(data, tmp_path
     capsys.readouterr()
     assert main(["tune", str(root), "--trials", "2", "--out", str(out), "--space", str(space), *common]) == 0
     assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial ")]
+
+
+def test_a_resumed_search_refuses_a_class_folder_added_or_a_file_changed_since_it_started(registry, tmp_path):
+    root = make_dataset(tmp_path / "data", per_class=8)
+    index = scan_dataset(root)
+    out = tmp_path / "search"
+    split = make_split(index, 0.25, 0.2, seed=0)
+    first = Search(index, split, spec(), config(), SearchSpace.from_dict(SPACE), out, registry, trials=1).run()
+    assert len(first.trials) == 1
+
+    make_dataset(root, classes=("yellow",), per_class=8)
+    grown = scan_dataset(root)
+    with pytest.raises(StudioError) as refused:
+        Search(grown, make_split(grown, 0.25, 0.2, seed=0), spec(), config(), None, out, registry, trials=2)
+    assert str(refused.value) == (f"{root}: class folder 'yellow' was added since the search started; "
+                                  "the resumed search would train on other labels")
+
+    for f in (root / "yellow").iterdir():
+        f.unlink()
+    (root / "yellow").rmdir()
+    changed = root / "red" / "red_000.png"
+    changed.write_bytes((root / "red" / "red_001.png").read_bytes())
+    again = scan_dataset(root)
+    with pytest.raises(StudioError, match=r"1 of the search's \d+ files differ from when it started: "
+                                          r"red/red_000\.png \(content changed\); the resumed search would train on other data"):
+        Search(again, make_split(again, 0.25, 0.2, seed=0), spec(), config(), None, out, registry, trials=2)

@@ -11,9 +11,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QSize, Qt, qVersion
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, qVersion
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
+    QDialog,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMessageBox,
+    QProgressDialog,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -30,7 +32,7 @@ from cnnstudio import __version__
 from cnnstudio.core.project import PROJECT_SUFFIX
 from cnnstudio.gui.dialogs import errors
 from cnnstudio.gui.panels.start import StartPage
-from cnnstudio.gui.qthreading import FunctionWorker
+from cnnstudio.gui.qthreading import Worker
 from cnnstudio.gui.session import Session
 from cnnstudio.gui.widgets import common as widgets
 
@@ -85,7 +87,7 @@ class MainWindow(QMainWindow):
         self.manager = manager if manager is not None else _default_manager()
         self.session = Session(self.manager.registry, self)
         self.tf_info: dict | None = None
-        self._tf_worker: FunctionWorker | None = None
+        self._tf_worker: Worker | None = None
         self.last_report: Path | None = None  # the last report File > Export Report wrote
         self._panels: dict[str, QWidget] = {}
         self._containers: dict[str, QWidget] = {}
@@ -336,13 +338,13 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ TensorFlow
 
-    def load_tensorflow_in_background(self) -> FunctionWorker:
+    def load_tensorflow_in_background(self) -> Worker:
         """Start importing TensorFlow off the GUI thread; the device shows in the status bar."""
         if self._tf_worker is None:
             self.device_label.setText("Loading TensorFlow...")
-            self._tf_worker = FunctionWorker(_load_tensorflow)
-            self._tf_worker.signals.finished.connect(self._tensorflow_loaded)
-            self._tf_worker.signals.errored.connect(self._tensorflow_failed)
+            self._tf_worker = Worker(_load_tensorflow)
+            self._tf_worker.finished.connect(self._tensorflow_loaded)
+            self._tf_worker.errored.connect(self._tensorflow_failed)
             self._tf_worker.start()
         return self._tf_worker
 
@@ -363,27 +365,25 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_dataset(folder)
 
-    def open_dataset(self, folder) -> FunctionWorker:
+    def open_dataset(self, folder) -> Worker:
         """Scan ``folder`` as the dataset (in a worker); shows the Data panel."""
         panel = self.show_page("data")
         return panel.load_folder(folder)
 
-    def open_sample(self) -> FunctionWorker:
+    def open_sample(self) -> Worker:
         """Generate the built-in shapes dataset on first use (a worker), then open it."""
         from cnnstudio.core.data.sample import sample_dataset_path
 
-        self.session.set_job("Preparing the sample dataset...")
-        worker = FunctionWorker(sample_dataset_path)
-        worker.signals.finished.connect(self._sample_ready)
-        worker.signals.errored.connect(self._sample_failed)
+        worker = Worker(sample_dataset_path)
+        self.session.track(worker.describe("Preparing the sample dataset..."), worker.what)
+        worker.finished.connect(self._sample_ready)
+        worker.errored.connect(self._sample_failed)
         return worker.start()
 
     def _sample_ready(self, path) -> None:
-        self.session.set_job("")
         self.open_dataset(path)
 
     def _sample_failed(self, message: str, details: str) -> None:
-        self.session.set_job("")
         errors.show_error(self, "The sample dataset could not be prepared", message, details)
 
     # ------------------------------------------------------------------ projects
@@ -528,7 +528,7 @@ class MainWindow(QMainWindow):
             (f"{e.display_name} ({e.id})", e) for e in exporters.values()
         ]
 
-    def export_model(self) -> FunctionWorker | None:
+    def export_model(self) -> Worker | None:
         """Export the current run's model: its bundle folder, or any registered format (a plugin's
         too), written and verified on the run's test images."""
         from PySide6.QtWidgets import QInputDialog
@@ -553,7 +553,7 @@ class MainWindow(QMainWindow):
             return self._export_bundle(run, bundle)
         return self._export_format(run, exporter)
 
-    def _export_bundle(self, run: str, bundle: Path) -> FunctionWorker | None:
+    def _export_bundle(self, run: str, bundle: Path) -> Worker | None:
         folder = QFileDialog.getExistingDirectory(self, "Export the model bundle into", str(Path.home()))
         if not folder:
             return None
@@ -561,14 +561,14 @@ class MainWindow(QMainWindow):
         if target.exists():
             errors.show_error(self, "Not exported", f"{target} already exists; choose another folder")
             return None
-        self.session.set_job(f"Exporting the model to {target}...")
-        worker = FunctionWorker(shutil.copytree, bundle, target)
+        worker = Worker(shutil.copytree, bundle, target)
+        self.session.track(worker.describe(f"Exporting the model to {target}...", writes=True), worker.what)
         self._export_target = target
-        worker.signals.finished.connect(self._exported)
-        worker.signals.errored.connect(self._export_failed)
+        worker.finished.connect(self._exported)
+        worker.errored.connect(self._export_failed)
         return worker.start()
 
-    def _export_format(self, run: str, exporter) -> FunctionWorker | None:
+    def _export_format(self, run: str, exporter) -> Worker | None:
         from cnnstudio.builtins.export import export_run
 
         name = Path(run).name
@@ -587,19 +587,18 @@ class MainWindow(QMainWindow):
             target = Path(path)
         exporters = self.manager.registry.exporters
 
-        def job(progress):
-            return export_run(run, exporter.id, target, exporters=exporters,
-                              progress=lambda _task, done, total: progress(done, total))
+        def job(state):
+            return export_run(run, exporter.id, target, exporters=exporters, progress=state.on_progress)
 
-        self.session.set_job(f"Exporting {name} as {exporter.display_name} and checking it on the test images...")
-        worker = FunctionWorker(job)
+        worker = Worker(job).describe(
+            f"Exporting {name} as {exporter.display_name} and checking it on the test images...", writes=True)
+        self.session.track(worker, worker.what)
         self._export_target = target
-        worker.signals.finished.connect(self._exported)
-        worker.signals.errored.connect(self._export_failed)
+        worker.finished.connect(self._exported)
+        worker.errored.connect(self._export_failed)
         return worker.start()
 
     def _exported(self, result) -> None:
-        self.session.set_job("")
         if result is None or isinstance(result, (str, Path)):  # the bundle folder, copied
             self.statusBar().showMessage(f"Model exported to {self._export_target}", 8000)
             return
@@ -609,12 +608,11 @@ class MainWindow(QMainWindow):
         QMessageBox.information(self, "Model exported", "\n\n".join(lines))
 
     def _export_failed(self, message: str, details: str) -> None:
-        self.session.set_job("")
         errors.show_error(self, "The model could not be exported", message, details)
 
     REPORT_FILTERS = "PDF document (*.pdf);;Web page, one file (*.html)"
 
-    def export_report(self) -> FunctionWorker | None:
+    def export_report(self) -> Worker | None:
         """Write the current run's report as a PDF or a self-contained web page (as ``cnnstudio
         report`` does), in the background."""
         run = self.session.current_run
@@ -629,19 +627,17 @@ class MainWindow(QMainWindow):
         target = Path(path)
         if target.suffix.lower() not in (".pdf", ".html", ".htm"):
             target = target.with_name(target.name + (".html" if "html" in chosen else ".pdf"))
-        self.session.set_job(f"Writing the report of {name}...")
-        worker = FunctionWorker(_write_report, run, target)
-        worker.signals.finished.connect(self._report_written)
-        worker.signals.errored.connect(self._report_failed)
+        worker = Worker(_write_report, run, target).describe(f"Writing the report of {name}...", writes=True)
+        self.session.track(worker, worker.what)
+        worker.finished.connect(self._report_written)
+        worker.errored.connect(self._report_failed)
         return worker.start()
 
     def _report_written(self, path) -> None:
-        self.session.set_job("")
         self.last_report = Path(path)
         self.statusBar().showMessage(f"Report saved to {path}", 8000)
 
     def _report_failed(self, message: str, details: str) -> None:
-        self.session.set_job("")
         errors.show_error(self, "The report could not be written", message, details)
 
     def about_text(self) -> str:
@@ -680,9 +676,17 @@ class MainWindow(QMainWindow):
 
         return PluginsDialog(self.manager, self, reload=self.reload_plugins)
 
-    def reload_plugins(self, disabled=None) -> None:
+    def reload_plugins(self, disabled=None) -> str:
         """Register the plugins again (after an install, uninstall, enable or disable); the
-        panels refresh from the same registry, no restart needed."""
+        panels refresh from the same registry, no restart needed. While a job trains, the
+        change waits until it has ended (the job keeps the providers it started with anyway)
+        and the returned line says so; "" when it applied now."""
+        job = self.session.job
+        if self.session.after_job(lambda: self._reload_now(disabled)):
+            return f"the change applies when {job[0].lower() + job[1:]} has ended"
+        return ""
+
+    def _reload_now(self, disabled=None) -> None:
         self.manager.reload(disabled)
         self.session.registry_reloaded()
         n = len(self.manager.errors)
@@ -736,8 +740,54 @@ class MainWindow(QMainWindow):
         if not self._maybe_save():
             event.ignore()
             return
+        if not self.finish_background_work():
+            event.ignore()
+            return
         self.save_settings()
         event.accept()
+
+    def finish_background_work(self) -> bool:
+        """Before quitting: what still runs in the background is finished, never cut short.
+
+        A job that writes what the user asked for (an export, a report) is named and the user
+        chooses to wait for it or not to quit; then a dialog waits for every job still running
+        (a stopped training saving its model, a summary), naming them, with a button not to
+        quit after all. True when nothing runs any more.
+        """
+        from cnnstudio.gui import qthreading
+
+        writing = [w for w in qthreading.pending() if w.writes and w.is_running()]
+        if writing:
+            answer = widgets.ask(
+                self, "Still writing", f"{_names(writing)} {'is' if len(writing) == 1 else 'are'} not finished. "
+                "Wait for it and then quit?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Yes,
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+        if not any(w.is_running() for w in qthreading.pending()):
+            return True
+        dialog = QProgressDialog("", "Don't Quit", 0, 0, self)
+        dialog.setWindowTitle("Finishing before quitting")
+        dialog.setWindowModality(Qt.WindowModality.WindowModal)
+        dialog.setMinimumDuration(0)
+
+        def check():
+            running = [w for w in qthreading.pending() if w.is_running()]
+            if not running:
+                dialog.reset()
+                dialog.done(QDialog.DialogCode.Accepted)
+            else:
+                dialog.setLabelText(f"Waiting for: {_names(running)}")
+
+        timer = QTimer(dialog)
+        timer.timeout.connect(check)
+        timer.start(100)
+        check()
+        if dialog.result() != QDialog.DialogCode.Accepted:
+            dialog.exec()
+        timer.stop()
+        return not dialog.wasCanceled() and not any(w.is_running() for w in qthreading.pending())
 
     # ------------------------------------------------------------------ drag and drop
 
@@ -778,6 +828,11 @@ class MainWindow(QMainWindow):
 
     def _show_job(self, text: str) -> None:
         self.job_label.setText(text)
+
+
+def _names(workers) -> str:
+    """'Exporting X' or 'Exporting X; Writing the report of Y', as a dialog says them."""
+    return "; ".join(w.what.rstrip(".\u2026") for w in workers)
 
 
 def _vertical_line() -> QWidget:

@@ -1,26 +1,27 @@
-"""Work off the GUI thread, heard about through Qt signals: short jobs and training runs.
+"""Work off the GUI thread, heard about through Qt signals: one worker mechanism for every job.
 
-**Jobs.** A :class:`FunctionWorker` runs its function on a thread of its own with a ``signals``
-QObject (the shape of superqt's ``thread_worker`` and Orange's ``ConcurrentMixin``). Not on Qt's
-global thread pool: a pooled OS thread that runs Python again gets a fresh Python thread state
-each time, and TensorFlow's eager ops that read variables (EfficientNet's ``Normalization``
-layer, for one) crashed the process in the second job on such a thread. A Python thread keeps
-one thread state for its life, and starting one costs well under a millisecond. Signals are
-emitted from the worker thread and delivered queued on the GUI thread, so slots may touch
-widgets. Every exception becomes an ``errored(message, details)`` signal: a :class:`StudioError`
-speaks for itself, anything else carries its traceback in ``details``.
+A :class:`Worker` runs ``fn(*args, **kwargs)`` on a Python thread of its own and is the job's
+:class:`~cnnstudio.core.tasks.TaskState`: when ``fn`` takes a ``state`` keyword it gets the
+worker, whose ``on_status`` and ``on_progress(task, done, total)`` become the ``status`` and
+``progress`` signals and whose ``should_stop`` reads the flag :meth:`Worker.stop` sets from the
+GUI thread (cooperative abort: the job stops at its next check and says so by raising
+:class:`~cnnstudio.core.errors.Cancelled`). :class:`TrainWorker` is the same worker as a
+training's ``TrainState`` (the run's events as signals too) and :class:`ExperimentWorker` the
+same for a search, a cross-validation or a rerun. Orange's ``TaskState`` and superqt's
+``thread_worker`` are the models.
 
-**Runs.** One training run on its own thread: the core's
-:class:`~cnnstudio.core.training.trainer.Trainer` driven by a :class:`TrainWorker` that is the
-trainer's ``TrainState``. The trainer calls the worker's ``on_*`` methods on the training
-thread; each becomes a Qt signal, delivered queued on the GUI thread, so slots may touch
-widgets. ``should_stop`` reads a ``threading.Event`` that :meth:`TrainWorker.stop` sets from the
-GUI thread: the core's relay checks it after every batch, so Stop takes effect within a batch
-and the core still saves the model trained so far. Every exception raised on the thread reaches
-the window as ``errored(message, details)``; nothing dies silently.
+The worker object lives on the GUI thread; its signals are emitted from the job's thread and
+delivered queued on the GUI thread, so slots may touch widgets (connect bound methods of
+QObjects). A Python thread rather than Qt's global pool: a pooled OS thread that runs Python
+again gets a fresh Python thread state each time, and TensorFlow's eager ops that read variables
+(EfficientNet's ``Normalization`` layer, for one) crashed the process in the second job on such
+a thread; a Python thread keeps one thread state for its life and starts in well under a
+millisecond. Every exception becomes an ``errored(message, details)`` signal: a
+:class:`StudioError` speaks for itself, anything else carries its traceback in ``details``.
 
-A ``QThread`` with a worker object, rather than a pooled ``QRunnable``: a run takes minutes to
-hours and must not hold one of the pool's few threads that scans and summaries need.
+Every started worker stays in a module-wide set until its last signal is delivered, so the
+window can say what is still running when it quits and wait for it (:func:`pending`,
+:func:`wait_for_all`): nothing is killed silently.
 """
 
 from __future__ import annotations
@@ -31,86 +32,154 @@ import os
 import threading
 import time
 
-from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, Signal
 
+from cnnstudio.core.errors import Cancelled
 from cnnstudio.gui.dialogs.errors import describe
 
-# progress() is forwarded at most this often (seconds), plus the final call.
+# on_progress() is forwarded at most this often per task (seconds), plus the final call.
 PROGRESS_INTERVAL = 0.1
 
-# Workers that have started and whose result has not been delivered yet. Holding them here keeps
-# the Python objects (and their signals) alive until the GUI thread has received the last signal.
-_active: set[FunctionWorker] = set()
+# Workers that have started and whose last signal has not been delivered yet. Holding them
+# here keeps the Python objects (and their signals) alive until the GUI thread has received it.
+_active: set[Worker] = set()
 
 
-class WorkerSignals(QObject):
-    started = Signal()
-    progress = Signal(int, int)  # done, total
-    finished = Signal(object)  # the function's return value
-    errored = Signal(str, str)  # message, details
-
-
-def _accepts_progress(fn) -> bool:
+def _takes(fn, name: str) -> bool:
     try:
-        params = inspect.signature(fn).parameters
+        return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-    return "progress" in params
 
 
-class FunctionWorker:
-    """``fn(*args, **kwargs)`` on a thread of its own; connect to :attr:`signals`, then :meth:`start`.
+class Worker(QObject):
+    """``fn(*args, **kwargs)`` on a thread of its own; connect to its signals, then :meth:`start`.
 
-    When ``fn`` takes a ``progress`` keyword, it gets a ``progress(done, total)`` callback that
-    emits :attr:`WorkerSignals.progress`, throttled to about ten a second.
+    Signals: ``started()``; ``status(str)`` and ``progress(task, done, total)`` as the job goes
+    (progress at most about ten a second per task); then exactly one of ``finished(result)``,
+    ``errored(message, details)`` or, when the job stopped on request before producing
+    anything, ``aborted()``; then ``done()``. ``what`` names the job where the window lists what
+    is running; ``writes`` marks a job that writes something the user asked for (an export, a
+    report), which quitting must not cut short without asking.
     """
 
+    started = Signal()
+    status = Signal(str)
+    progress = Signal(str, int, int)  # task, done, total
+    finished = Signal(object)
+    errored = Signal(str, str)  # message, details
+    aborted = Signal()
+    done = Signal()
+
     def __init__(self, fn, *args, **kwargs):
+        super().__init__()
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.signals = WorkerSignals()
-        if _accepts_progress(fn) and "progress" not in kwargs:
-            self.kwargs["progress"] = self._progress
-        self._last_progress = 0.0
+        self.what = getattr(fn, "__name__", "job").strip("_").replace("_", " ")
+        self.writes = False
+        self._stop = threading.Event()
+        self._last_progress: dict[str, float] = {}
+        self.thread: threading.Thread | None = None
+        if fn is not None and _takes(fn, "state") and "state" not in kwargs:
+            self.kwargs["state"] = self
+        elif fn is not None and _takes(fn, "progress") and "progress" not in kwargs:
+            self.kwargs["progress"] = lambda done, total: self.on_progress("", done, total or 0)
 
-    def start(self) -> FunctionWorker:
+    def describe(self, what: str, writes: bool = False) -> Worker:
+        """Name the job (what the window shows while it runs) and say whether it writes files."""
+        self.what, self.writes = what, writes
+        return self
+
+    # -- control, from the GUI thread ----------------------------------------------------
+
+    def start(self) -> Worker:
+        if self.thread is not None:
+            raise RuntimeError("a worker runs once")
         # Connected last, so the caller's slots have run before the worker is let go.
-        self.signals.finished.connect(self._release)
-        self.signals.errored.connect(self._release)
+        self.done.connect(self._release)
+        global _quit_hooked
+        if not _quit_hooked and QCoreApplication.instance() is not None:
+            QCoreApplication.instance().aboutToQuit.connect(_finish_on_quit)
+            _quit_hooked = True
         _active.add(self)
-        name = getattr(self.fn, "__name__", "job")
-        self.thread = threading.Thread(target=self.run, name=f"cnnstudio-{name}", daemon=True)
+        self.thread = threading.Thread(target=self._main, name=f"cnnstudio-{self.what}", daemon=True)
         self.thread.start()
         return self
 
+    def stop(self) -> None:
+        """Ask the job to stop at its next check (a training: after the current batch, keeping
+        the model trained so far)."""
+        self._stop.set()
+
+    def is_running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the function has returned (its signals may still be queued)."""
-        thread = getattr(self, "thread", None)
-        if thread is not None:
-            thread.join(timeout)
-            return not thread.is_alive()
+        """Block until the function has returned (its signals may still be queued); False if
+        ``timeout`` seconds passed first."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+            return not self.thread.is_alive()
         return True
 
-    def run(self) -> None:
-        self.signals.started.emit()
+    # -- the job, on its thread ----------------------------------------------------------
+
+    def _main(self) -> None:
+        self.started.emit()
         try:
-            result = self.fn(*self.args, **self.kwargs)
+            self.run_job()
+        finally:
+            self.done.emit()
+
+    def run_job(self) -> None:
+        try:
+            result = self._work()
+        except Cancelled:
+            self.aborted.emit()
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the window
             message, details = describe(exc)
-            self.signals.errored.emit(message, details)
+            self.errored.emit(message, details)
         else:
-            self.signals.finished.emit(result)
+            self.finished.emit(result)
 
-    def _progress(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self._last_progress < PROGRESS_INTERVAL:
-            return
-        self._last_progress = now
-        self.signals.progress.emit(int(done), int(total))
+    def _work(self):
+        return self.fn(*self.args, **self.kwargs)
 
-    def _release(self, *args) -> None:
+    def _release(self) -> None:
         _active.discard(self)
+
+    # -- the core's TaskState (called on the job's thread) ---------------------------------
+
+    def on_status(self, message: str) -> None:
+        self.status.emit(message)
+
+    def on_progress(self, task: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last_progress.get(task, 0.0) < PROGRESS_INTERVAL:
+            return
+        self._last_progress[task] = now
+        self.progress.emit(task, int(done), int(total))
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+
+_quit_hooked = False
+
+
+def _finish_on_quit() -> None:
+    """At application exit (the window has asked already): stop every training after its batch
+    and wait for every job, so a model being saved or a file being written is finished."""
+    for worker in list(_active):
+        if isinstance(worker, TrainWorker):
+            worker.stop()
+    wait_for_all(300.0)
+
+
+def pending() -> list[Worker]:
+    """The workers started and not yet delivered, oldest first."""
+    return sorted(_active, key=lambda w: id(w.thread))
 
 
 def wait_for_all(timeout: float = 120.0) -> bool:
@@ -123,24 +192,13 @@ def wait_for_all(timeout: float = 120.0) -> bool:
 
 
 def active_workers() -> int:
-    """How many workers are running or waiting to deliver their result."""
+    """How many workers are running or waiting to deliver their last signal."""
     return len(_active)
 
 
 # ----------------------------------------------------------------------------- training runs
 
-# Workers whose thread may still run. Holding them here keeps the QThread alive even when the
-# window that started it is gone; a QThread destroyed while running aborts the process.
-_alive: set[TrainWorker] = set()
-_quit_hooked = False
 _frozen = False
-
-
-def _stop_all_on_quit() -> None:
-    """At application exit: stop every run after its current batch and wait until its model is saved."""
-    for worker in list(_alive):
-        worker.stop()
-        worker.wait(120_000)
 
 
 def freeze_imported_objects() -> None:
@@ -186,29 +244,24 @@ def yield_cpu_to_gui_thread() -> None:
             pass
 
 
-class TrainWorker(QObject):
+class TrainWorker(Worker):
     """Trains ``spec`` on ``split`` of ``index`` into ``run_dir``; start it with :meth:`start`.
 
-    Signals: ``started()``; ``begin(BeginEvent)``; ``batch(BatchEvent)`` (at most ~10 a second,
-    the core throttles them); ``epoch_end(EpochEvent)``; ``ended(EndEvent)`` when fitting is over
-    (evaluation on the test split follows); ``status(str)``; then exactly one of
-    ``finished(RunResult)`` (also after Stop: the result's reason is ``"cancelled"``, preceded by
-    ``aborted()``) or ``errored(message, details)``.
+    A :class:`Worker` that is the trainer's ``TrainState``. Signals besides the worker's:
+    ``begin(BeginEvent)``; ``batch(BatchEvent)`` (at most ~10 a second, the core throttles
+    them); ``epoch_end(EpochEvent)``; ``ended(EndEvent)`` when fitting is over (evaluation on the
+    test split follows). A run ends with ``finished(RunResult)``, also after Stop (the result's
+    reason is ``"cancelled"``, preceded by ``aborted()``), or ``errored``; then ``done()``.
     """
 
-    started = Signal()
     begin = Signal(object)
     batch = Signal(object)
     epoch_end = Signal(object)
     ended = Signal(object)
-    status = Signal(str)
-    progress = Signal(str, int, int)  # task, done, total: work before the first epoch
-    finished = Signal(object)
-    errored = Signal(str, str)
-    aborted = Signal()
 
     def __init__(self, index, split, spec, config, run_dir, registry, resume: bool = False):
-        super().__init__()
+        super().__init__(None)
+        self.what = f"training {getattr(run_dir, 'name', 'a run')}"
         self.index = index
         self.split = split
         self.spec = spec
@@ -216,69 +269,23 @@ class TrainWorker(QObject):
         self.run_dir = run_dir
         self.registry = registry
         self.resume = resume
-        self._stop = threading.Event()
         self._threads_yielded = False
-        self._thread: QThread | None = None
 
-    # -- control, from the GUI thread ----------------------------------------------------
-
-    def start(self) -> QThread:
-        """Move to a new thread and train there. Returns the thread (it quits when the run ends)."""
-        if self._thread is not None:
-            raise RuntimeError("a TrainWorker runs once")
-        thread = QThread()
-        thread.setObjectName("cnnstudio-training")
-        self.moveToThread(thread)
-        thread.started.connect(self.run)
-        self._thread = thread
-        global _quit_hooked
-        if not _quit_hooked:
-            QCoreApplication.instance().aboutToQuit.connect(_stop_all_on_quit)
-            _quit_hooked = True
-        _alive.add(self)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        """Ask the run to stop after the current batch; the model trained so far is saved."""
-        self._stop.set()
-
-    def is_running(self) -> bool:
-        return self._thread is not None and self._thread.isRunning()
-
-    def wait(self, msecs: int = 60_000) -> bool:
-        """Block until the thread has ended (True) or ``msecs`` passed (False)."""
-        if self._thread is None:
-            return True
-        done = self._thread.wait(msecs)
-        if done:
-            _alive.discard(self)
-        return done
-
-    # -- the run, on the training thread -------------------------------------------------
-
-    @Slot()
-    def run(self) -> None:
-        self.started.emit()
+    def run_job(self) -> None:
         yield_cpu_to_gui_thread()
         try:
             if not _frozen:
                 self.status.emit("loading TensorFlow")
             freeze_imported_objects()  # TensorFlow loads here, on this thread, never on the GUI's
-
             self.status.emit("preparing the data and the model")
             result = self._work()
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the window
             message, details = describe(exc)
             self.errored.emit(message, details)
         else:
-            if result.reason == "cancelled":
+            if getattr(result, "reason", None) == "cancelled":
                 self.aborted.emit()
             self.finished.emit(result)
-        finally:
-            # Back to the GUI thread, so the worker may be dropped there once the thread is gone.
-            self.moveToThread(QCoreApplication.instance().thread())
-            self._thread.quit()
 
     def _work(self):
         from cnnstudio.core.training.trainer import Trainer
@@ -304,15 +311,6 @@ class TrainWorker(QObject):
     def on_end(self, event) -> None:
         self.ended.emit(event)
 
-    def on_status(self, message: str) -> None:
-        self.status.emit(message)
-
-    def on_progress(self, task: str, done: int, total: int) -> None:
-        self.progress.emit(task, done, total)
-
-    def should_stop(self) -> bool:
-        return self._stop.is_set()
-
 
 class ExperimentWorker(TrainWorker):
     """Runs ``job(state)`` on its own thread: a hyperparameter search, a cross-validation or a rerun.
@@ -327,9 +325,10 @@ class ExperimentWorker(TrainWorker):
     fold_started = Signal(int, int)  # fold (1-based), k
     fold_ended = Signal(int, object)  # fold, metrics
 
-    def __init__(self, job):
+    def __init__(self, job, what: str = "an experiment"):
         super().__init__(None, None, None, None, None, None)
         self.job = job
+        self.what = what
 
     def _work(self):
         return self.job(self)

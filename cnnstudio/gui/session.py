@@ -45,7 +45,7 @@ class Session(QObject):
     runsChanged = Signal()  # a run was added or removed
     currentRunChanged = Signal(str)  # path of the selected run ("" for none)
     projectChanged = Signal()  # project_path or modified flag changed
-    jobChanged = Signal(str)  # a short description of the running job ("" when idle)
+    jobChanged = Signal(str)  # what the status bar shows: the running job or background work ("" when idle)
     registryChanged = Signal()  # plugins were registered again (installed, removed, enabled, disabled)
     movesChanged = Signal()  # an image was moved to another class folder, or moved back
     undoChanged = Signal()  # what Undo and Redo would do changed
@@ -66,7 +66,9 @@ class Session(QObject):
         self.train_config = TrainConfig()
         self.runs: list[dict] = []  # {"path": str, "name": str, "metrics": dict | None}
         self.current_run: str = ""
-        self.job: str = ""
+        self._job = None  # (worker, text) of the one job that trains, if any
+        self._after_job: list = []  # what waits for it to end (plugin changes asked for meanwhile)
+        self._activities: list = []  # (worker, text) of background work the status bar shows
         self.moves: list = []  # cnnstudio.core.data.relabel.Move, oldest first: the Evaluate page's undo journal
         # Undo and Redo of the settings (split, model, training): whole copies, cheap and exact.
         self._undo: list[_Settings] = []
@@ -215,9 +217,62 @@ class Session(QObject):
         self.current_run = str(path or "")
         self.currentRunChanged.emit(self.current_run)
 
-    def set_job(self, text: str) -> None:
-        self.job = text
-        self.jobChanged.emit(text)
+    # -- the one job slot, and what runs in the background ------------------------------
+
+    @property
+    def job(self) -> str:
+        """What the one job that trains is doing ("" when none runs)."""
+        return self._job[1] if self._job else ""
+
+    def job_refusal(self) -> str:
+        """Why another job that trains cannot start now ("" when it can)."""
+        if not self._job:
+            return ""
+        return f"{self._job[1]} is running; stop it or wait until it ends, then start again"
+
+    def start_job(self, worker, text: str) -> None:
+        """Take the process's one slot for a job that trains (a run, a search, a cross-validation,
+        Run Again) until ``worker`` is done; call it before ``worker.start()``. One at a time:
+        check :meth:`job_refusal` first."""
+        if self._job:
+            raise RuntimeError(self.job_refusal())
+        self._job = (worker, text)
+        worker.done.connect(self._job_done)
+        self.track(worker, text)
+
+    def after_job(self, fn) -> bool:
+        """Run ``fn`` now when no job trains, else once it has ended; True when it was deferred."""
+        if not self._job:
+            fn()
+            return False
+        self._after_job.append(fn)
+        return True
+
+    def track(self, worker, text: str):
+        """Show ``text`` in the status bar while ``worker`` runs (before ``worker.start()``)."""
+        self._activities.append((worker, text))
+        worker.done.connect(self._activity_done)
+        self.jobChanged.emit(self.activity())
+        return worker
+
+    def activity(self) -> str:
+        """What the status bar shows: the job that trains, else the latest background work."""
+        if self._job:
+            return self._job[1]
+        return self._activities[-1][1] if self._activities else ""
+
+    def _job_done(self) -> None:
+        if self._job and self.sender() is self._job[0]:
+            self._job = None
+            waiting, self._after_job = self._after_job, []
+            for fn in waiting:
+                fn()
+            self.jobChanged.emit(self.activity())
+
+    def _activity_done(self) -> None:
+        worker = self.sender()
+        self._activities = [(w, t) for w, t in self._activities if w is not worker]
+        self.jobChanged.emit(self.activity())
 
     def make_split(self):
         from cnnstudio.core.data.dataset import make_split

@@ -77,7 +77,7 @@ def tiny_dataset(tmp_path) -> Path:
 
 @pytest.fixture
 def wait_for_workers(qtbot):
-    """Call to let every FunctionWorker finish and deliver its signals."""
+    """Call to let every Worker finish and deliver its signals."""
     from cnnstudio.gui.qthreading import wait_for_all
 
     def wait(timeout_ms: int = 120_000) -> None:

@@ -39,7 +39,7 @@ def test_loading_a_folder_shows_classes_counts_chart_and_problems(qtbot, panel, 
     assert session.dataset_root == tiny_dataset and len(session.index.items) == 15
     assert panel.class_rows() == [("blue", 4), ("green", 5), ("red", 6)]
     assert "15 images in 3 classes" in panel.summary_label.text()
-    assert not panel.progress.isVisible() and session.job == ""
+    assert not panel.progress.isVisible() and session.activity() == ""
 
     problems = panel.problem_rows()
     broken = [p for p in problems if p[1] == "red/broken.png"]

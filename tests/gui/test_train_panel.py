@@ -139,7 +139,7 @@ def test_a_studio_error_reads_as_is(qtbot, panel, monkeypatch):
     with qtbot.waitSignal(worker.errored, timeout=TIMEOUT) as blocker:
         worker.start()
     assert blocker.args == ["data: the training split is empty", ""]
-    assert worker.wait(10_000)
+    assert worker.wait(10)
 
 
 def test_start_without_a_dataset_explains_why(qtbot, data_dir, shown_errors):

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QMessageBox
 from cnnstudio.core.errors import StudioError
 from cnnstudio.core.project import PROJECT_SUFFIX
 from cnnstudio.gui.dialogs import errors
-from cnnstudio.gui.qthreading import FunctionWorker
+from cnnstudio.gui.qthreading import Worker
 from cnnstudio.gui.widgets import common as widgets
 
 TIMEOUT = 60_000
@@ -153,15 +153,15 @@ def test_a_missing_folder_is_reported_in_place(qtbot, window, shown_errors, tmp_
 
 
 def test_function_worker_reports_results_progress_and_errors(qtbot):
-    def counting(n, progress=None):
+    def counting(n, state=None):
         for i in range(n):
-            progress(i + 1, n)
+            state.on_progress("counting", i + 1, n)
         return n * 2
 
-    worker = FunctionWorker(counting, 5000)
+    worker = Worker(counting, 5000)
     seen = []
-    worker.signals.progress.connect(lambda done, total: seen.append((done, total)))
-    with qtbot.waitSignal(worker.signals.finished, timeout=TIMEOUT) as blocker:
+    worker.progress.connect(lambda task, done, total: seen.append((done, total)))
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT) as blocker:
         worker.start()
     assert blocker.args == [10000]
     assert seen[-1] == (5000, 5000) and len(seen) < 50  # throttled
@@ -169,8 +169,8 @@ def test_function_worker_reports_results_progress_and_errors(qtbot):
     def refusing():
         raise StudioError("the folder has no classes")
 
-    worker = FunctionWorker(refusing)
-    with qtbot.waitSignal(worker.signals.errored, timeout=TIMEOUT) as blocker:
+    worker = Worker(refusing)
+    with qtbot.waitSignal(worker.errored, timeout=TIMEOUT) as blocker:
         worker.start()
     assert blocker.args == ["the folder has no classes", ""]
 

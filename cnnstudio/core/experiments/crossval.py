@@ -19,10 +19,12 @@ from typing import Protocol
 import numpy as np
 
 from cnnstudio.core.data.dataset import DatasetIndex, Split, deal_folds, make_split
+from cnnstudio.core.data.fingerprint import dataset_fingerprint
 from cnnstudio.core.errors import StudioError
 from cnnstudio.core.io.atomic import atomic_write_json, read_json
 from cnnstudio.core.model.spec import ModelSpec
 from cnnstudio.core.runs import folder as runs
+from cnnstudio.core.runs.restore import check_contents, match_classes
 from cnnstudio.core.training.config import TrainConfig
 from cnnstudio.core.training.events import QuietState, TrainState
 from cnnstudio.core.training.trainer import Trainer
@@ -232,12 +234,19 @@ class CrossValidation:
 
     def _plan(self) -> tuple[list[Split], dict]:
         """The folds and the record: a saved plan when this folder holds one, else a new one."""
+        record = _read_record(self.path)
+        if record is not None and isinstance(record.get("class_names"), list):
+            # The same checks as a resumed run: the classes (and their labels) and the files' contents.
+            purpose = "the resumed cross-validation"
+            self.index = match_classes(self.index, list(record["class_names"]), purpose=purpose,
+                                       since="the cross-validation started")
+            check_contents(record.get("fingerprint"), self.index, purpose, whose="the cross-validation's",
+                           since="it started")
         idx = self.index
         wanted = _plain({
             "k": self.k, "seed": self.seed, "test_fraction": self.test_fraction,
             "class_names": idx.class_names, "spec": self.spec.to_dict(), "train": self.config.to_dict(),
         })
-        record = _read_record(self.path)
         if record is None:
             stray = [d.name for d in self.out_dir.glob("fold-*") if (d / "config.json").exists()]
             if stray:
@@ -248,6 +257,7 @@ class CrossValidation:
                 "format": CV_FORMAT,
                 **wanted,
                 "dataset": str(idx.root),
+                "fingerprint": dataset_fingerprint(idx, splits[0]),  # fold 1's parts hold every file
                 "test": [idx.items[i].path for i in splits[0].test],
                 "folds": [
                     {"fold": i, "run_dir": fold_name(i), "status": "pending",

@@ -42,10 +42,12 @@ from typing import Protocol
 import numpy as np
 
 from cnnstudio.core.data.dataset import DatasetIndex, Split
+from cnnstudio.core.data.fingerprint import dataset_fingerprint
 from cnnstudio.core.errors import StudioError
 from cnnstudio.core.io.atomic import atomic_write_json, read_json
 from cnnstudio.core.model.spec import AugmentSpec, ModelSpec
 from cnnstudio.core.runs import folder as runs
+from cnnstudio.core.runs.restore import check_contents, match_classes
 from cnnstudio.core.training.config import TrainConfig
 from cnnstudio.core.training.events import QuietState, TrainState
 from cnnstudio.core.training.trainer import Trainer
@@ -650,6 +652,11 @@ class Search:
         self.resumed = saved is not None
         if saved is not None:
             try:
+                index = match_classes(index, list(saved["dataset"]["class_names"]), purpose="the resumed search",
+                                      since="the search started")
+                check_contents(saved.get("fingerprint"), index, "the resumed search", whose="the search's",
+                               since="it started")
+                self.index = index
                 spec = ModelSpec.from_dict(saved["spec"])
                 config = TrainConfig.from_dict(saved["train"])
                 split = Split.from_dict(saved["split"], index)
@@ -686,6 +693,7 @@ class Search:
             raise SearchError("a search compares trials on the validation split, which is empty; "
                               "give a validation fraction above 0")
         self.split = split
+        self._fingerprint = saved.get("fingerprint") if saved is not None else None
         self._queued: list[dict] = []
 
     # -- files -----------------------------------------------------------------------------
@@ -714,11 +722,14 @@ class Search:
 
     def _write_search(self) -> None:
         self._created = self._created or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        if self._fingerprint is None:  # what a resume checks the files against
+            self._fingerprint = dataset_fingerprint(self.index, self.split)
         atomic_write_json(self.paths("search.json"), {
             "format": FORMAT,
             "created": self._created,
             "dataset": {"root": str(self.index.root), "class_names": self.index.class_names},
             "split": self.split.to_dict(self.index),
+            "fingerprint": self._fingerprint,
             "spec": self.spec.to_dict(),
             "train": self.config.to_dict(),
             "space": self.space.to_dict(),

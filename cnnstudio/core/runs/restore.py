@@ -3,7 +3,8 @@
 One way in for everything that trains a recorded run again (``cnnstudio train --resume``, Run
 Again, ``cnnstudio rerun``): the run's ``config.json`` is read and validated, the dataset folder
 is scanned, and the folder's classes and the split's files are compared with what the run
-recorded. What changed is named in one line and the restore refuses, since training a run's
+recorded. A resumed search and a resumed cross-validation make the same two checks
+(:func:`match_classes`, :func:`check_contents`) against their own records. What changed is named in one line and the restore refuses, since training a run's
 weights on other data or other labels gives a result that belongs to neither.
 """
 
@@ -69,26 +70,40 @@ def restore(run_dir, data_dir=None, *, purpose: str = "the resumed run", new_cla
         spec = ModelSpec.from_dict(saved["spec"])
     except (ValueError, KeyError, TypeError) as exc:
         raise StudioError(f"{RunPaths(Path(run_dir)).config}: unreadable model spec ({exc})") from None
-    class_names = list(saved["dataset"]["class_names"])
     index = scan_dataset(data_dir or saved["dataset"]["root"])
-    added = [c for c in index.class_names if c not in class_names]
-    gone = [c for c in class_names if c not in index.class_names]
-    if gone:
-        raise StudioError(f"{index.root}: {_folders(gone)} {'was' if len(gone) == 1 else 'were'} removed since "
-                          f"the run was trained; {purpose} would train on other labels")
-    if added and new_classes == "refuse":
-        raise StudioError(f"{index.root}: {_folders(added)} {'was' if len(added) == 1 else 'were'} added since "
-                          f"the run was trained; {purpose} would train on other labels")
-    index = with_classes(index, class_names)
+    index = match_classes(index, list(saved["dataset"]["class_names"]), purpose=purpose, new_classes=new_classes)
     fingerprint = saved.get("fingerprint") if isinstance(saved.get("fingerprint"), dict) else None
-    if fingerprint and fingerprint.get("contents"):
-        refuse_changes(fingerprint_changes(fingerprint, index), fingerprint.get("files", 0), index.root, purpose)
+    check_contents(fingerprint, index, purpose)
     try:
         split = Split.from_dict(saved["split"], index)
     except (ValueError, KeyError, TypeError) as exc:
         raise StudioError(f"{RunPaths(Path(run_dir)).config}: the recorded split does not fit {index.root} "
                           f"({exc})") from None
     return Restored(saved, spec, dict(saved["train"]), index, split, fingerprint)
+
+
+def match_classes(index: DatasetIndex, class_names: list[str], *, purpose: str, new_classes: str = "refuse",
+                  since: str = "the run was trained") -> DatasetIndex:
+    """``index`` with the recorded classes and labels (:func:`with_classes`), or a refusal in one
+    line naming the class folders removed (always) or added (when ``new_classes="refuse"``)
+    ``since`` the record was made. What a resumed run, search or cross-validation checks first."""
+    added = [c for c in index.class_names if c not in class_names]
+    gone = [c for c in class_names if c not in index.class_names]
+    if gone:
+        raise StudioError(f"{index.root}: {_folders(gone)} {'was' if len(gone) == 1 else 'were'} removed since "
+                          f"{since}; {purpose} would train on other labels")
+    if added and new_classes == "refuse":
+        raise StudioError(f"{index.root}: {_folders(added)} {'was' if len(added) == 1 else 'were'} added since "
+                          f"{since}; {purpose} would train on other labels")
+    return with_classes(index, class_names)
+
+
+def check_contents(fingerprint: dict | None, index: DatasetIndex, purpose: str, whose: str = "the run's",
+                   since: str = "it was trained") -> None:
+    """Refuse, in one line naming the files, when files a record fingerprinted are gone or changed."""
+    if isinstance(fingerprint, dict) and fingerprint.get("contents"):
+        refuse_changes(fingerprint_changes(fingerprint, index), fingerprint.get("files", 0), index.root, purpose,
+                       whose, since)
 
 
 def _folders(names: list[str]) -> str:
@@ -110,12 +125,13 @@ def with_classes(index: DatasetIndex, class_names: list[str]) -> DatasetIndex:
     return DatasetIndex(index.root, class_names, items, [p for p in index.problems if p.scope == "file"])
 
 
-def refuse_changes(changes: list[tuple[str, str]], total: int, root: Path, purpose: str) -> None:
+def refuse_changes(changes: list[tuple[str, str]], total: int, root: Path, purpose: str,
+                   whose: str = "the run's", since: str = "it was trained") -> None:
     if not changes:
         return
     shown = "; ".join(f"{path} ({what})" for path, what in changes[:SHOWN_CHANGES])
     more = f" and {len(changes) - SHOWN_CHANGES} more" if len(changes) > SHOWN_CHANGES else ""
     raise StudioError(
-        f"{root}: {len(changes)} of the run's {total} files differ from when it was trained: {shown}{more}; "
+        f"{root}: {len(changes)} of {whose} {total} files differ from when {since}: {shown}{more}; "
         f"{purpose} would train on other data"
     )

@@ -270,20 +270,25 @@ class PluginsDialog(QDialog):
             return
         enable = info.status == "disabled"
         disabled = set_enabled(info.name, enable)
-        self._do_reload(disabled)
-        self.status.setText(f"{info.name} {'enabled' if enable else 'disabled'}; remembered across restarts")
+        later = self._do_reload(disabled)
+        self.status.setText(f"{info.name} {'enabled' if enable else 'disabled'}; remembered across restarts"
+                            + (f"; {later}" if later else ""))
 
-    def _do_reload(self, disabled=None) -> None:
+    def _do_reload(self, disabled=None) -> str:
+        """Reload the plugins; returns the line saying when the change applies, if not now
+        (the window defers it while a job trains)."""
         name = self.selected().name if self.selected() else None
+        later = ""
         try:
             if self._reload is not None:
-                self._reload(disabled)
+                later = self._reload(disabled) or ""
             else:
                 self.manager.reload(disabled)
         except Exception as exc:  # a bug in the studio's own plugin code: say so, keep the dialog
             errors.show_error(self, "Plugins could not be reloaded", str(exc))
         self.refresh(select=name)
         self.reloaded.emit()
+        return later
 
     # ------------------------------------------------------------------ pip
 
@@ -367,9 +372,11 @@ class PluginsDialog(QDialog):
         action = self._pip_action
         before = {info.name for info in self.manager.plugins}
         if code == 0:
-            self._do_reload()
+            later = self._do_reload()
             after = {info.name for info in self.manager.plugins}
-            if action == "install":
+            if later:
+                self.status.setText(f"{'Installed' if action == 'install' else 'Uninstalled'}; {later}")
+            elif action == "install":
                 added = sorted(after - before)
                 self.status.setText(
                     f"Installed: new plugin{'s' if len(added) != 1 else ''} {', '.join(added)}" if added

@@ -48,7 +48,7 @@ from PySide6.QtWidgets import (
 )
 
 from cnnstudio.gui.dialogs import errors
-from cnnstudio.gui.qthreading import FunctionWorker
+from cnnstudio.gui.qthreading import Worker
 from cnnstudio.gui.widgets import common as widgets
 
 THUMBNAIL_SIZE = 96
@@ -246,8 +246,8 @@ class DataPanel(QWidget):
     def __init__(self, session, parent=None):
         super().__init__(parent)
         self.session = session
-        self._scan_worker: FunctionWorker | None = None
-        self._preview_worker: FunctionWorker | None = None
+        self._scan_worker: Worker | None = None
+        self._preview_worker: Worker | None = None
         self._preview_pending = False
         self._draw = 0  # "New Draw" presses: part of what the shown preview is of
         self._previewed = None  # what the preview cells show: (path, augmentation, size, draw)
@@ -474,7 +474,7 @@ class DataPanel(QWidget):
         if folder:
             self.load_folder(folder)
 
-    def rescan(self) -> FunctionWorker | None:
+    def rescan(self) -> Worker | None:
         if self.session.dataset_root is None:
             return None
         return self.load_folder(self.session.dataset_root)
@@ -482,7 +482,7 @@ class DataPanel(QWidget):
     def is_scanning(self) -> bool:
         return self._scan_worker is not None
 
-    def load_folder(self, folder, touch: bool = True) -> FunctionWorker:
+    def load_folder(self, folder, touch: bool = True) -> Worker:
         """Scan ``folder`` in a worker and make it the session's dataset; returns the worker.
 
         ``touch=False`` when restoring an opened project's dataset (it stays unmodified).
@@ -490,7 +490,7 @@ class DataPanel(QWidget):
         from cnnstudio.core.data.dataset import scan_dataset
 
         folder = Path(folder)
-        worker = FunctionWorker(scan_dataset, folder)
+        worker = Worker(scan_dataset, folder)
         self._scan_worker = worker
         self.progress.setRange(0, 0)  # busy until the first progress report
         self.progress.show()
@@ -498,27 +498,26 @@ class DataPanel(QWidget):
         self.rescan_button.setEnabled(False)
         self.path_label.setText(str(folder))
         widgets.set_error(self.error, "")
-        self._set_job(f"Scanning {folder.name}...")
-        worker.signals.progress.connect(self._on_scan_progress)
+        self.session.track(worker.describe(f"Scanning {folder.name}..."), worker.what)
+        worker.progress.connect(self._on_scan_progress)
         # Bound methods, not lambdas: Qt drops the connection if this panel goes away first.
-        worker.signals.finished.connect(self._on_scanned)
-        worker.signals.errored.connect(self._on_scan_failed)
+        worker.finished.connect(self._on_scanned)
+        worker.errored.connect(self._on_scan_failed)
         self._scan_folder, self._scan_touch = folder, touch
         return worker.start()
 
-    def _on_scan_progress(self, done: int, total: int) -> None:
+    def _on_scan_progress(self, task: str, done: int, total: int) -> None:
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
 
     def _scan_done(self) -> bool:
         """Tidy up after the scan that signalled; False when a newer scan replaced it (stale)."""
-        if self._scan_worker is None or self.sender() is not self._scan_worker.signals:
+        if self._scan_worker is None or self.sender() is not self._scan_worker:
             return False
         self._scan_worker = None
         self.progress.hide()
         self.open_button.setEnabled(True)
         self.rescan_button.setEnabled(True)
-        self._set_job("")
         return True
 
     def _on_scanned(self, index) -> None:
@@ -535,10 +534,6 @@ class DataPanel(QWidget):
         if details:  # a bug rather than a bad folder: the full report
             errors.show_error(self, "The dataset could not be scanned", message, details)
         self.scanFailed.emit(message)
-
-    def _set_job(self, text: str) -> None:
-        if text or self.session.job.startswith("Scanning"):
-            self.session.set_job(text)
 
     # ------------------------------------------------------------------ showing the dataset
 
@@ -770,7 +765,7 @@ class DataPanel(QWidget):
             cell.clear()
         self._previewed = None
 
-    def preview_augmentation(self) -> FunctionWorker | None:
+    def preview_augmentation(self) -> Worker | None:
         """Show the chosen image through the current augmentation, several times (in a worker)."""
         path = self.preview_image()
         spec = self.session.spec
@@ -791,11 +786,11 @@ class DataPanel(QWidget):
             self.preview_label.setText(f"{name} at {spec.input_size} px: the model has no augmentation; "
                                        "set it on the Model panel")
         widgets.set_error(self.preview_error, "")
-        worker = FunctionWorker(augment_previews, path, spec, PREVIEW_COUNT)
+        worker = Worker(augment_previews, path, spec, PREVIEW_COUNT)
         self._preview_worker = worker
         self._preview_key = key
-        worker.signals.finished.connect(self._on_preview)
-        worker.signals.errored.connect(self._on_preview_failed)
+        worker.finished.connect(self._on_preview)
+        worker.errored.connect(self._on_preview_failed)
         return worker.start()
 
     def _preview_finished(self) -> None:

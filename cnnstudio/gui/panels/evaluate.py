@@ -52,7 +52,7 @@ from cnnstudio.core.model.bundle import META_FILE, set_temperature, stored_tempe
 from cnnstudio.core.runs.evaluate import calibrate_bundle, evaluate_run
 from cnnstudio.core.runs.folder import RunPaths
 from cnnstudio.gui.dialogs import errors
-from cnnstudio.gui.qthreading import FunctionWorker
+from cnnstudio.gui.qthreading import Worker
 from cnnstudio.gui.widgets import common as widgets
 from cnnstudio.gui.widgets.plots import (
     CurvePlot,
@@ -211,7 +211,7 @@ class EvaluatePanel(QWidget):
         self.wrong_thumbnails_shown = 0
         self._preview_job = 0
         self._cam_holder: dict = {"lock": threading.Lock()}  # the run's GradCam, built in a worker
-        self.gradcam_worker: FunctionWorker | None = None
+        self.gradcam_worker: Worker | None = None
         self.gradcam_shown: str | None = None  # the path whose Grad-CAM is on show
         self.wrong_rows: list[PredictionRow] = []  # as listed in the misclassified browser
 
@@ -304,7 +304,7 @@ class EvaluatePanel(QWidget):
         self.calibration_busy.setTextVisible(False)
         self.calibration_busy.hide()
         self.calibration_error = widgets.error_label()
-        self.calibration_worker: FunctionWorker | None = None
+        self.calibration_worker: Worker | None = None
         self.last_calibration: dict | None = None  # what the last fit in this panel said
         calibration_buttons = QHBoxLayout()
         calibration_buttons.addWidget(self.fit_button)
@@ -545,8 +545,8 @@ class EvaluatePanel(QWidget):
             files.append(full)
         if files:
             job = self._thumb_job
-            worker = FunctionWorker(_thumbnails_for_job, job, files, THUMB)
-            worker.signals.finished.connect(self._on_thumbnails)
+            worker = Worker(_thumbnails_for_job, job, files, THUMB)
+            worker.finished.connect(self._on_thumbnails)
             worker.start()
 
     def cell_paths(self) -> list[str]:
@@ -651,15 +651,15 @@ class EvaluatePanel(QWidget):
         self.remove_temperature_button.setEnabled(usable and not busy and report.temperature != 1.0)
         self.calibration_busy.setVisible(busy)
 
-    def fit_temperature(self) -> FunctionWorker | None:
+    def fit_temperature(self) -> Worker | None:
         """Fit a temperature on the run's validation images, in the background; the bundle keeps it."""
         report = self.report
         if report is None or self.calibration_worker is not None:
             return None
         widgets.set_error(self.calibration_error, "")
-        worker = FunctionWorker(_calibrate_job, report.run_dir)
-        worker.signals.finished.connect(lambda c, run=report.run_dir: self._on_calibrated(run, c))
-        worker.signals.errored.connect(self._on_calibration_failed)
+        worker = Worker(_calibrate_job, report.run_dir)
+        worker.finished.connect(lambda c, run=report.run_dir: self._on_calibrated(run, c))
+        worker.errored.connect(self._on_calibration_failed)
         self.calibration_worker = worker
         self._update_calibration_buttons()
         self.fit_button.setText("Fitting\u2026")
@@ -750,8 +750,8 @@ class EvaluatePanel(QWidget):
             self.wrong_list.addItem(item)
         if self.wrong_rows:
             files = [self._current_file(r.path) for r in self.wrong_rows]
-            worker = FunctionWorker(_thumbnails_for_job, self._wrong_job, files, size)
-            worker.signals.finished.connect(self._on_wrong_thumbnails)
+            worker = Worker(_thumbnails_for_job, self._wrong_job, files, size)
+            worker.finished.connect(self._on_wrong_thumbnails)
             worker.start()
         self._update_buttons()
 
@@ -806,15 +806,15 @@ class EvaluatePanel(QWidget):
         path = self._current_file(row.path)
         if self.gradcam_check.isChecked():
             model_dir = RunPaths(self.report.run_dir).bundle
-            worker = FunctionWorker(_gradcam_for_job, job, self._cam_holder, model_dir, path)
-            worker.signals.finished.connect(self._on_preview)
-            worker.signals.errored.connect(self._on_gradcam_error)
+            worker = Worker(_gradcam_for_job, job, self._cam_holder, model_dir, path)
+            worker.finished.connect(self._on_preview)
+            worker.errored.connect(self._on_gradcam_error)
             self.gradcam_worker = worker
             self.preview.setText("Computing Grad-CAM\u2026")
             worker.start()
         else:
-            worker = FunctionWorker(_preview_for_job, job, path, PREVIEW)
-            worker.signals.finished.connect(self._on_preview)
+            worker = Worker(_preview_for_job, job, path, PREVIEW)
+            worker.finished.connect(self._on_preview)
             worker.start()
 
     def _on_preview(self, result) -> None:

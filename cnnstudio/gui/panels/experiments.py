@@ -118,13 +118,16 @@ class _ExperimentTab(QWidget):
     def _ready(self, title: str) -> bool:
         if self.is_running():
             return False
+        if self.session.job_refusal():
+            errors.show_error(self, title, self.session.job_refusal())
+            return False
         if self.session.index is None:
             errors.show_error(self, title, "Load a dataset first (Data panel).")
             return False
         return True
 
     def _start(self, job) -> ExperimentWorker:
-        worker = ExperimentWorker(job)
+        worker = ExperimentWorker(job, self.job_text())
         worker.epoch_end.connect(self._on_epoch)
         # Bound methods only: a lambda would run on the worker's thread, not queued to the GUI's.
         worker.status.connect(self.progress_label.setText)
@@ -132,7 +135,7 @@ class _ExperimentTab(QWidget):
         worker.finished.connect(self._on_finished)
         worker.errored.connect(self._on_errored)
         self.worker = worker
-        self.session.set_job(self.job_text())
+        self.session.start_job(worker, self.job_text())
         worker.start()
         self._set_running(True)
         return worker
@@ -150,7 +153,6 @@ class _ExperimentTab(QWidget):
         pass
 
     def _done(self) -> None:
-        self.session.set_job("")
         self._set_running(False)
 
     def _on_finished(self, result) -> None:
@@ -958,6 +960,9 @@ class CompareTab(QWidget):
         selected = self.selected_runs()
         if len(selected) != 1 or (self.worker is not None and self.worker.is_running()):
             return None
+        if self.session.job_refusal():
+            errors.show_error(self, "Cannot run it again", self.session.job_refusal())
+            return None
         original = Path(selected[0])
         out = original.parent / f"{original.name}-rerun"
         n = 2
@@ -965,7 +970,8 @@ class CompareTab(QWidget):
             out = original.parent / f"{original.name}-rerun-{n}"
             n += 1
         registry = self.session.registry
-        worker = ExperimentWorker(lambda state: rerun(original, out, registry, state=state))
+        worker = ExperimentWorker(lambda state: rerun(original, out, registry, state=state),
+                                  f"Running {original.name} again\u2026")
         # Bound methods only: a lambda would run on the worker's thread, not queued to the GUI's.
         worker.finished.connect(self._rerun_done)
         worker.errored.connect(self._rerun_failed)
@@ -973,7 +979,7 @@ class CompareTab(QWidget):
         worker.epoch_end.connect(self._rerun_epoch)
         self._rerun = (original, out)
         self.worker = worker
-        self.session.set_job(f"Running {original.name} again\u2026")
+        self.session.start_job(worker, worker.what)
         worker.start()
         self._on_selection()
         return worker
@@ -986,7 +992,6 @@ class CompareTab(QWidget):
 
     def _rerun_done(self, result) -> None:
         original, out = self._rerun
-        self.session.set_job("")
         self.refresh()
         if result.reason == "cancelled":
             self.diff_label.setText(f"Stopped; the partial rerun is in {out}")
@@ -995,7 +1000,6 @@ class CompareTab(QWidget):
         self.show_diff([str(original), str(out)])
 
     def _rerun_failed(self, message: str, details: str) -> None:
-        self.session.set_job("")
         self._on_selection()
         self.diff_label.setText(f"Run Again failed: {message}")
         errors.show_error(self, "Cannot run it again", message, details)

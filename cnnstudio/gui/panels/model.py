@@ -40,7 +40,7 @@ from PySide6.QtWidgets import (
 from cnnstudio.core.errors import SpecError, StudioError
 from cnnstudio.core.model.summary import summarize
 from cnnstudio.gui.dialogs import errors
-from cnnstudio.gui.qthreading import FunctionWorker
+from cnnstudio.gui.qthreading import Worker
 from cnnstudio.gui.widgets import common as widgets
 
 SUMMARY_DELAY_MS = 300
@@ -213,7 +213,7 @@ class ModelPanel(QWidget):
         self.registry = session.registry
         self.summary: dict | None = None
         self._applying = False
-        self._summary_worker: FunctionWorker | None = None
+        self._summary_worker: Worker | None = None
         self._summary_stale = False
         self._summarized_key = None
         self._backbone: str | None = None
@@ -724,7 +724,7 @@ class ModelPanel(QWidget):
     def _schedule_summary(self) -> None:
         self._timer.start()
 
-    def build_summary(self) -> FunctionWorker | None:
+    def build_summary(self) -> Worker | None:
         """Build the session's spec in a worker and show its layers and parameter counts."""
         spec, n, transfer = self.session.spec, self._num_classes(), self.transfer_key()
         key = (repr(spec.to_dict()), n, transfer)
@@ -735,12 +735,12 @@ class ModelPanel(QWidget):
             return None
         loading = "Building" if "tensorflow" in sys.modules else "Loading TensorFlow and building"
         self.summary_status.setText(f"{loading} the model...")
-        worker = FunctionWorker(summarize, spec, n, self.registry, transfer)
+        worker = Worker(summarize, spec, n, self.registry, transfer)
         self._summary_worker = worker
         self._building_key = key
         # Bound methods, not lambdas: Qt drops the connection if this panel goes away first.
-        worker.signals.finished.connect(self._on_summary)
-        worker.signals.errored.connect(self._on_summary_failed)
+        worker.finished.connect(self._on_summary)
+        worker.errored.connect(self._on_summary_failed)
         return worker.start()
 
     def _summary_done(self) -> None:

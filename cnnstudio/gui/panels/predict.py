@@ -55,7 +55,7 @@ from cnnstudio.core.model.bundle import Bundle, Prediction
 from cnnstudio.core.runs.folder import RunPaths
 from cnnstudio.gui.dialogs import errors
 from cnnstudio.gui.dialogs.errors import describe
-from cnnstudio.gui.qthreading import FunctionWorker
+from cnnstudio.gui.qthreading import Worker
 from cnnstudio.gui.widgets.plots import load_thumbnail
 
 THUMB = 112
@@ -430,9 +430,9 @@ class PredictPanel(QWidget):
             return
         self._loading = folder
         self._update_model_label()
-        worker = FunctionWorker(_load_job, self.cache, folder)
-        worker.signals.finished.connect(self._on_loaded)
-        worker.signals.errored.connect(self._on_load_failed)
+        worker = Worker(_load_job, self.cache, folder)
+        worker.finished.connect(self._on_loaded)
+        worker.errored.connect(self._on_load_failed)
         worker.start()
 
     def _on_loaded(self, folder) -> None:
@@ -489,9 +489,9 @@ class PredictPanel(QWidget):
         cards = self._add_cards(files)
         job = self._next_job = self._next_job + 1
         self._jobs[job] = cards
-        worker = FunctionWorker(_predict_job, self.cache, job, folder, files, self.top_k.value(),
+        worker = Worker(_predict_job, self.cache, job, folder, files, self.top_k.value(),
                                 gradcam=self.gradcam_mode())
-        worker.signals.finished.connect(self._on_predicted)
+        worker.finished.connect(self._on_predicted)
         worker.start()
         return cards
 
@@ -626,13 +626,13 @@ class PredictPanel(QWidget):
         cards = self._add_cards(files)
         job = self._next_job = self._next_job + 1
         self._jobs[job] = cards
-        worker = FunctionWorker(_imagenet_job, self.imagenet_cache, job, self.imagenet_choice(), files)
-        worker.signals.progress.connect(self._on_download_progress)
-        worker.signals.finished.connect(self._on_imagenet_predicted)
+        worker = Worker(_imagenet_job, self.imagenet_cache, job, self.imagenet_choice(), files)
+        worker.progress.connect(self._on_download_progress)
+        worker.finished.connect(self._on_imagenet_predicted)
         worker.start()
         return cards
 
-    def _on_download_progress(self, done: int, total: int) -> None:
+    def _on_download_progress(self, task: str, done: int, total: int) -> None:
         self.download_bar.setVisible(True)
         if total > 0:
             self.download_bar.setRange(0, total)

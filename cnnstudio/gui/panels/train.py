@@ -297,6 +297,9 @@ class TrainPanel(QWidget):
         if self.is_training():
             return None
         s = self.session
+        if s.job_refusal():
+            errors.show_error(self, "Cannot start training", s.job_refusal())
+            return None
         if s.index is None:
             errors.show_error(self, "Cannot start training", "Load a dataset first (Data panel).")
             return None
@@ -342,7 +345,7 @@ class TrainPanel(QWidget):
         self._t_start = time.monotonic()
         self._refresh_timer.start()
         self._update_progress_text()
-        s.set_job(f"Training {run_dir.name}")
+        s.start_job(worker, f"Training {run_dir.name}")
         worker.start()
         return worker
 
@@ -356,7 +359,7 @@ class TrainPanel(QWidget):
 
     def wait(self, msecs: int = 60_000) -> bool:
         """Block until the training thread has ended (for closing the window after :meth:`stop`)."""
-        return self.worker is None or self.worker.wait(msecs)
+        return self.worker is None or self.worker.wait(msecs / 1000)
 
     def _new_run_dir(self) -> Path:
         folder = Path(self.session.runs_folder())
@@ -504,14 +507,13 @@ class TrainPanel(QWidget):
     def _end_run(self) -> None:
         worker, self.worker = self.worker, None
         if worker is not None:
-            worker.wait(10_000)  # the thread is only returning from run()
+            worker.wait(10)  # the thread is only returning from its job
         self._refresh_timer.stop()
         self._flush_curves()
         self._set_running(False)
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
         self.progress_label.setText(f"Done in {format_seconds(time.monotonic() - self._t_start)}")
-        self.session.set_job("")
 
     def _refresh(self) -> None:
         self._refreshes += 1
