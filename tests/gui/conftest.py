@@ -98,4 +98,4 @@ def window(qtbot, shown_errors, wait_for_workers):
     w.show()
     yield w
     wait_for_workers()
-    w.session.modified = False
+    w.session.mark_saved()  # closing at the end asks nothing
