@@ -269,7 +269,7 @@ class MainWindow(QMainWindow):
             return label
         return cls(self.session)
 
-    def _dataset_edited(self, root: str, _what: str = "") -> None:
+    def _dataset_edited(self, root: str, _what: str) -> None:
         """An image was moved to another class folder (or back): rescan the dataset it belongs to."""
         data = self.panel("data")
         if root and self.session.dataset_root is not None \

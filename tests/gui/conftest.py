@@ -100,5 +100,5 @@ def window(qtbot, shown_errors, wait_for_workers):
     wait_for_workers()
     import shiboken6
 
-    if shiboken6.isValid(w):  # (some tests' windows are gone by now)
+    if shiboken6.isValid(w):  # in a few tests Qt has deleted the window by now
         w.session.mark_saved()  # closing at the end asks nothing

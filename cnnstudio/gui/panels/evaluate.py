@@ -1,8 +1,8 @@
 """The Evaluate panel: one run's test metrics, confusion matrix (counts or normalised), per-class
 table, top-k accuracy, the images behind each cell of the matrix, the misclassified images (most
 confident or highest loss first, with Grad-CAM, "show in folder" and "move to class..." to fix
-a mislabelled image, a step of the window's Undo history), the reliability diagram with its ECE and, for two classes, the ROC
-and precision-recall curves.
+a mislabelled image, one step of the window's Undo history), the reliability diagram with its ECE
+and, for two classes, the ROC and precision-recall curves.
 
 Everything shown comes from the run folder (``metrics.json``, ``predictions.csv``,
 ``config.json``), so a run opened from a project months later looks the same as when it ended.
