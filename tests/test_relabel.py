@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from cnnstudio.core.data.relabel import Move, RelabelError, move_to_class, undo
+from cnnstudio.core.data.relabel import Move, RelabelError, move_to_class, redo, undo
 
 
 @pytest.fixture
@@ -65,3 +65,16 @@ def test_undo_refuses_to_overwrite(root):
         undo(move)
     assert (root / "cat" / "a.png").read_bytes() == b"new"
     assert (root / "dog" / "a.png").read_bytes() == b"cat-a"
+
+
+def test_redo_moves_the_file_again_under_its_name_or_a_free_one(root):
+    move = move_to_class(root, "cat/a.png", "dog")
+    undo(move)
+    assert redo(move) == move and (root / "dog" / "a.png").read_bytes() == b"cat-a"
+    undo(move)
+    (root / "dog" / "a.png").write_bytes(b"another")  # the name was taken meanwhile
+    again = redo(move)
+    assert again.target == "dog/a-2.png" and (root / "dog" / "a-2.png").read_bytes() == b"cat-a"
+    assert (root / "dog" / "a.png").read_bytes() == b"another" and not (root / "cat" / "a.png").exists()
+    with pytest.raises(RelabelError):  # moved already: nothing to move again
+        redo(again)

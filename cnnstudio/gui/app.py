@@ -89,7 +89,7 @@ def run(argv: list[str] | None = None) -> int:
         elif args.sample:
             window.open_sample()
         elif args.dataset:
-            window.open_dataset(args.dataset)
+            window.open_dataset(args.dataset, touch=False)  # quitting at once leaves nothing unsaved
         else:
             window.reopen_last_project()
 

@@ -103,7 +103,9 @@ class MainWindow(QMainWindow):
         self.session.projectChanged.connect(self._update_title)
         self.session.jobChanged.connect(self._show_job)
         self.session.undoChanged.connect(self._update_undo_actions)
-        self.session.movesChanged.connect(self._update_undo_actions)
+        self.session.undoRefused.connect(self._undo_refused)
+        self.session.datasetEdited.connect(self._dataset_edited)
+        self._update_undo_actions()
         self._update_title()
         self._refresh_recent()
         self.show_page("start")
@@ -267,16 +269,13 @@ class MainWindow(QMainWindow):
             label = QLabel(f"The {key} panel is not part of this build yet.")
             label.setAlignment(Qt.AlignmentFlag.AlignCenter)
             return label
-        widget = cls(self.session)
-        if key == "evaluate":
-            widget.datasetEdited.connect(self._dataset_edited)
-        return widget
+        return cls(self.session)
 
-    def _dataset_edited(self, root: str) -> None:
-        """An image was moved to another class from the Evaluate panel: rescan the dataset it belongs to."""
+    def _dataset_edited(self, root: str, _what: str) -> None:
+        """An image was moved to another class folder (or back): rescan the dataset it belongs to."""
         data = self.panel("data")
-        if root and self.session.dataset_root is not None and Path(root) == Path(self.session.dataset_root) \
-                and not data.is_scanning():
+        if root and self.session.dataset_root is not None \
+                and Path(root).resolve() == Path(self.session.dataset_root).resolve() and not data.is_scanning():
             data.rescan()
             self.statusBar().showMessage("The dataset folder changed; rescanning it", 5000)
 
@@ -288,38 +287,30 @@ class MainWindow(QMainWindow):
         if self.sidebar.currentRow() != row:
             self.sidebar.setCurrentRow(row)  # -> _on_sidebar_row
         self.stack.setCurrentIndex(row)
-        self._update_undo_actions()
         return panel
 
     # ------------------------------------------------------------------ undo
 
-    def _undoes_a_move(self) -> bool:
-        """On the Evaluate page, Undo takes back the last image move; elsewhere, the last change
-        of the split, model or training settings."""
-        return self.current_page() == "evaluate" and bool(self.session.moves)
+    # Edit > Undo and Redo walk the session's one history (its QUndoStack) on every page. The
+    # actions are the window's own, kept in step with the stack, so that an Undo the file system
+    # would refuse is said (undoRefused) and leaves the history as it was.
 
     def undo(self) -> None:
-        if self._undoes_a_move():
-            self.panel("evaluate").undo_move()
-        else:
-            self.session.undo()
-        self._update_undo_actions()
+        self.session.undo()
 
     def redo(self) -> None:
         self.session.redo()
-        self._update_undo_actions()
 
     def _update_undo_actions(self) -> None:
-        if self._undoes_a_move():
-            text = f"Undo Move of {Path(self.session.moves[-1].source).name}"
-        else:
-            what = self.session.undo_text()
-            text = f"Undo {what}" if what else "Undo"
-        self.undo_action.setText(text)
-        self.undo_action.setEnabled(text != "Undo")
+        what = self.session.undo_text()
+        self.undo_action.setText(f"Undo {what}" if what else "Undo")
+        self.undo_action.setEnabled(self.session.undo_stack.canUndo())
         what = self.session.redo_text()
         self.redo_action.setText(f"Redo {what}" if what else "Redo")
-        self.redo_action.setEnabled(bool(what))
+        self.redo_action.setEnabled(self.session.undo_stack.canRedo())
+
+    def _undo_refused(self, title: str, message: str) -> None:
+        errors.show_error(self, title, message)
 
     def current_page(self) -> str:
         return PAGES[self.stack.currentIndex()][0]
@@ -365,10 +356,11 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_dataset(folder)
 
-    def open_dataset(self, folder) -> Worker:
-        """Scan ``folder`` as the dataset (in a worker); shows the Data panel."""
+    def open_dataset(self, folder, touch: bool = True) -> Worker:
+        """Scan ``folder`` as the dataset (in a worker); shows the Data panel. ``touch=False``
+        when it is no work of the user's (the folder the app was started on)."""
         panel = self.show_page("data")
-        return panel.load_folder(folder)
+        return panel.load_folder(folder, touch=touch)
 
     def open_sample(self) -> Worker:
         """Generate the built-in shapes dataset on first use (a worker), then open it."""
@@ -381,7 +373,8 @@ class MainWindow(QMainWindow):
         return worker.start()
 
     def _sample_ready(self, path) -> None:
-        self.open_dataset(path)
+        # The built-in sample in a new project is nothing to save; in a saved one, it replaces its dataset.
+        self.open_dataset(path, touch=self.session.project_path is not None)
 
     def _sample_failed(self, message: str, details: str) -> None:
         errors.show_error(self, "The sample dataset could not be prepared", message, details)

@@ -237,7 +237,7 @@ def test_move_to_class_and_undo(qtbot, tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate_panel, "choose_class",
                         lambda parent, names, current: asked.append((names, current)) or "c")
     edited = []
-    panel.datasetEdited.connect(edited.append)
+    panel.session.datasetEdited.connect(lambda root, _what: edited.append(root))
     panel.move_button.click()
     assert asked == [(["a", "b", "c"], "a")]
     assert not (data / "a" / "img_009.png").exists() and (data / "c" / "img_009.png").is_file()

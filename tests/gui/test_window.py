@@ -242,5 +242,5 @@ def test_an_image_moved_to_another_class_in_evaluate_rescans_the_dataset(qtbot, 
         panel.load_folder(tiny_dataset)
     (tiny_dataset / "red" / "red_00.png").rename(tiny_dataset / "green" / "red_00.png")  # as "Move to class" does
     with qtbot.waitSignal(panel.scanFinished, timeout=TIMEOUT):
-        window.panel("evaluate").datasetEdited.emit(str(tiny_dataset))
+        window.session.datasetEdited.emit(str(tiny_dataset), "Moved red/red_00.png to green/red_00.png.")
     assert ("green", 6) in panel.class_rows() and ("red", 5) in panel.class_rows()

@@ -3,13 +3,16 @@
 A dataset is one sub-folder per class, so an image's label is the folder it lies in. Moving it
 never overwrites anything (a clashing name gets ``-2``, ``-3``... before the suffix), never leaves
 the dataset folder, and only goes into a class folder that already exists. :func:`undo` puts the
-file back exactly where it was (same name, same bytes and times: a rename, not a copy).
+file back exactly where it was (same name, same bytes and times: a rename, not a copy), and
+:func:`redo` moves it into the class folder again.
 
-No Qt here; the session keeps the journal of moves (a list of :class:`Move`), saved with the project.
+No Qt here; the window's undo history holds each :class:`Move` as a step, and the project saves
+the list of moves done.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -103,13 +106,33 @@ def move_to_class(dataset_root, rel_path, new_class: str) -> Move:
     return Move(root, old_rel.as_posix(), dst.relative_to(root).as_posix(), old_rel.parts[0], new_class)
 
 
-def undo(move: Move) -> Path:
-    """Put the file of ``move`` back where it was; refused (nothing moved) when that name has been
-    taken since, or the moved file is gone. Returns the restored path."""
+def check_undo(move: Move) -> None:
+    """Raise :class:`RelabelError` when :func:`undo` would refuse ``move`` (nothing is moved)."""
     if not move.target_path.is_file():
         raise RelabelError(f"{move.target}: the moved image is no longer there")
     if move.source_path.exists() or move.source_path.is_symlink():
         raise RelabelError(f"{move.source} exists again; move it away first")
+
+
+def undo(move: Move) -> Path:
+    """Put the file of ``move`` back where it was; refused (nothing moved) when that name has been
+    taken since, or the moved file is gone. Returns the restored path."""
+    check_undo(move)
     move.source_path.parent.mkdir(parents=True, exist_ok=True)
     _rename(move.target_path, move.source_path)
     return move.source_path
+
+
+def redo(move: Move) -> Move:
+    """Move the file of an undone ``move`` into its class folder again, under the same name when
+    that is still free (else a free one). Returns the move as done now (its ``target`` may differ);
+    refused (nothing moved) when the image or the class folder is gone."""
+    src = _inside(move.root, move.source)
+    if not src.is_file():
+        raise RelabelError(f"{move.source}: no such image in {move.root}")
+    dst = _inside(move.root, move.target)
+    if not dst.parent.is_dir():
+        raise RelabelError(f"{move.new_class}: no such class folder in {move.root}")
+    dst = free_name(dst.parent, dst.name)
+    _rename(src, dst)
+    return dataclasses.replace(move, target=dst.relative_to(move.root).as_posix())

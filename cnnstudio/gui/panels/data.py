@@ -485,7 +485,8 @@ class DataPanel(QWidget):
     def load_folder(self, folder, touch: bool = True) -> Worker:
         """Scan ``folder`` in a worker and make it the session's dataset; returns the worker.
 
-        ``touch=False`` when restoring an opened project's dataset (it stays unmodified).
+        ``touch=False`` when it is no work to save: restoring an opened project's dataset, or
+        the sample or folder the window starts on (the project stays unmodified).
         """
         from cnnstudio.core.data.dataset import scan_dataset
 

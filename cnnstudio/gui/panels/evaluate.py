@@ -1,8 +1,8 @@
 """The Evaluate panel: one run's test metrics, confusion matrix (counts or normalised), per-class
 table, top-k accuracy, the images behind each cell of the matrix, the misclassified images (most
-confident or highest loss first, with Grad-CAM, "show in folder" and "move to class..." with undo
-to fix a mislabelled image), the reliability diagram with its ECE and, for two classes, the ROC
-and precision-recall curves.
+confident or highest loss first, with Grad-CAM, "show in folder" and "move to class..." to fix
+a mislabelled image, one step of the window's Undo history), the reliability diagram with its ECE
+and, for two classes, the ROC and precision-recall curves.
 
 Everything shown comes from the run folder (``metrics.json``, ``predictions.csv``,
 ``config.json``), so a run opened from a project months later looks the same as when it ended.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -197,9 +197,6 @@ class EvaluatePanel(QWidget):
 
     TABLE_COLUMNS = ("Class", "Precision", "Recall", "F1", "Support")
 
-    # An image was moved to another class folder (or back): the dataset's path; rescan it.
-    datasetEdited = Signal(str)
-
     def __init__(self, session, parent=None):
         super().__init__(parent)
         self.session = session
@@ -344,7 +341,10 @@ class EvaluatePanel(QWidget):
 
         session.runsChanged.connect(self._fill_runs)
         session.currentRunChanged.connect(self._follow_session)
-        session.movesChanged.connect(self._update_buttons)
+        session.movesChanged.connect(self._show_moves)
+        session.undoChanged.connect(self._update_buttons)
+        session.datasetEdited.connect(self._dataset_edited)
+        session.undoRefused.connect(self._undo_refused)
         self._fill_runs()
         self._follow_session(session.current_run)
 
@@ -383,7 +383,7 @@ class EvaluatePanel(QWidget):
         self.move_button.setToolTip("The true label is wrong: move the file into another class's folder")
         self.move_button.clicked.connect(self.move_selected)
         self.undo_button = QPushButton("Undo Move")
-        self.undo_button.setToolTip("Move the last moved image back (Ctrl+Z)")
+        self.undo_button.setToolTip("Move the last moved image back, when that move is the last change (Edit > Undo)")
         self.undo_button.clicked.connect(self.undo_move)
         self.move_hint = QLabel()
         self.move_hint.setWordWrap(True)
@@ -842,9 +842,9 @@ class EvaluatePanel(QWidget):
         has_root = self.report is not None and self.report.dataset_root is not None
         self.show_button.setEnabled(row is not None)
         self.move_button.setEnabled(row is not None and has_root and self._move_of(row.path) is None)
-        moves = self.session.moves
-        self.undo_button.setEnabled(bool(moves))  # and Ctrl+Z: the window's Edit > Undo on this page
-        self.undo_button.setText(f"Undo Move of {Path(moves[-1].source).name}" if moves else "Undo Move")
+        move = self.session.move_to_undo()  # Edit > Undo would take it back
+        self.undo_button.setEnabled(move is not None)
+        self.undo_button.setText(f"Undo Move of {Path(move.source).name}" if move else "Undo Move")
 
     def show_in_folder(self) -> None:
         row = self.selected_row()
@@ -867,41 +867,35 @@ class EvaluatePanel(QWidget):
             self.move_hint.setText(f"Not moved: {exc}")
             return None
         self.session.record_move(move)
-        self._after_edit(row.path, f"Moved {move.source} to {move.target}.")
         return move
 
     def undo_move(self) -> relabel.Move | None:
-        """Move the last moved image back where it was."""
-        if not self.session.moves:
-            return None
-        move = self.session.moves[-1]
-        try:
-            relabel.undo(move)
-        except (relabel.RelabelError, OSError) as exc:
-            self.move_hint.setText(f"Cannot undo: {exc}")
-            return None
-        self.session.forget_last_move()
-        self._after_edit(move.source, f"Moved {move.target} back to {move.source}.")
-        return move
+        """Move the last moved image back where it was: Edit > Undo, when that move is the last change."""
+        move = self.session.move_to_undo()
+        return move if move is not None and self.session.undo() else None
 
-    def _after_edit(self, rel: str, what: str) -> None:
+    def _show_moves(self) -> None:
+        """The moves changed (made, undone, redone, or a project opened): mark the listed images."""
+        if not hasattr(self, "wrong_rows") or self.report is None:
+            self._update_buttons()
+            return
         for i in range(self.wrong_list.count()):
             item = self.wrong_list.item(i)
-            if item.data(Qt.ItemDataRole.UserRole) == rel:
-                item.setText(self._wrong_text(self.wrong_rows[i]))
+            rel = item.data(Qt.ItemDataRole.UserRole)
+            text = self._wrong_text(self.wrong_rows[i])
+            if item.text() != text:
+                item.setText(text)
                 self._mark(item, rel)
                 if i == self.wrong_list.currentRow():
                     self._show_preview()
-        root = str(self.report.dataset_root) if self.report and self.report.dataset_root else ""
-        rescan = getattr(self.session, "rescan_dataset", None)
-        if callable(rescan):
-            rescan()
-            self.move_hint.setText(what)
-        else:
-            self.move_hint.setText(f"{what} The dataset folder changed: rescan it (Data tab) before training "
-                                   "again. This run's numbers are unchanged.")
         self._update_buttons()
-        self.datasetEdited.emit(root)
+
+    def _undo_refused(self, _title: str, message: str) -> None:
+        self.move_hint.setText(message)
+
+    def _dataset_edited(self, _root: str, what: str) -> None:
+        self.move_hint.setText(f"{what} The dataset folder changed: rescan it (Data tab) before training "
+                               "again. This run's numbers are unchanged.")
 
 
 def _calibrate_job(run_dir: Path) -> dict:

@@ -128,6 +128,7 @@ class _ExperimentTab(QWidget):
 
     def _start(self, job) -> ExperimentWorker:
         worker = ExperimentWorker(job, self.job_text())
+        self.session.start_job(worker, self.job_text())  # first: the slot is free when this tab hears the end
         worker.epoch_end.connect(self._on_epoch)
         # Bound methods only: a lambda would run on the worker's thread, not queued to the GUI's.
         worker.status.connect(self.progress_label.setText)
@@ -135,7 +136,6 @@ class _ExperimentTab(QWidget):
         worker.finished.connect(self._on_finished)
         worker.errored.connect(self._on_errored)
         self.worker = worker
-        self.session.start_job(worker, self.job_text())
         worker.start()
         self._set_running(True)
         return worker
@@ -972,6 +972,7 @@ class CompareTab(QWidget):
         registry = self.session.registry
         worker = ExperimentWorker(lambda state: rerun(original, out, registry, state=state),
                                   f"Running {original.name} again\u2026")
+        self.session.start_job(worker, worker.what)  # first: the slot is free when this tab hears the end
         # Bound methods only: a lambda would run on the worker's thread, not queued to the GUI's.
         worker.finished.connect(self._rerun_done)
         worker.errored.connect(self._rerun_failed)
@@ -979,7 +980,6 @@ class CompareTab(QWidget):
         worker.epoch_end.connect(self._rerun_epoch)
         self._rerun = (original, out)
         self.worker = worker
-        self.session.start_job(worker, worker.what)
         worker.start()
         self._on_selection()
         return worker

@@ -316,6 +316,7 @@ class TrainPanel(QWidget):
 
         self.run_dir = run_dir
         worker = TrainWorker(s.index, split, s.spec, config, run_dir, s.registry)
+        s.start_job(worker, f"Training {run_dir.name}")  # first: the slot is free when this panel hears the end
         worker.started.connect(self._on_started)
         worker.begin.connect(self._on_begin)
         worker.batch.connect(self._on_batch)
@@ -345,7 +346,6 @@ class TrainPanel(QWidget):
         self._t_start = time.monotonic()
         self._refresh_timer.start()
         self._update_progress_text()
-        s.start_job(worker, f"Training {run_dir.name}")
         worker.start()
         return worker
 
