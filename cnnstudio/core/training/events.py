@@ -8,6 +8,8 @@ the beginning, after every batch and epoch and at the end, and asks it whether t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
 from cnnstudio.core.tasks import QuietTask, TaskState
 
 
@@ -49,7 +51,7 @@ class EndEvent:
     elapsed: float
 
 
-class TrainState(TaskState):
+class TrainState(TaskState, Protocol):
     """What the trainer reports to, and asks whether to stop: the core's :class:`TaskState`
     (status, progress, stop) plus the run's events. Implemented by the CLI and the GUI."""
 
