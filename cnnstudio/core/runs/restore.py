@@ -18,6 +18,7 @@ from cnnstudio.core.errors import StudioError
 from cnnstudio.core.io.atomic import read_json
 from cnnstudio.core.model.spec import ModelSpec
 from cnnstudio.core.runs.folder import RunPaths
+from cnnstudio.core.tasks import TaskState
 
 # Changed files named in a refusal; the rest are counted.
 SHOWN_CHANGES = 5
@@ -55,14 +56,16 @@ def read_record(run_dir) -> dict:
     return saved
 
 
-def restore(run_dir, data_dir=None, *, purpose: str = "the resumed run", new_classes: str = "refuse") -> Restored:
+def restore(run_dir, data_dir=None, *, purpose: str = "the resumed run", new_classes: str = "refuse",
+            state: TaskState | None = None) -> Restored:
     """The recorded run in ``run_dir`` over its dataset as the folder holds it now.
 
     ``data_dir`` is the dataset folder if it moved (default: the one recorded). A class folder
     added since is refused (``new_classes="refuse"``) or left out (``"ignore"``: the run's own
     file lists are used, so it changes nothing); a recorded class whose folder is gone, and
     files of the split that are missing or changed (when the run recorded their contents), are
-    always refused. ``purpose`` ends the refusal ("... would train on other data").
+    always refused. ``purpose`` ends the refusal ("... would train on other data"). ``state``
+    hears the dataset's scan and may stop it (:class:`~cnnstudio.core.errors.Cancelled`).
     """
     saved = read_record(run_dir)
     try:
@@ -70,7 +73,7 @@ def restore(run_dir, data_dir=None, *, purpose: str = "the resumed run", new_cla
     except (ValueError, KeyError, TypeError) as exc:
         raise StudioError(f"{RunPaths(Path(run_dir)).config}: unreadable model spec ({exc})") from None
     class_names = list(saved["dataset"]["class_names"])
-    index = scan_dataset(data_dir or saved["dataset"]["root"])
+    index = scan_dataset(data_dir or saved["dataset"]["root"], state=state)
     added = [c for c in index.class_names if c not in class_names]
     gone = [c for c in class_names if c not in index.class_names]
     if gone:
