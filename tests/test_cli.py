@@ -223,3 +223,50 @@ def test_ctrl_c_in_train_stops_after_the_batch_and_leaves_a_resumable_run(tmp_pa
 
     state = load_train_state(RunPaths(out))  # what --resume continues from
     assert state is not None and state["epochs_done"] >= 1
+
+
+@pytest.mark.parametrize("command", ["scan", "train"])
+def test_a_stop_during_the_scan_ends_in_one_line_and_exit_130(command, data, tmp_path, capsys, monkeypatch):
+    from cnnstudio.cli.terminal import TerminalTask
+
+    monkeypatch.setattr(TerminalTask, "should_stop", lambda self: True)  # as after the first Ctrl-C
+    args = [command, str(data)] + (["--out", str(tmp_path / "run")] if command == "train" else [])
+    assert main(args) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == f"cnnstudio {command}: stopped while scanning the dataset"
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_first_ctrl_c_asks_the_terminal_state_to_stop_and_says_so(capsys):
+    import os
+    import signal
+    import time
+
+    from cnnstudio.cli.terminal import TerminalState, TerminalTask, stop_on_ctrl_c
+
+    state = TerminalTask()
+    before = signal.getsignal(signal.SIGINT)
+    with stop_on_ctrl_c(state, at="batch of files"):
+        assert not state.should_stop()
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 5
+        while not state.should_stop() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert state.should_stop()
+    assert capsys.readouterr().err == "Stopping after this batch of files (Ctrl-C again to abort)...\n"
+    assert signal.getsignal(signal.SIGINT) is before
+    assert isinstance(TerminalState(), TerminalTask)  # training's state is the same terminal state
+
+
+def test_the_terminal_state_prints_status_lines_unless_quiet(capsys):
+    from cnnstudio.cli.terminal import TerminalTask
+
+    loud, silent = TerminalTask(), TerminalTask(quiet=True)
+    for state in (loud, silent):
+        state.on_status("checking the cache")
+        state.on_progress("scanning", 3, 10)
+        state.on_progress("scanning", 10, 10)
+        assert state.bar is None  # the finished task's bar is taken down
+        state.on_progress("downloading X ImageNet weights (bytes)", 100, 0)  # size not known yet
+        state.close()
+    assert capsys.readouterr().err == "checking the cache\n"

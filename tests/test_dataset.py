@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from PIL import Image
+from taskstates import Callbacks, Recording
 
 from cnnstudio.core.data import dataset
 from cnnstudio.core.data.dataset import (
@@ -18,7 +19,7 @@ from cnnstudio.core.data.dataset import (
     make_split,
     scan_dataset,
 )
-from cnnstudio.core.errors import DatasetError
+from cnnstudio.core.errors import Cancelled, DatasetError
 
 
 def problem_for(index: DatasetIndex, path: str) -> Problem:
@@ -197,11 +198,41 @@ def test_progress_reaches_total_on_the_callers_thread(make_dataset):
 
     root = make_dataset({"a": 15, "b": 15})
     calls = []
-    scan_dataset(root, progress=lambda d, t: calls.append((d, t, threading.get_ident())), workers=3)
+    scan_dataset(root, state=Callbacks(progress=lambda d, t: calls.append((d, t, threading.get_ident()))), workers=3)
     assert calls[-1][:2] == (30, 30)
     assert all(t == 30 and 0 < d <= 30 for d, t, _ in calls)
     assert [d for d, _, _ in calls] == sorted(d for d, _, _ in calls)
     assert {ident for _, _, ident in calls} == {threading.get_ident()}
+
+
+def test_scan_reports_its_task_and_ends_at_the_total(make_dataset):
+    root = make_dataset({"a": 12, "b": 9})
+    state = Recording()
+    scan_dataset(root, state=state, workers=2)
+    assert state.progress and {task for task, _, _ in state.progress} == {"scanning"}
+    assert state.progress[-1] == ("scanning", 21, 21)
+    assert state.asked >= 1  # asked between batches of files
+
+
+def test_a_stop_part_way_through_the_scan_raises_cancelled(make_dataset, monkeypatch):
+    root = make_dataset({"a": 40, "b": 40})
+    import time
+
+    decoded = []
+    inspect = dataset.images.inspect
+
+    def slow_inspect(path):  # slow enough that the threads cannot finish before the stop is heard
+        decoded.append(path)
+        time.sleep(0.005)
+        return inspect(path)
+
+    monkeypatch.setattr(dataset.images, "inspect", slow_inspect)
+    state = Recording(stop_at_ask=2)  # after the second batch of files
+    with pytest.raises(Cancelled, match="stopped while scanning"):
+        scan_dataset(root, state=state, workers=2)
+    assert state.asked == 2 and 0 < len(decoded) < 80  # the batches not started were dropped
+    assert ("scanning", 80, 80) not in state.progress
+    assert len(scan_dataset(root).items) == 80  # nothing half-done is remembered wrongly
 
 
 def test_missing_or_not_a_folder(tmp_path):

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from coretrain import train
+from taskstates import Recording
 from tinydata import make_dataset
 
 from cnnstudio.cli import main
@@ -329,6 +330,25 @@ def test_evaluate_errors_are_one_line_and_exit_1(run, tmp_path, capsys):
     shutil.rmtree(run / "model")
     assert "no model bundle" in error(run)
     assert "--bins" in error(run, "--bins", 0)
+
+
+def test_evaluate_run_reports_the_scan_and_the_predictions_and_a_stop_raises_cancelled(run):
+    from cnnstudio.core.errors import Cancelled
+    from cnnstudio.core.runs.evaluate import calibrate_bundle, evaluate_run
+
+    state = Recording()
+    ev = evaluate_run(run, batch_size=2, state=state)
+    n = len(ev.raw.y_true)
+    assert state.of("scanning")[-1] == (24, 24)
+    assert state.of("evaluating the test images")[-1] == (n, n) and len(state.of("evaluating the test images")) > 1
+    calibrate_bundle(ev.bundle, ev.index, ev.val_paths, ev.raw, batch_size=2, state=state)
+    v = len(ev.val_paths)
+    assert state.of("evaluating the validation images")[-1] == (v, v)
+
+    stopping = Recording(stop_after=1, stop_task="evaluating the test images")
+    with pytest.raises(Cancelled, match="stopped while evaluating the test images"):
+        evaluate_run(run, batch_size=2, state=stopping)
+    assert len(stopping.of("evaluating the test images")) == 1
 
 
 def test_evaluate_has_help():

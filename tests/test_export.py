@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from coretrain import train
+from taskstates import Recording
 from tinydata import make_dataset, truncate
 
 from cnnstudio.builtins import export as export_module
@@ -309,3 +310,45 @@ def test_calibration_temperature_is_noted_and_not_compared(run, tmp_path):
     report = export_run(run_dir, "tflite", tmp_path / "m.tflite")
     assert report.top1_agreement == 1.0 and report.max_prob_diff < FLOAT_TOLERANCE
     assert any("temperature 2.0" in note for note in report.notes)
+
+
+def test_export_reports_each_task_to_its_total_and_hands_the_state_to_the_exporter(run, tmp_path):
+    seen = []
+
+    def write(model, path, context):
+        seen.append(context.state)
+        context.state.on_progress("packing", 1, 1)
+        model.save(path)
+
+    exporter = _keras_exporter(write=write)
+    state = Recording()
+    export_run(run, "plugin-keras", tmp_path / "m.keras", exporters={exporter.id: exporter}, state=state)
+    assert seen == [state]
+    n = len(read_json(run / "config.json")["split"]["test"])
+    assert state.of("loading test images")[-1] == (n, n)
+    assert state.of("packing") == [(1, 1)]
+    assert state.of("writing plugin-keras") == [(0, 1), (1, 1)]
+    assert [t for t, _, _ in state.progress if not t.startswith("loading")] == [
+        "writing plugin-keras", "packing", "writing plugin-keras"]
+
+
+def test_a_stop_while_the_test_images_load_raises_cancelled_and_writes_nothing(run, tmp_path):
+    from cnnstudio.core.errors import Cancelled
+
+    def write(model, path, context):
+        raise AssertionError("a stopped export must not write")
+
+    exporter = _keras_exporter(write=write)
+    state = Recording(stop_after=2, stop_task="loading test images")
+    with pytest.raises(Cancelled, match="export stopped while loading the test images"):
+        export_run(run, "plugin-keras", tmp_path / "m.keras", exporters={exporter.id: exporter}, state=state)
+    n = len(read_json(run / "config.json")["split"]["test"])
+    assert state.of("loading test images") == [(0, n), (1, n)] and n > 2  # stopped at the second image
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_int8_writer_reports_its_calibration_images(run, tmp_path):
+    state = Recording()
+    export_run(run, "tflite-int8", tmp_path / "q.tflite", state=state)
+    loaded = state.of("loading calibration images")
+    assert loaded and loaded[-1][0] == loaded[-1][1] > 0

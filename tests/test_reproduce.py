@@ -114,3 +114,18 @@ def test_cli_rerun_on_a_moved_folder_with_a_class_added_shows_both_test_accuraci
     assert config_of(tmp_path / "again")["dataset"]["class_names"] == ["blue", "green", "red"]
     assert main(["rerun", str(original), "--out", str(tmp_path / "again")]) == 1
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_a_stop_during_the_reruns_scan_raises_cancelled_and_trains_nothing(original, tmp_path):
+    from coretrain import RecordingState
+
+    from cnnstudio.core.errors import Cancelled
+
+    class StopAtOnce(RecordingState):
+        def should_stop(self):
+            return True  # asked first by the scan, between its batches of files
+
+    state = StopAtOnce()
+    with pytest.raises(Cancelled, match="stopped while scanning the dataset"):
+        rerun(original, tmp_path / "again", load_registry(), state=state)
+    assert not (tmp_path / "again").exists() and state.events == []  # no training began

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from taskstates import Callbacks, Recording
 
 from cnnstudio.core.data import sample
 from cnnstudio.core.data.dataset import scan_dataset
@@ -21,7 +22,7 @@ def small_sample(monkeypatch):
 
 def test_sample_is_generated_into_the_data_folder_and_scans_clean(data_dir):
     calls = []
-    path = sample.sample_dataset_path(progress=lambda d, t: calls.append((d, t)))
+    path = sample.sample_dataset_path(state=Callbacks(progress=lambda d, t: calls.append((d, t))))
     assert path == data_dir / "samples" / sample.SAMPLE_NAME
     assert calls[-1][0] == calls[-1][1] == sample.PER_CLASS * len(sample.CLASSES)
 
@@ -99,3 +100,24 @@ def test_images_vary_within_a_class(tmp_path):
     spread = np.std(means, axis=0).mean()
     assert spread > 15
     assert all(a.shape == (32, 32, 3) for a in arrays)
+
+
+def test_generation_reports_its_task_and_ends_at_the_total(tmp_path):
+    state = Recording()
+    sample.generate_sample(tmp_path, per_class=30, size=16, state=state)
+    total = 30 * len(sample.CLASSES)
+    assert {task for task, _, _ in state.progress} == {sample.SAMPLE_TASK}
+    assert [d for _, d, _ in state.progress] == [50, 100, total] and state.progress[-1][2] == total
+
+
+def test_a_stop_part_way_leaves_no_sample_and_raises_cancelled(data_dir, small_sample):
+    from cnnstudio.core.errors import Cancelled
+
+    state = Recording(stop_at_ask=5)
+    with pytest.raises(Cancelled, match="stopped while generating the sample"):
+        sample.sample_dataset_path(state=state)
+    assert state.asked == 5 and not state.progress  # 5 of the 12 images, before the first report
+    # Nothing half-written is left, and the next call generates the whole sample.
+    assert list((data_dir / "samples").iterdir()) == []
+    path = sample.sample_dataset_path()
+    assert (path / sample.MARKER).is_file() and len(scan_dataset(path).items) == 3 * len(sample.CLASSES)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from coretrain import RecordingState, train
+from taskstates import Callbacks, Recording
 from tinydata import make_dataset
 
 from cnnstudio.builtins.manager import load_registry
@@ -245,16 +246,16 @@ def test_imagenet_files_fetch_with_progress_and_a_truncated_cache_is_fetched_aga
     source.write_bytes(np.random.default_rng(0).bytes(300_000))
     wf = weights.WeightsFile("served.h5", source.as_uri(), weights.file_digest(source), 300_000)
     seen, said = [], []
-    path = weights.fetch(wf, "Served", progress=lambda d, t: seen.append((d, t)), status=said.append)
+    path = weights.fetch(wf, "Served", state=Callbacks(progress=lambda d, t: seen.append((d, t)), status=said.append))
     assert path == weights.cached_path(wf) and path.read_bytes() == source.read_bytes()
     assert seen[-1] == (300_000, 300_000) and "downloading Served ImageNet weights" in said[0]
     assert weights.cache_state(wf) == "ok"
     said.clear()
-    weights.fetch(wf, "Served", status=said.append)
+    weights.fetch(wf, "Served", state=Callbacks(status=said.append))
     assert said == []  # cached: nothing to do
     path.write_bytes(source.read_bytes()[:1000])  # an interrupted download
     assert weights.cache_state(wf) == "corrupt"
-    weights.fetch(wf, "Served", status=said.append)
+    weights.fetch(wf, "Served", state=Callbacks(status=said.append))
     assert "incomplete or corrupted" in said[0] and path.read_bytes() == source.read_bytes()
 
 
@@ -285,3 +286,43 @@ def test_stop_while_features_are_computed_ends_quietly_and_saves_nothing(data, t
     assert result.reason == "cancelled" and result.epochs_run == 0 and result.metrics is None
     assert [e.reason for e in state.of("end")] == ["cancelled"]
     assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_feature_extraction_reports_its_task_to_the_total_and_a_stop_raises_cancelled(tmp_path):
+    from cnnstudio.core.data.dataset import scan_dataset
+    from cnnstudio.core.data.pipeline import ImagePipeline
+    from cnnstudio.core.errors import Cancelled
+    from cnnstudio.core.tf import keras
+
+    K = keras()
+    inputs = K.Input((16, 16, 3))
+    extractor = K.Model(inputs, K.layers.GlobalAveragePooling2D()(inputs))
+    index = scan_dataset(make_dataset(tmp_path / "data", per_class=6, size=16))
+    items = list(range(len(index.items)))
+    paths, labels = index.paths(items), index.labels(items)
+    task = "computing train bottleneck features"
+    pipe = ImagePipeline(16, cache="none")
+    try:
+        state = Recording()
+        features = transfer.extract_features(extractor, pipe, paths, labels, 4, state=state, task=task)
+        assert len(features.labels) == 18 and {t for t, _, _ in state.progress} == {task}
+        assert state.progress[-1] == (task, 18, 18)
+        assert [d for _, d, _ in state.progress] == sorted(d for _, d, _ in state.progress)
+
+        stopping = Recording(stop_at_ask=2)
+        with pytest.raises(Cancelled, match="stopped while computing bottleneck features"):
+            transfer.extract_features(extractor, pipe, paths, labels, 4, state=stopping, task=task)
+        assert len(stopping.progress) == 2 and stopping.progress[-1][1] < 18
+    finally:
+        pipe.close()
+
+
+def test_a_weights_download_reports_its_task_in_bytes_to_the_total(tmp_path):
+    source = tmp_path / "served.h5"
+    source.write_bytes(np.random.default_rng(1).bytes(200_000))
+    wf = weights.WeightsFile("served-2.h5", source.as_uri(), weights.file_digest(source), 200_000)
+    state = Recording()
+    weights.fetch(wf, "Served", state=state)
+    task = "downloading Served ImageNet weights (bytes)"
+    assert {t for t, _, _ in state.progress} == {task} and state.progress[-1] == (task, 200_000, 200_000)
+    assert len(state.statuses) == 1 and state.statuses[0].startswith("downloading Served ImageNet weights into")

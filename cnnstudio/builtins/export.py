@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnstudio.core.errors import ImageError, StudioError
+from cnnstudio.core.tasks import TaskState, check_stop, quiet
 from cnnstudio.plugins import ExportContext, ExporterProvider
 
 # A non-empty folder is overwritten only when it holds an earlier export of the same format.
@@ -45,7 +46,9 @@ ONNX_OPSET = 17
 # The input's name in the SavedModel signature and the ONNX graph.
 INPUT_NAME = "image"
 
-Progress = Callable[[str, int, int], None]
+# Progress tasks of an export besides "writing <format>" (calibration images load during the write).
+LOAD_TASK = "loading test images"
+CALIBRATION_TASK = "loading calibration images"
 
 
 class ExportError(StudioError):
@@ -99,19 +102,26 @@ def format_size(n: int) -> str:
 # ----------------------------------------------------------------------------- the export
 
 
-def export_run(run_dir, fmt: str, out, progress: Progress | None = None, data_dir=None,
-               exporters: Mapping[str, ExporterProvider] | None = None) -> ExportReport:
+def export_run(run_dir, fmt: str, out, data_dir=None, exporters: Mapping[str, ExporterProvider] | None = None,
+               *, state: TaskState | None = None) -> ExportReport:
     """Write the run's model as ``fmt`` at ``out`` and verify it on the run's test split.
 
     ``exporters`` are the formats to choose from (a registry's, plugins' included; default the
     built-in ones). ``data_dir`` replaces the dataset folder recorded in the run (when it has
     moved). For the single-file formats ``out`` may be an existing folder: the file goes inside
     it as ``model.<ext>``. Raises :class:`StudioError` with a one-line message.
+
+    ``state`` hears ``on_progress("loading test images", i, n)`` per test image, then
+    ``on_progress("writing <fmt>", 0, 1)`` and ``(1, 1)`` around the write and its verification;
+    the exporter's ``write`` gets it as ``context.state``. ``state.should_stop()`` is asked while
+    the test images load and before the write starts: the export then raises :class:`Cancelled`
+    and leaves nothing at ``out``. A write that has started runs to its end.
     """
     from cnnstudio.core.model.bundle import MODEL_FILE, Bundle
     from cnnstudio.core.runs.folder import dataset_folder, open_finished_run, recorded_split
 
     started = time.monotonic()
+    state = quiet(state)
     exporters = BUILTIN_EXPORTERS if exporters is None else exporters
     exporter = exporters.get(fmt)
     if exporter is None:
@@ -126,7 +136,7 @@ def export_run(run_dir, fmt: str, out, progress: Progress | None = None, data_di
 
     bundle = Bundle(paths.bundle)
     size = bundle.input_size
-    images, labels, skipped = _load_test_images(root, test_files, bundle.class_names, size, progress)
+    images, labels, skipped = _load_test_images(root, test_files, bundle.class_names, size, state)
     if not len(images):
         raise ExportError(f"{root}: none of the run's {len(test_files)} test images could be loaded "
                           f"(first: {skipped[0]['path']}: {skipped[0]['reason']})")
@@ -144,9 +154,11 @@ def export_run(run_dir, fmt: str, out, progress: Progress | None = None, data_di
         input_size=size,
         class_names=tuple(bundle.class_names),
         model_file=bundle.folder / MODEL_FILE,
-        representative=lambda: _representative_images(root, train_files, size),
+        representative=lambda: _representative_images(root, train_files, size, state),
+        state=state,
     )
-    _report(progress, f"writing {fmt}", 0, 1)
+    check_stop(state, "export stopped before writing")
+    state.on_progress(f"writing {fmt}", 0, 1)
     with (_atomic_folder if exporter.folder else _atomic_file)(out) as tmp:
         note = _guarded(exporter, "write", exporter.write, bundle.model, tmp, context)
         predict, runtime = _guarded(exporter, "load", exporter.load, tmp)
@@ -154,7 +166,7 @@ def export_run(run_dir, fmt: str, out, progress: Progress | None = None, data_di
         _check_shape(probs, reference)
     if note:
         notes.append(str(note))
-    _report(progress, f"writing {fmt}", 1, 1)
+    state.on_progress(f"writing {fmt}", 1, 1)
 
     return ExportReport(
         format=fmt,
@@ -176,11 +188,6 @@ def export_run(run_dir, fmt: str, out, progress: Progress | None = None, data_di
 def _check_shape(probs: np.ndarray, reference: np.ndarray) -> None:
     if probs.shape != reference.shape:
         raise ExportError(f"the reloaded export gives outputs of shape {probs.shape}, the model {reference.shape}")
-
-
-def _report(progress: Progress | None, task: str, done: int, total: int) -> None:
-    if progress is not None:
-        progress(task, done, total)
 
 
 def _output_path(exporter: ExporterProvider, out: Path, folder: bool = False) -> Path:
@@ -227,14 +234,16 @@ def _batched(predict, images: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- images
 
 
-def _load_test_images(root: Path, files: list[str], class_names: list[str], size: int, progress):
-    """The test split as uint8 arrays and class indices; unreadable files are skipped and listed."""
+def _load_test_images(root: Path, files: list[str], class_names: list[str], size: int, state: TaskState):
+    """The test split as uint8 arrays and class indices; unreadable files are skipped and listed.
+    Raises :class:`Cancelled` when ``state`` asks to stop before the last one."""
     from cnnstudio.core.io.images import load_array
 
     position = {name: i for i, name in enumerate(class_names)}
     arrays, labels, skipped = [], [], []
     for i, rel in enumerate(files):
-        _report(progress, "loading test images", i, len(files))
+        state.on_progress(LOAD_TASK, i, len(files))
+        check_stop(state, "export stopped while loading the test images")
         label = position.get(rel.split("/", 1)[0])
         if label is None:
             skipped.append({"path": rel, "reason": "its class folder is not one of the model's classes"})
@@ -245,23 +254,26 @@ def _load_test_images(root: Path, files: list[str], class_names: list[str], size
             skipped.append({"path": rel, "reason": exc.reason})
             continue
         labels.append(label)
-    _report(progress, "loading test images", len(files), len(files))
+    state.on_progress(LOAD_TASK, len(files), len(files))
     if not arrays:
         return np.zeros((0, size, size, 3), np.uint8), np.zeros((0,), int), skipped
     return np.stack(arrays), np.asarray(labels), skipped
 
 
-def _representative_images(root: Path, files: list[str], size: int) -> np.ndarray:
-    """Up to :data:`REPRESENTATIVE_IMAGES` training images spread over the (class-sorted) list."""
+def _representative_images(root: Path, files: list[str], size: int, state: TaskState) -> np.ndarray:
+    """Up to :data:`REPRESENTATIVE_IMAGES` training images spread over the (class-sorted) list,
+    reported to ``state`` as they load (the write has started: it does not stop here)."""
     from cnnstudio.core.io.images import load_array
 
     if not files:
         raise ExportError("int8 quantisation needs training images to calibrate on; the run's split has none")
     picks = sorted(set(np.linspace(0, len(files) - 1, min(len(files), REPRESENTATIVE_IMAGES)).astype(int)))
     arrays = []
-    for i in picks:
+    for n, i in enumerate(picks):
+        state.on_progress(CALIBRATION_TASK, n, len(picks))
         with contextlib.suppress(ImageError):
             arrays.append(load_array(root / files[i], size))
+    state.on_progress(CALIBRATION_TASK, len(picks), len(picks))
     if not arrays:
         raise ExportError(f"{root}: none of the training images chosen to calibrate int8 quantisation could be loaded")
     return np.stack(arrays)

@@ -26,6 +26,7 @@ from cnnstudio.core.errors import StudioError, WeightsError
 from cnnstudio.core.io.images import load_batches
 from cnnstudio.core.io.paths import resources_dir
 from cnnstudio.core.model import weights as weights_sources
+from cnnstudio.core.tasks import TaskState
 from cnnstudio.core.tf.preprocessing import preprocess_function
 
 CLASSES_FILE = "imagenet_classes.json"
@@ -90,14 +91,15 @@ def normalise_weights(weights) -> str:
 class ImageNetClassifier:
     """A backbone's whole ImageNet classifier, built once; :meth:`predict_paths` any number of times.
 
-    ``weights`` is ``"imagenet"`` (fetched into Keras' cache first, reporting ``progress(done,
-    total)`` in bytes and ``status(message)``), ``"none"`` (random initialisation, not
-    pretrained) or the path of a weights file of the *whole* classifier (with its top).
-    ``input_size`` applies to the two latter only: Keras' ImageNet weights need 224 px.
+    ``weights`` is ``"imagenet"`` (fetched into Keras' cache first, reporting its status and the
+    download's progress in bytes to ``state``: see :func:`cnnstudio.core.model.weights.fetch`),
+    ``"none"`` (random initialisation, not pretrained) or the path of a weights file of the
+    *whole* classifier (with its top). ``input_size`` applies to the two latter only: Keras'
+    ImageNet weights need 224 px.
     """
 
     def __init__(self, provider_id: str = DEFAULT_MODEL, weights: str = weights_sources.IMAGENET,
-                 registry=None, progress=None, status=None, input_size: int | None = None):
+                 registry=None, *, state: TaskState | None = None, input_size: int | None = None):
         if registry is None:
             registry = load_registry()
         provider = registry.backbones.get(provider_id)
@@ -122,7 +124,7 @@ class ImageNetClassifier:
                 )
             input_size = DEFAULT_INPUT_SIZE
             if provider.imagenet_top is not None:
-                self._fetch(provider.imagenet_top, progress, status)
+                self._fetch(provider.imagenet_top, state)
         input_size = int(input_size or DEFAULT_INPUT_SIZE)
         if input_size < provider.min_input_size:
             raise StudioError(
@@ -136,9 +138,9 @@ class ImageNetClassifier:
         if outputs != N_CLASSES:
             raise StudioError(f"{provider.display_name}'s classifier has {outputs} outputs, not {N_CLASSES}")
 
-    def _fetch(self, wf, progress, status) -> None:
+    def _fetch(self, wf, state: TaskState | None) -> None:
         try:
-            weights_sources.fetch(wf, self.provider.display_name, progress=progress, status=status)
+            weights_sources.fetch(wf, self.provider.display_name, state=state)
         except WeightsError as exc:
             # The message must name the file with the top, not the base's *_notop.h5.
             cause = exc.__cause__ or exc

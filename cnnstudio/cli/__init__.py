@@ -13,7 +13,7 @@ import os
 import sys
 
 from cnnstudio.cli.parser import build_parser
-from cnnstudio.core.errors import StudioError
+from cnnstudio.core.errors import Cancelled, StudioError
 from cnnstudio.core.project import PROJECT_SUFFIX
 
 COMMANDS = ("scan", "train", "predict", "plugins", "models", "evaluate", "export", "report", "cv", "rerun", "runs",
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         return _open_window([])
     try:
         return args.func(args)
+    except Cancelled as exc:  # the first Ctrl-C stopped work that had produced nothing yet
+        print(f"cnnstudio {args.command}: {exc}", file=sys.stderr)
+        return 130
     except StudioError as exc:
         print(f"cnnstudio {args.command}: error: {exc}", file=sys.stderr)
         return 1

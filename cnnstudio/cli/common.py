@@ -14,14 +14,19 @@ class CliError(StudioError):
     """A usage problem found after parsing (e.g. a folder that does not exist)."""
 
 
-def dataset_dir(args) -> str:
+def dataset_dir(args, state) -> str:
+    """DATA_DIR, or with ``--sample`` the sample dataset's folder, generated first if need be,
+    reporting to the command's terminal ``state`` (which the caller lets Ctrl-C stop)."""
     if getattr(args, "sample", False):
         from cnnstudio.core.data.sample import sample_dataset_path
 
         if args.data_dir:
             raise CliError("give either DATA_DIR or --sample, not both")
         print("Using the built-in sample dataset", file=sys.stderr)
-        return str(sample_dataset_path())
+        try:
+            return str(sample_dataset_path(state=state))
+        finally:
+            state.close()
     if not args.data_dir:
         raise CliError("give a DATA_DIR (a folder with one sub-folder per class) or --sample")
     return args.data_dir

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnstudio.cli.common import CliError
-from cnnstudio.cli.terminal import print_json, scan_folder
+from cnnstudio.cli.terminal import TerminalTask, print_json, stop_on_ctrl_c
 
 
 def cmd_evaluate(args) -> int:
@@ -18,17 +18,22 @@ def cmd_evaluate(args) -> int:
     if args.bins < 1:
         raise CliError("--bins must be at least 1")
     run = Path(args.run_dir)
-    ev = evaluate_run(run, args.data, batch_size=args.batch_size, need_val=args.calibrate,
-                      scan=lambda folder: scan_folder(folder, quiet=args.json))
-    bundle, raw, index = ev.bundle, ev.raw, ev.index
+    state = TerminalTask(quiet=args.json)
+    try:
+        with stop_on_ctrl_c(state):  # the scan or a batch of predictions; nothing is stored then
+            ev = evaluate_run(run, args.data, batch_size=args.batch_size, need_val=args.calibrate, state=state)
+            bundle, raw, index = ev.bundle, ev.raw, ev.index
 
-    calibration = None
-    if args.uncalibrate:
-        from cnnstudio.core.model.bundle import set_temperature
+            calibration = None
+            if args.uncalibrate:
+                from cnnstudio.core.model.bundle import set_temperature
 
-        bundle.temperature = set_temperature(bundle.folder, None)
-    if args.calibrate:
-        calibration = calibrate_bundle(bundle, index, ev.val_paths, raw, bins=args.bins, batch_size=args.batch_size)
+                bundle.temperature = set_temperature(bundle.folder, None)
+            if args.calibrate:
+                calibration = calibrate_bundle(bundle, index, ev.val_paths, raw, bins=args.bins,
+                                               batch_size=args.batch_size, state=state)
+    finally:
+        state.close()
 
     probs = apply_temperature(raw.probs, bundle.temperature)
     report = evaluation_report(raw.y_true, probs, bundle.class_names, bins=args.bins)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from cnnstudio.cli.common import plugin_registry
-from cnnstudio.cli.terminal import print_json
+from cnnstudio.cli.terminal import TerminalTask, print_json, stop_on_ctrl_c
 
 
 def cmd_export(args) -> int:
     from cnnstudio.builtins.export import export_run
 
-    report = export_run(args.run_dir, args.format, args.out, data_dir=args.data_dir,
-                        exporters=plugin_registry().exporters)
+    state = TerminalTask(quiet=args.json)
+    try:
+        # Stops while the test images load; a write that has started runs to its end.
+        with stop_on_ctrl_c(state, at="step"):
+            report = export_run(args.run_dir, args.format, args.out, data_dir=args.data_dir,
+                                exporters=plugin_registry().exporters, state=state)
+    finally:
+        state.close()
     if args.json:
         print_json(report.to_dict())
         return 0

@@ -5,7 +5,14 @@ from __future__ import annotations
 import sys
 
 from cnnstudio.cli.common import CliError, plugin_registry
-from cnnstudio.cli.terminal import print_json, progress_bar
+from cnnstudio.cli.terminal import TerminalTask, print_json
+
+
+class PredictState(TerminalTask):
+    """The terminal state of 'predict --imagenet': its status lines begin with a capital."""
+
+    def on_status(self, message):
+        super().on_status(message[:1].upper() + message[1:])
 
 
 def cmd_predict(args) -> int:
@@ -64,29 +71,12 @@ def cmd_predict_imagenet(args) -> int:
     k = args.top_k if args.top_k is not None else TOP_K
     if k < 1:
         raise CliError("--top-k must be at least 1")
-    bars = []  # the download bar, made at the first progress (none when the file is cached)
-
-    def progress(done, total):
-        if args.json:
-            return
-        if not bars:
-            bars.append(progress_bar("Downloading", total=total, unit="B"))
-            bars[0].unit_scale = True
-        bars[0].total = total
-        bars[0].n = done
-        bars[0].refresh()
-
-    def status(message):
-        if not args.json:
-            print(message[:1].upper() + message[1:], file=sys.stderr)
-
+    state = PredictState(quiet=args.json)  # the download's bar and lines (none when the file is cached)
     try:
         classifier = ImageNetClassifier(args.model or DEFAULT_MODEL, args.weights or "imagenet",
-                                        registry=plugin_registry(), progress=progress, status=status,
-                                        input_size=args.image_size)
+                                        registry=plugin_registry(), state=state, input_size=args.image_size)
     finally:
-        for bar in bars:
-            bar.close()
+        state.close()
     print(f"{classifier.label}, {classifier.input_size} px", file=sys.stderr)
     results = classifier.predict_paths(files, k=k)
     if args.json:

@@ -15,7 +15,7 @@ def cmd_rerun(args) -> int:
 
     original = Path(args.run_dir)
     state = TerminalState(quiet=args.json)
-    with stop_on_ctrl_c(state):
+    with stop_on_ctrl_c(state):  # a stop during the scan ends in Cancelled (exit 130)
         result = rerun(original, args.out, plugin_registry(), data_dir=args.data, state=state)
     history = read_history(original) if RunPaths(original).history.exists() else []
     pairs = [(a.get("loss"), b.get("loss")) for a, b in zip(history, result.history)]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from cnnstudio.cli.terminal import print_json, scan_folder
+from cnnstudio.cli.terminal import TerminalTask, print_json, scan_folder
 
 
 def cmd_scan(args) -> int:
-    index = scan_folder(args.data_dir, quiet=args.json)
+    index = scan_folder(args.data_dir, TerminalTask(quiet=args.json))
     if args.json:
         print_json(
             {

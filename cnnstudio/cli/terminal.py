@@ -1,8 +1,10 @@
 """What the commands show on the terminal: JSON, progress bars, training progress, and Ctrl-C.
 
-Progress goes to standard error (a bar only on an interactive terminal, so logs stay clean);
-results go to standard output. The first Ctrl-C asks the work to stop at the next batch or
-epoch, leaving it resumable; a second one aborts.
+Every command reports through one terminal task state (:class:`TerminalTask`; training's
+:class:`TerminalState` extends it): status lines and a progress bar per task go to standard
+error (a bar only on an interactive terminal, so logs stay clean); results go to standard
+output. The first Ctrl-C asks the work to stop where it can (after the batch or epoch, leaving
+a run resumable; a scan or an export stops with nothing written); a second one aborts.
 """
 
 from __future__ import annotations
@@ -27,39 +29,35 @@ def progress_bar(desc: str, total: int | None = None, unit: str = "it"):
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
 
 
-def scan_folder(data_dir: str, quiet: bool = False):
-    from cnnstudio.core.data.dataset import scan_dataset
-
-    bar = progress_bar("Scanning", unit="files") if not quiet else None
-
-    def progress(done, total):
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-    try:
-        return scan_dataset(data_dir, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
+# A task whose name ends so counts bytes (a download).
+BYTES = " (bytes)"
 
 
-class TerminalState:
-    """Reports training on the terminal; the first Ctrl-C asks training to stop at the next batch."""
+def _unit(task: str) -> str:
+    if task.endswith(BYTES):
+        return "B"
+    return "files" if task == "scanning" else "img"
+
+
+class TerminalTask:
+    """The command line's :class:`~cnnstudio.core.tasks.TaskState`, shared by every command:
+    status lines and one progress bar per task on standard error, and ``should_stop()`` true once
+    :func:`stop_on_ctrl_c` saw the first Ctrl-C. ``quiet`` (``--json``) shows nothing."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.stop = threading.Event()
         self.bar = None
-        self.bar_task = None  # the task of a progress bar before training (decoding, features...)
+        self.bar_task = None  # the task the bar shows (scanning, decoding, a download...)
+        self._lock = threading.RLock()  # a download reports from a watcher thread
 
     def _say(self, text):
         if not self.quiet:
-            if self.bar is not None:
-                self.bar.write(text, file=sys.stderr)
-            else:
-                print(text, file=sys.stderr)
+            with self._lock:
+                if self.bar is not None:
+                    self.bar.write(text, file=sys.stderr)
+                else:
+                    print(text, file=sys.stderr)
 
     def on_status(self, message):
         self._say(message)
@@ -67,19 +65,49 @@ class TerminalState:
     def on_progress(self, task, done, total):
         if self.quiet:
             return
-        desc = task.replace(" (bytes)", "").capitalize()
-        if self.bar is None or self.bar_task != task:
+        with self._lock:
+            if self.bar is None or self.bar_task != task:
+                self.close()
+                desc = task.removesuffix(BYTES)
+                self.bar = progress_bar(desc[:1].upper() + desc[1:], total=total or None, unit=_unit(task))
+                self.bar_task = task
+                if task.endswith(BYTES):
+                    self.bar.unit_scale = True
+            if total:
+                self.bar.total = total  # a download's size may become known late
+            self.bar.n = done
+            self.bar.refresh()
+            if (total and done >= total) or total == done == 0:
+                self.close()
+
+    def should_stop(self):
+        return self.stop.is_set()
+
+    def close(self) -> None:
+        """Take down the progress bar shown now, if any."""
+        with self._lock:
             if self.bar is not None:
                 self.bar.close()
-            self.bar = progress_bar(desc, total=total or None, unit="B" if "(bytes)" in task else "img")
-            self.bar_task = task
-            if "(bytes)" in task:
-                self.bar.unit_scale = True
-        self.bar.n = done
-        self.bar.refresh()
-        if done >= total:
-            self.bar.close()
-            self.bar = None
+                self.bar = None
+                self.bar_task = None
+
+
+def scan_folder(data_dir: str, state: TerminalTask):
+    """Scan ``data_dir`` with a progress bar; the first Ctrl-C stops the scan (:class:`Cancelled`)."""
+    from cnnstudio.core.data.dataset import scan_dataset
+    from cnnstudio.core.tasks import check_stop
+
+    try:
+        with stop_on_ctrl_c(state, at="batch of files"):
+            index = scan_dataset(data_dir, state=state)
+            check_stop(state, "stopped after scanning the dataset")  # a Ctrl-C as the last file was done
+            return index
+    finally:
+        state.close()
+
+
+class TerminalState(TerminalTask):
+    """Reports training on the terminal; the first Ctrl-C asks training to stop at the next batch."""
 
     def on_begin(self, e):
         self.epochs = e.epochs
@@ -94,32 +122,29 @@ class TerminalState:
     def on_batch(self, e):
         if self.quiet:
             return
-        if self.bar is None:
-            self.bar = progress_bar(f"Epoch {e.epoch + 1}/{self.epochs}", total=e.steps, unit="batch")
-        self.bar.n = e.batch
-        post = {k: f"{v:.4f}" for k, v in e.logs.items() if k in ("loss", "accuracy")}
-        if e.eta is not None:
-            post["eta"] = f"{e.eta:.0f}s"
-        self.bar.set_postfix(post, refresh=False)
-        self.bar.refresh()
+        task = f"Epoch {e.epoch + 1}/{self.epochs}"
+        with self._lock:
+            if self.bar is None or self.bar_task != task:
+                self.close()
+                self.bar = progress_bar(task, total=e.steps, unit="batch")
+                self.bar_task = task
+            self.bar.n = e.batch
+            post = {k: f"{v:.4f}" for k, v in e.logs.items() if k in ("loss", "accuracy")}
+            if e.eta is not None:
+                post["eta"] = f"{e.eta:.0f}s"
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.refresh()
 
     def on_epoch_end(self, e):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        self.close()
         parts = [f"{k} {v:.4f}" for k, v in e.logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")]
         eta = f", eta {e.eta:.0f}s" if e.eta else ""
         self._say(f"Epoch {e.epoch + 1}/{self.epochs}: " + ", ".join(parts) + f" ({e.elapsed:.1f}s{eta})")
 
     def on_end(self, e):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        self.close()
         what = {"completed": "finished", "early_stopped": "stopped early", "cancelled": "stopped"}[e.reason]
         self._say(f"Training {what} after {e.epochs_run} epoch(s) in {e.elapsed:.1f}s")
-
-    def should_stop(self):
-        return self.stop.is_set()
 
 
 def format_block_summary(rows: list[dict]) -> str:
@@ -132,8 +157,8 @@ def format_block_summary(rows: list[dict]) -> str:
 
 
 @contextlib.contextmanager
-def stop_on_ctrl_c(state, at: str = "batch"):
-    """The first Ctrl-C asks ``state`` to stop after this ``at`` (the run stays resumable); a
+def stop_on_ctrl_c(state: TerminalTask, at: str = "batch"):
+    """The first Ctrl-C asks ``state`` to stop after this ``at`` (a run stays resumable); a
     second one aborts at once."""
     previous = signal.getsignal(signal.SIGINT)
 

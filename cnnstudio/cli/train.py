@@ -66,6 +66,7 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     paths = RunPaths(out)
     registry = plugin_registry()
+    state = TerminalState(quiet=args.json)  # the scan's and the training's
 
     if args.resume:
         if args.config:
@@ -74,7 +75,11 @@ def cmd_train(args) -> int:
             raise CliError(f"{out}: nothing to resume (no config.json)")
         # The run's classes and files are checked against its record: a class folder added since
         # would shift the labels under the checkpoint's weights.
-        restored = restore(out, args.data_dir, purpose="the resumed run", new_classes="refuse")
+        try:
+            with stop_on_ctrl_c(state, at="batch of files"):
+                restored = restore(out, args.data_dir, purpose="the resumed run", new_classes="refuse", state=state)
+        finally:
+            state.close()
         index, split, spec = restored.index, restored.split, restored.spec
         index.raise_for_errors()
         config = TrainConfig.from_dict(restored.train)
@@ -85,13 +90,13 @@ def cmd_train(args) -> int:
             hint = "pass --resume to continue it" if paths.train_state.exists() and not paths.metrics.exists() else \
                 "choose another --out"
             raise CliError(f"{out} already holds a run; {hint}")
-        data_dir = dataset_dir(args)
-        index = scan_folder(data_dir, quiet=args.json)
+        with stop_on_ctrl_c(state, at="image"):  # generating the sample dataset
+            data_dir = dataset_dir(args, state)
+        index = scan_folder(data_dir, state)
         index.raise_for_errors()
         spec, config = configured_spec_and_config(args, registry) if args.config else spec_and_config(args, registry)
         split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=config.seed)
 
-    state = TerminalState(quiet=args.json)
     with stop_on_ctrl_c(state):
         result = Trainer(index, split, spec, config, out, registry, state=state).run(resume=args.resume)
 

@@ -581,7 +581,7 @@ class MainWindow(QMainWindow):
         exporters = self.manager.registry.exporters
 
         def job(state):
-            return export_run(run, exporter.id, target, exporters=exporters, progress=state.on_progress)
+            return export_run(run, exporter.id, target, exporters=exporters, state=state)
 
         worker = Worker(job).describe(
             f"Exporting {name} as {exporter.display_name} and checking it on the test images...", writes=True)

@@ -83,8 +83,6 @@ class Worker(QObject):
         self.thread: threading.Thread | None = None
         if fn is not None and _takes(fn, "state") and "state" not in kwargs:
             self.kwargs["state"] = self
-        elif fn is not None and _takes(fn, "progress") and "progress" not in kwargs:
-            self.kwargs["progress"] = lambda done, total: self.on_progress("", done, total or 0)
 
     def describe(self, what: str, writes: bool = False) -> Worker:
         """Name the job (what the window shows while it runs) and say whether it writes files."""

@@ -55,7 +55,9 @@ def cnnstudio_register_exporters(registry: Registry) -> None:
 
     Each format appears in ``cnnstudio export --format`` and in the window's export. The studio
     calls ``write`` into a temporary path, reloads the result with ``load`` and compares it with
-    the Keras model on the run's test images before it moves the file into place.
+    the Keras model on the run's test images before it moves the file into place. ``write``
+    finds the export's task state in ``context.state`` (status, progress, stop; see
+    :class:`~cnnstudio.plugins.providers.ExportContext`).
     """
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from cnnstudio.core.errors import SpecError
 from cnnstudio.core.model.params import PARAM_KINDS, Param
 from cnnstudio.core.model.spec import ModelSpec
+from cnnstudio.core.tasks import QUIET, TaskState
 from cnnstudio.core.tf.preprocessing import APPLICATION_MODULE
 
 # Provider and preset ids: what a user types after ``--model`` and what a project file stores.
@@ -100,13 +101,18 @@ class ExportContext:
 
     ``model_file`` is the bundle's ``.keras`` file; ``representative()`` loads up to 100 of the
     run's training images as uint8 ``(n, size, size, 3)`` (for calibrating quantisation) and is
-    only called when needed, since it reads files.
+    only called when needed, since it reads files. ``state`` is the export's
+    :class:`~cnnstudio.core.tasks.TaskState`: a long ``write`` may report
+    ``state.on_status(message)`` and ``state.on_progress(task, done, total)`` to the command
+    line's or the window's progress, and may check ``state.should_stop()`` between its steps
+    (raising :class:`~cnnstudio.core.errors.Cancelled` to give up; nothing is then kept).
     """
 
     input_size: int
     class_names: tuple[str, ...]
     model_file: Any
     representative: Callable[[], Any]
+    state: TaskState = QUIET
 
 
 @dataclass(frozen=True)

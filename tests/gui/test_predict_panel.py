@@ -162,11 +162,11 @@ def test_what_imagenet_sees_reports_download_progress_and_errors(qtbot, tmp_path
     from cnnstudio.core.errors import WeightsError
 
     class Offline:
-        def __init__(self, provider_id, weights, registry=None, progress=None, input_size=None, status=None):
+        def __init__(self, provider_id, weights, registry=None, state=None, input_size=None):
             assert weights == "imagenet" and input_size == 224
-            progress(300 * 1024, 1000 * 1024)
+            state.on_progress("downloading VGG19 ImageNet weights (bytes)", 300 * 1024, 1000 * 1024)
             time.sleep(0.2)  # past the worker's progress throttle
-            progress(600 * 1024, 1000 * 1024)
+            state.on_progress("downloading VGG19 ImageNet weights (bytes)", 600 * 1024, 1000 * 1024)
             raise WeightsError("cannot download the ImageNet classifier of VGG19 (no connection)")
 
     monkeypatch.setattr(predict_panel, "ImageNetClassifier", Offline)

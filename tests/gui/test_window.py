@@ -124,7 +124,7 @@ def test_an_exception_in_a_worker_shows_a_message_and_the_window_keeps_working(
 
     real_scan = dataset.scan_dataset
 
-    def exploding_scan(root, progress=None):
+    def exploding_scan(root, state=None):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(dataset, "scan_dataset", exploding_scan)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ import numpy as np
 
 from cnnstudio.core.errors import DatasetError, ImageError
 from cnnstudio.core.io import images
+from cnnstudio.core.tasks import TaskState, check_stop, quiet
 
 # A class with fewer images than this gets a warning: it cannot be learned or measured well.
 MIN_IMAGES_ADVISED = 10
@@ -31,8 +32,11 @@ IMBALANCE_RATIO = 3.0
 # Files operating systems leave in folders; never images, never worth a warning.
 JUNK_FILES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
 
-# progress() is called at most this often (seconds between calls), plus once at the end.
+# The scan reports progress at most this often (seconds between calls), plus once at the end.
 _PROGRESS_INTERVAL = 0.05
+
+# The task the scan reports progress as.
+SCAN_TASK = "scanning"
 
 # Most files one scan task decodes; small enough that progress still moves smoothly.
 _BATCH = 32
@@ -174,13 +178,16 @@ class DatasetIndex:
 
 def scan_dataset(
     root: str | os.PathLike,
-    progress: Callable[[int, int], None] | None = None,
+    *,
+    state: TaskState | None = None,
     workers: int | None = None,
 ) -> DatasetIndex:
     """Find and decode every image under ``root`` (one sub-folder per class).
 
-    Files are decoded in a thread pool (Pillow releases the GIL while decoding); ``progress(done,
-    total)`` is called on the caller's thread, throttled, and always once with ``done == total``.
+    Files are decoded in a thread pool (Pillow releases the GIL while decoding); progress goes to
+    ``state.on_progress("scanning", done, total)`` on the caller's thread, throttled, and always
+    once with ``done == total``. ``state.should_stop()`` is checked as each
+    batch of files is decoded: the scan then raises :class:`Cancelled` (it has no partial result).
     What each file gave is remembered (:class:`ScanMemory`), so a file whose size and
     modification time did not change since the last scan is not decoded again.
     Raises :class:`DatasetError` only when ``root`` is not a folder; everything else is recorded
@@ -217,7 +224,7 @@ def scan_dataset(
         problems += walk_problems
 
     memory = ScanMemory(root)
-    sizes, file_problems = _verify_all(candidates, progress, workers, memory)
+    sizes, file_problems = _verify_all(candidates, quiet(state), workers, memory)
     problems += file_problems
     memory.save()
 
@@ -409,7 +416,7 @@ class ScanMemory:
 
 def _verify_all(
     candidates: Sequence[tuple[str, str, Path]],
-    progress: Callable[[int, int], None] | None,
+    state: TaskState,
     workers: int | None,
     memory: ScanMemory,
 ) -> tuple[list[tuple[int, int, int, int] | None], list[Problem]]:
@@ -457,20 +464,16 @@ def _verify_all(
                         sizes[i] = result
                 done += len(results)
                 now = time.monotonic()
-                if (
-                    progress is not None
-                    and done < total
-                    and now - last_report >= _PROGRESS_INTERVAL
-                ):
+                if done < total and now - last_report >= _PROGRESS_INTERVAL:
                     last_report = now
-                    progress(done, total)
+                    state.on_progress(SCAN_TASK, done, total)
+                check_stop(state, "stopped while scanning the dataset")
         except BaseException:
-            # An interrupted scan (Ctrl+C, a raising callback) should not wait for every file.
+            # An interrupted scan (a stop, Ctrl+C, a raising state) should not wait for every file.
             for future in futures:
                 future.cancel()
             raise
-    if progress is not None:
-        progress(total, total)
+    state.on_progress(SCAN_TASK, total, total)
     return sizes, problems
 
 

@@ -12,19 +12,21 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from cnnstudio.core.io.paths import data_dir
+from cnnstudio.core.tasks import TaskState, check_stop, quiet
 
 SAMPLE_NAME = "shapes-v1"
 CLASSES = ("circle", "square", "star", "triangle")
 # Images per class. Fewer and the default scratch model overfits before it generalises.
 PER_CLASS = 300
 SEED = 20240601
+# The task generation reports progress as.
+SAMPLE_TASK = "generating the sample dataset"
 
 # Written last inside the folder: a folder without it is not a finished sample.
 MARKER = ".complete"
@@ -40,11 +42,13 @@ _NOISE = (2.0, 5.0)  # range of the Gaussian pixel noise's standard deviation
 _INVERTED = 0.1  # share of light shapes on a dark background (the rest are dark on light)
 
 
-def sample_dataset_path(progress: Callable[[int, int], None] | None = None) -> Path:
+def sample_dataset_path(*, state: TaskState | None = None) -> Path:
     """The sample dataset's folder, generated at first use (a second or two).
 
     Generation happens in a temporary sibling folder that is renamed into place, so a reader
     never sees a half-written sample; when another process finishes first, its copy is kept.
+    ``state`` hears :func:`generate_sample`'s progress; when it asks to stop, the half-written
+    folder is removed and :class:`Cancelled` raised.
     """
     target = data_dir() / "samples" / SAMPLE_NAME
     if (target / MARKER).is_file():
@@ -52,7 +56,7 @@ def sample_dataset_path(progress: Callable[[int, int], None] | None = None) -> P
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{SAMPLE_NAME}.", suffix=".tmp", dir=target.parent))
     try:
-        generate_sample(tmp, progress=progress)
+        generate_sample(tmp, state=state)
         if target.exists() and not (target / MARKER).is_file():
             # Left by an older, non-atomic writer or damaged by hand: it is ours to replace.
             shutil.rmtree(target, ignore_errors=True)
@@ -72,13 +76,17 @@ def generate_sample(
     per_class: int = PER_CLASS,
     size: int = 64,
     seed: int = SEED,
-    progress: Callable[[int, int], None] | None = None,
+    *,
+    state: TaskState | None = None,
 ) -> None:
     """Write ``per_class`` JPEGs of ``size`` pixels for each class in :data:`CLASSES`.
 
     Image ``i`` of a class depends only on ``(seed, class, i)``, so the same call always
-    draws the same pictures.
+    draws the same pictures. Reports ``state.on_progress("generating the sample dataset", done,
+    total)`` every 50 images and at the end; raises :class:`Cancelled` when ``state.should_stop()``
+    turns true before the last image (the folder then has no completion marker).
     """
+    state = quiet(state)
     out = Path(out_dir)
     total = per_class * len(CLASSES)
     done = 0
@@ -90,8 +98,10 @@ def generate_sample(
             image = _draw(name, size, rng)
             image.save(folder / f"{name}_{i:04d}.jpg", quality=90)
             done += 1
-            if progress is not None and (done % 50 == 0 or done == total):
-                progress(done, total)
+            if done % 50 == 0 or done == total:
+                state.on_progress(SAMPLE_TASK, done, total)
+            if done < total:
+                check_stop(state, "stopped while generating the sample dataset")
     (out / MARKER).write_text(
         f"{SAMPLE_NAME}: {len(CLASSES)} classes x {per_class} images, {size}px\n", encoding="utf-8"
     )

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnnstudio.core.tasks import TaskState, check_stop, quiet
+
 
 @dataclass
 class EvalResult:
@@ -71,15 +73,26 @@ def classification_metrics(y_true, probs, class_names) -> dict:
     }
 
 
-def evaluate(model, pipeline, index, indices, batch_size: int = 32) -> EvalResult:
-    """Predict every image of ``indices`` through ``pipeline``; unreadable files are skipped and listed."""
+def evaluate(model, pipeline, index, indices, batch_size: int = 32, *, state: TaskState | None = None,
+             task: str = "evaluating") -> EvalResult:
+    """Predict every image of ``indices`` through ``pipeline``; unreadable files are skipped and listed.
+
+    Reports ``state.on_progress(task, done, total)`` after each batch and once with ``done ==
+    total``; raises :class:`~cnnstudio.core.errors.Cancelled` when ``state.should_stop()`` turns
+    true before the last batch (the result is all or nothing).
+    """
+    state = quiet(state)
     paths = index.paths(indices)
     labels = index.labels(indices)
     ds = pipeline.dataset(paths, labels, batch_size=batch_size, name="eval", with_index=True, cache=False)
     all_probs, all_idx = [], []
+    n = len(paths)
     for images, _labels, idx in ds:
         all_probs.append(np.asarray(model.predict_on_batch(images)))  # compiled once, not op by op
         all_idx.append(idx.numpy())
+        state.on_progress(task, int(all_idx[-1][-1]) + 1 if len(all_idx[-1]) else 0, n)
+        check_stop(state, f"stopped while {task}")
+    state.on_progress(task, n, n)
     k = len(index.class_names)
     probs = np.concatenate(all_probs) if all_probs else np.zeros((0, k))
     order = np.concatenate(all_idx) if all_idx else np.zeros(0, int)

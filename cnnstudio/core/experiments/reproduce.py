@@ -24,14 +24,15 @@ def rerun(run_dir, out_dir, registry, *, data_dir=None, state=None) -> RunResult
 
     ``data_dir`` is the dataset folder if it moved (default: the one recorded). Raises
     :class:`StudioError` when the run's record is unreadable, ``out_dir`` holds a run, or a
-    file of the split is missing or changed.
+    file of the split is missing or changed. ``state`` (a :class:`TrainState`) hears the
+    dataset's scan, then the training; a stop during the scan raises :class:`Cancelled`.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     read_record(run_dir)  # an unreadable record is named before anything else
     out_paths = runs.RunPaths(out_dir)
     if out_dir.resolve() == run_dir.resolve() or out_paths.config.exists():
         raise StudioError(f"{out_dir}: already holds a run; choose a new folder for the rerun")
-    restored = restore(run_dir, data_dir, purpose="the rerun", new_classes="ignore")
+    restored = restore(run_dir, data_dir, purpose="the rerun", new_classes="ignore", state=state)
     try:
         config = TrainConfig.from_dict(restored.train)
     except (ValueError, KeyError, TypeError) as exc:

@@ -579,9 +579,7 @@ class _TrialRelay:
         self.outer.on_status(message)
 
     def on_progress(self, task, done, total):
-        report = getattr(self.outer, "on_progress", None)
-        if report is not None:
-            report(task, done, total)
+        self.outer.on_progress(task, done, total)
 
     def on_epoch_end(self, event):
         self.outer.on_epoch_end(event)

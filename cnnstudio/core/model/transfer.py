@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnstudio.core.errors import Cancelled, SpecError
+from cnnstudio.core.errors import SpecError
 from cnnstudio.core.io.hashing import file_digest
 from cnnstudio.core.model.spec import ModelSpec
+from cnnstudio.core.tasks import TaskState, check_stop, quiet
 
 MODES = ("scratch", "extract", "finetune")
 MODE_LABELS = {
@@ -323,12 +324,15 @@ def cache_limit() -> int:
     return int(max(mb, 0) * 1024 * 1024)
 
 
-def extract_features(extractor, pipe, paths, labels, batch_size: int, progress=None, should_stop=None) -> Features:
-    """Run ``extractor`` once over the images (batched, with ``progress(done, total)``).
+def extract_features(extractor, pipe, paths, labels, batch_size: int, *, state: TaskState | None = None,
+                     task: str = "computing bottleneck features") -> Features:
+    """Run ``extractor`` once over the images, batched, reporting ``state.on_progress(task, done,
+    total)`` after each batch and once with ``done == total``.
 
     Bad files are skipped (and recorded by ``pipe``). Raises :class:`Cancelled` if
-    ``should_stop()`` turns true before the end.
+    ``state.should_stop()`` turns true before the end (the features are all or nothing).
     """
+    state = quiet(state)
     ds = pipe.dataset(paths, labels, batch_size=batch_size, with_index=True, cache=False)
     chunks, got_labels, got_index = [], [], []
     n = len(paths)
@@ -336,12 +340,9 @@ def extract_features(extractor, pipe, paths, labels, batch_size: int, progress=N
         chunks.append(np.asarray(extractor.predict_on_batch(x)))
         got_labels.append(y.numpy())
         got_index.append(i.numpy())
-        if progress is not None:
-            progress(int(got_index[-1][-1]) + 1 if len(got_index[-1]) else 0, n)
-        if should_stop is not None and should_stop():
-            raise Cancelled("stopped while computing bottleneck features")
-    if progress is not None:
-        progress(n, n)
+        state.on_progress(task, int(got_index[-1][-1]) + 1 if len(got_index[-1]) else 0, n)
+        check_stop(state, "stopped while computing bottleneck features")
+    state.on_progress(task, n, n)
     if not chunks:
         shape = tuple(int(d) for d in extractor.output.shape[1:])
         return Features(np.zeros((0, *shape), np.float32), np.zeros(0, np.int32), np.zeros(0, np.int32))

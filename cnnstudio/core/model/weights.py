@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cnnstudio.core.errors import WeightsError
 from cnnstudio.core.io.hashing import file_digest
+from cnnstudio.core.tasks import TaskState, quiet
 
 IMAGENET = "imagenet"
 RANDOM = "none"
@@ -93,37 +94,41 @@ def offline_message(display_name: str, reason: str) -> str:
     )
 
 
-def fetch(wf: WeightsFile, display_name: str, progress=None, status=None) -> Path:
+def fetch(wf: WeightsFile, display_name: str, *, state: TaskState | None = None) -> Path:
     """Make sure ``wf`` is in Keras' cache, downloading it with ``keras.utils.get_file``.
 
-    ``progress(done_bytes, total_bytes_or_None)`` is called about five times a second while
-    the file downloads; ``status(message)`` says what is happening. Raises
-    :class:`WeightsError` with :func:`offline_message` when the download fails.
+    ``state.on_status(message)`` says what is happening; while the file downloads,
+    ``state.on_progress("downloading <display_name> ImageNet weights (bytes)", done_bytes,
+    total_bytes)`` is called about five times a second (from a watcher thread; ``total`` is 0
+    until known) and once at the end with ``done == total``. A download cannot be stopped half-way,
+    so ``state.should_stop()`` is not asked. Raises :class:`WeightsError` with
+    :func:`offline_message` when the download fails.
     """
-    state = cache_state(wf)
+    state = quiet(state)
+    cached = cache_state(wf)
     target = cached_path(wf)
-    if state == "ok":
+    if cached == "ok":
         return target
-    if status is not None:
-        if state == "corrupt":
-            status(f"the cached {wf.fname} is incomplete or corrupted; downloading it again")
-        else:
-            status(f"downloading {display_name} ImageNet weights into {target.parent}")
+    if cached == "corrupt":
+        state.on_status(f"the cached {wf.fname} is incomplete or corrupted; downloading it again")
+    else:
+        state.on_status(f"downloading {display_name} ImageNet weights into {target.parent}")
+    task = download_task(display_name)
     from cnnstudio.core.tf import keras
 
     # Keras falls back to a temporary folder when its cache folder does not exist yet.
     target.parent.mkdir(parents=True, exist_ok=True)
     done = threading.Event()
-    watcher = None
-    if progress is not None:
-        def watch():
-            while not done.wait(0.2):
-                try:
-                    progress(target.stat().st_size, wf.size)
-                except OSError:
-                    pass
-        watcher = threading.Thread(target=watch, name="cnnstudio-weights-progress", daemon=True)
-        watcher.start()
+
+    def watch():
+        while not done.wait(0.2):
+            try:
+                state.on_progress(task, target.stat().st_size, wf.size or 0)
+            except OSError:
+                pass
+
+    watcher = threading.Thread(target=watch, name="cnnstudio-weights-progress", daemon=True)
+    watcher.start()
     try:
         path = keras().utils.get_file(
             wf.fname, wf.origin, cache_subdir="models", file_hash=wf.file_hash,
@@ -133,12 +138,15 @@ def fetch(wf: WeightsFile, display_name: str, progress=None, status=None) -> Pat
         raise WeightsError(offline_message(display_name, download_failure(exc))) from exc
     finally:
         done.set()
-        if watcher is not None:
-            watcher.join()
-    if progress is not None:
-        size = Path(path).stat().st_size
-        progress(size, size)
+        watcher.join()
+    size = Path(path).stat().st_size
+    state.on_progress(task, size, size)
     return Path(path)
+
+
+def download_task(display_name: str) -> str:
+    """The progress task of a weights download; "(bytes)" tells a state to count bytes."""
+    return f"downloading {display_name} ImageNet weights (bytes)"
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from cnnstudio.core.evaluation.calibration import (
 from cnnstudio.core.evaluation.metrics import EvalResult, evaluate
 from cnnstudio.core.model.bundle import META_FILE, Bundle, set_temperature
 from cnnstudio.core.runs.folder import dataset_folder, open_finished_run, recorded_split
+from cnnstudio.core.tasks import TaskState
 
 
 def split_subset(index, rel_paths, class_names):
@@ -46,15 +47,18 @@ def split_subset(index, rel_paths, class_names):
     return DatasetIndex(index.root, list(class_names), items, []), missing
 
 
-def evaluate_bundle(bundle, subset, batch_size: int = 32) -> EvalResult:
+def evaluate_bundle(bundle, subset, batch_size: int = 32, *, state: TaskState | None = None,
+                    task: str = "evaluating") -> EvalResult:
     """Predict every image of ``subset`` (see :func:`split_subset`) with a loaded bundle's model.
 
     The probabilities are the model's own, without the bundle's temperature, so they can be
     calibrated (or re-calibrated); apply ``bundle.temperature`` to get what the bundle predicts.
+    ``state`` hears the progress of ``task`` and may stop it (:class:`~cnnstudio.core.errors.Cancelled`).
     """
     pipe = ImagePipeline(bundle.input_size, cache="none", file_kinds=subset.file_kinds())
     try:
-        return evaluate(bundle.model, pipe, subset, list(range(len(subset.items))), batch_size=batch_size)
+        return evaluate(bundle.model, pipe, subset, list(range(len(subset.items))), batch_size=batch_size,
+                        state=state, task=task)
     finally:
         pipe.close()
 
@@ -73,10 +77,11 @@ class RunEvaluation:
 
 
 def evaluate_run(run_dir, data_dir=None, *, batch_size: int = 32, need_val: bool = False,
-                 scan=None, moved_hint: str = "pass --data DIR if it moved") -> RunEvaluation:
+                 moved_hint: str = "pass --data DIR if it moved", state: TaskState | None = None) -> RunEvaluation:
     """Load ``run_dir``'s bundle and predict its recorded test images, found in ``data_dir`` or
-    where the run's dataset was. ``scan(folder)`` scans the dataset (default: without progress);
-    ``moved_hint`` ends the messages that a moved dataset would explain.
+    where the run's dataset was; ``moved_hint`` ends the messages that a moved dataset would
+    explain. ``state`` hears the scan (``"scanning"``) and the predictions (``"evaluating the
+    test images"``) and may stop either: :class:`~cnnstudio.core.errors.Cancelled`.
 
     Raises :class:`~cnnstudio.core.errors.StudioError` naming the folder or file and the reason:
     not a finished run, no test split (or, with ``need_val``, no validation split), the dataset
@@ -88,22 +93,20 @@ def evaluate_run(run_dir, data_dir=None, *, batch_size: int = 32, need_val: bool
     val_paths = (recorded_split(paths, config, "val", why="the temperature is fitted on it") if need_val
                  else list((config.get("split") or {}).get("val") or []))
     data_dir = dataset_folder(paths, config, data_dir, hint=moved_hint)
-    if scan is None:
-        scan = scan_dataset
-    index = scan(data_dir)
+    index = scan_dataset(data_dir, state=state)
     bundle = Bundle(paths.bundle)
     test, missing = split_subset(index, test_paths, bundle.class_names)
     if not test.items:
         raise StudioError(f"{index.root}: none of the run's {len(test_paths)} test images is there; "
                           f"{moved_hint}")
-    raw = evaluate_bundle(bundle, test, batch_size=batch_size)
+    raw = evaluate_bundle(bundle, test, batch_size=batch_size, state=state, task="evaluating the test images")
     if not len(raw.y_true):
         raise StudioError(f"{index.root}: none of the run's test images could be read")
     return RunEvaluation(run, bundle, index, raw, len(test_paths), missing, val_paths)
 
 
 def calibrate_bundle(bundle, index, val_paths, test_raw: EvalResult, *, bins: int = 10,
-                     batch_size: int = 32) -> dict:
+                     batch_size: int = 32, state: TaskState | None = None) -> dict:
     """Fit a temperature on the recorded validation files ``val_paths`` (found in ``index``, a
     fresh scan), store it in the bundle's folder and in ``bundle.temperature``, and say what it
     changed: ``temperature``, ``at_bound``, ``previous_temperature``, ``val_images``,
@@ -111,12 +114,15 @@ def calibrate_bundle(bundle, index, val_paths, test_raw: EvalResult, *, bins: in
     test probabilities) before and after, and ``stored_in``.
 
     Raises :class:`~cnnstudio.core.errors.StudioError` naming the folder when there is no
-    validation image to fit on.
+    validation image to fit on. ``state`` hears the validation images' predictions
+    (``"evaluating the validation images"``) and may stop them before anything is stored
+    (:class:`~cnnstudio.core.errors.Cancelled`).
     """
     if not val_paths:
         raise StudioError(f"{bundle.folder}: the run has no validation split to fit the temperature on")
     val, val_missing = split_subset(index, val_paths, bundle.class_names)
-    val_raw = evaluate_bundle(bundle, val, batch_size=batch_size) if val.items else None
+    val_raw = (evaluate_bundle(bundle, val, batch_size=batch_size, state=state,
+                               task="evaluating the validation images") if val.items else None)
     if val_raw is None or not len(val_raw.y_true):
         raise StudioError(f"{index.root}: none of the run's validation images is there to fit the temperature on")
     T = fit_temperature(val_raw.y_true, val_raw.probs)

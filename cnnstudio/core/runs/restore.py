@@ -19,6 +19,7 @@ from cnnstudio.core.errors import StudioError
 from cnnstudio.core.io.atomic import read_json
 from cnnstudio.core.model.spec import ModelSpec
 from cnnstudio.core.runs.folder import RunPaths
+from cnnstudio.core.tasks import TaskState
 
 # Changed files named in a refusal; the rest are counted.
 SHOWN_CHANGES = 5
@@ -56,21 +57,23 @@ def read_record(run_dir) -> dict:
     return saved
 
 
-def restore(run_dir, data_dir=None, *, purpose: str = "the resumed run", new_classes: str = "refuse") -> Restored:
+def restore(run_dir, data_dir=None, *, purpose: str = "the resumed run", new_classes: str = "refuse",
+            state: TaskState | None = None) -> Restored:
     """The recorded run in ``run_dir`` over its dataset as the folder holds it now.
 
     ``data_dir`` is the dataset folder if it moved (default: the one recorded). A class folder
     added since is refused (``new_classes="refuse"``) or left out (``"ignore"``: the run's own
     file lists are used, so it changes nothing); a recorded class whose folder is gone, and
     files of the split that are missing or changed (when the run recorded their contents), are
-    always refused. ``purpose`` ends the refusal ("... would train on other data").
+    always refused. ``purpose`` ends the refusal ("... would train on other data"). ``state``
+    hears the dataset's scan and may stop it (:class:`~cnnstudio.core.errors.Cancelled`).
     """
     saved = read_record(run_dir)
     try:
         spec = ModelSpec.from_dict(saved["spec"])
     except (ValueError, KeyError, TypeError) as exc:
         raise StudioError(f"{RunPaths(Path(run_dir)).config}: unreadable model spec ({exc})") from None
-    index = scan_dataset(data_dir or saved["dataset"]["root"])
+    index = scan_dataset(data_dir or saved["dataset"]["root"], state=state)
     index = match_classes(index, list(saved["dataset"]["class_names"]), purpose=purpose, new_classes=new_classes)
     fingerprint = saved.get("fingerprint") if isinstance(saved.get("fingerprint"), dict) else None
     check_contents(fingerprint, index, purpose)

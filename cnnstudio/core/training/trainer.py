@@ -355,8 +355,7 @@ class Trainer:
             for part, items in parts.items():
                 features[part] = transfer.extract_features(
                     extractor, pipe, self.index.paths(items), self.index.labels(items), c.batch_size,
-                    progress=self._progress(f"computing {part} bottleneck features"),
-                    should_stop=self.state.should_stop,
+                    state=self.state, task=f"computing {part} bottleneck features",
                 )
                 cache.save(part, features[part])
             self.state.on_status(f"bottleneck features cached in {cache.folder}")
@@ -410,20 +409,12 @@ class Trainer:
         wf = provider.weights_file(self.spec.params, self.spec.input_size)
         if wf is None:
             return
-        progress = self._progress("downloading ImageNet weights (bytes)")
-        weights.fetch(wf, provider.display_name, progress=progress, status=self.state.on_status)
+        weights.fetch(wf, provider.display_name, state=self.state)
 
     @functools.cached_property
     def _device(self) -> str:
         """The device this run trains on, asked of TensorFlow once."""
         return device_description()
-
-    def _progress(self, task: str):
-        """A ``progress(done, total)`` callback reporting ``task`` to the state, if it takes progress."""
-        report = getattr(self.state, "on_progress", None)
-        if report is None:
-            return None
-        return lambda done, total: report(task, done, total or 0)
 
     def _build(self):
         from cnnstudio.core.model.models import build_model

@@ -124,27 +124,38 @@ class ImageNetCache:
         self.key: tuple | None = None
         self.classifier: ImageNetClassifier | None = None
 
-    def predict(self, key: tuple, paths: list[str], k: int, progress=None):
+    def predict(self, key: tuple, paths: list[str], k: int, state=None):
         with self._lock:
             if self.classifier is None or key != self.key:
                 self.classifier = None
                 provider_id, weights, size = key
                 self.classifier = ImageNetClassifier(provider_id, weights, registry=self.registry,
-                                                     progress=progress, input_size=size)
+                                                     state=state, input_size=size)
                 self.key = key
             return self.classifier, self.classifier.predict_paths(paths, k=k)
 
 
-def _imagenet_job(cache: ImageNetCache, job: int, key: tuple, paths: list[str], progress=None):
+class _InKiB:
+    """A task state that passes progress on in KiB (a Qt signal's int holds no more than 2 GiB)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def on_status(self, message: str) -> None:
+        self.state.on_status(message)
+
+    def on_progress(self, task: str, done: int, total: int) -> None:
+        self.state.on_progress(task, int(done) // 1024, int(total or 0) // 1024)
+
+    def should_stop(self) -> bool:
+        return self.state.should_stop()
+
+
+def _imagenet_job(cache: ImageNetCache, job: int, key: tuple, paths: list[str], state=None):
     """(job, label, predictions, thumbnails, None, "") or, when the classifier cannot be had,
     (job, None, None, None, message, details). Download progress is reported in KiB."""
-
-    def download(done, total):
-        if progress is not None:
-            progress(int(done) // 1024, int(total or 0) // 1024)
-
     try:
-        classifier, results = cache.predict(key, paths, TOP_K, progress=download)
+        classifier, results = cache.predict(key, paths, TOP_K, state=None if state is None else _InKiB(state))
     except Exception as exc:  # noqa: BLE001 - shown on the cards of the drop and in the error box
         return (job, None, None, None, *describe(exc))
     predictions = [Prediction(r.path, [(n, p) for n, _, p in r.top] if r.top else None, r.error) for r in results]
