@@ -109,7 +109,8 @@ def export_run(run_dir, fmt: str, out, progress: Progress | None = None, data_di
     it as ``model.<ext>``. Raises :class:`StudioError` with a one-line message.
     """
     from cnnstudio.core.model.bundle import MODEL_FILE, Bundle
-    from cnnstudio.core.runs.folder import dataset_folder, open_finished_run, recorded_split
+    from cnnstudio.core.runs.folder import dataset_folder, recorded_split
+    from cnnstudio.core.runs.records import open_finished_run
 
     started = time.monotonic()
     exporters = BUILTIN_EXPORTERS if exporters is None else exporters

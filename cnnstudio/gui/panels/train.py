@@ -34,9 +34,8 @@ from PySide6.QtWidgets import (
 )
 
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.io.atomic import read_json
-from cnnstudio.core.runs import folder as runs
-from cnnstudio.core.runs.folder import RunPaths, run_folder_name
+from cnnstudio.core.runs.folder import run_folder_name
+from cnnstudio.core.runs.records import RunRecords
 from cnnstudio.core.training.config import OPTIMIZERS
 from cnnstudio.gui.dialogs import errors
 from cnnstudio.gui.qthreading import TrainWorker
@@ -475,9 +474,13 @@ class TrainPanel(QWidget):
         if self.is_training() or not path or (self.run_dir is not None and Path(path) == self.run_dir):
             return False
         try:
-            history = runs.read_history(path)
-            metrics = read_json(RunPaths(Path(path)).metrics)
-        except (OSError, ValueError, KeyError):
+            run = RunRecords(path)
+            metrics = run.metrics
+            history = run.history if metrics is not None else []
+        except StudioError as exc:
+            self.progress_label.setText(str(exc))  # a damaged record: say which, draw nothing
+            return False
+        if metrics is None:
             return False  # still training elsewhere, or interrupted: nothing finished to show
         self.run_dir = Path(path)
         for key, curves in self.curves.items():
