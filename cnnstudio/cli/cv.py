@@ -31,11 +31,11 @@ def cmd_cv(args) -> int:
 
     if args.val_split is not None:
         raise CliError("--val-split does not apply to cv: each fold validates on 1/K of the images")
+    registry = plugin_registry()
+    spec, config = spec_and_config(args, registry)
     data_dir = dataset_dir(args)
     index = scan_folder(data_dir, quiet=args.json)
     index.raise_for_errors()
-    registry = plugin_registry()
-    spec, config = spec_and_config(args, registry)
     state = CrossValidationState(quiet=args.json)
     with stop_on_ctrl_c(state):
         result = CrossValidation(index, spec, config, args.folds, args.out, registry, seed=args.seed,

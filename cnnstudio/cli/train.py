@@ -85,10 +85,11 @@ def cmd_train(args) -> int:
             hint = "pass --resume to continue it" if paths.train_state.exists() and not paths.metrics.exists() else \
                 "choose another --out"
             raise CliError(f"{out} already holds a run; {hint}")
+        # the settings first: a value TrainConfig refuses is named before the dataset is scanned
+        spec, config = configured_spec_and_config(args, registry) if args.config else spec_and_config(args, registry)
         data_dir = dataset_dir(args)
         index = scan_folder(data_dir, quiet=args.json)
         index.raise_for_errors()
-        spec, config = configured_spec_and_config(args, registry) if args.config else spec_and_config(args, registry)
         split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=config.seed)
 
     state = TerminalState(quiet=args.json)

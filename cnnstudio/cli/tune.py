@@ -48,10 +48,10 @@ def cmd_tune(args) -> int:
     from cnnstudio.core.experiments.search import Search, SearchSpace, format_params
 
     registry = plugin_registry()
+    spec, config = spec_and_config(args, registry)
     data_dir = dataset_dir(args)
     index = scan_folder(data_dir)
     index.raise_for_errors()
-    spec, config = spec_and_config(args, registry)
     split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=args.seed)
     space = SearchSpace.load(args.space) if args.space else None
     trials = 10 if args.trials is None and args.timeout is None else args.trials

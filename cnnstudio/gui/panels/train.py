@@ -130,7 +130,6 @@ class TrainPanel(QWidget):
         form = QFormLayout(box)
         self.optimizer = QComboBox()
         self.optimizer.addItems(list(OPTIMIZERS))
-        self.optimizer.setToolTip("Adam adapts the step size per weight; SGD uses momentum 0.9.")
         self.learning_rate = QDoubleSpinBox()
         self.learning_rate.setDecimals(6)
         self.learning_rate.setRange(0.000001, 1.0)
@@ -142,7 +141,6 @@ class TrainPanel(QWidget):
         self.patience = QSpinBox()
         self.patience.setRange(0, 1000)
         self.patience.setSpecialValueText("off")
-        self.patience.setToolTip("Stop when the validation loss has not improved for this many epochs.")
         self.class_weight = QComboBox()
         self.class_weight.addItem("none", "none")
         self.class_weight.addItem("auto (inverse frequency)", "auto")
@@ -239,10 +237,13 @@ class TrainPanel(QWidget):
         self._syncing = True
         try:
             self.optimizer.setCurrentText(c.optimizer)
+            self.optimizer.setToolTip(f"Adam adapts the step size per weight; SGD uses momentum {c.momentum:g}.")
             self.learning_rate.setValue(c.learning_rate)
             self.batch_size.setValue(c.batch_size)
             self.epochs.setValue(c.epochs)
             self.patience.setValue(c.patience)
+            watched = c.monitor.replace("val_", "validation ").replace("_", " ")
+            self.patience.setToolTip(f"Stop when the {watched} has not improved for this many epochs.")
             self.class_weight.setCurrentIndex(max(0, self.class_weight.findData(c.class_weight)))
             self.seed.setValue(c.seed)
         finally:
