@@ -270,3 +270,33 @@ def test_the_terminal_state_prints_status_lines_unless_quiet(capsys):
         state.on_progress("downloading X ImageNet weights (bytes)", 100, 0)  # size not known yet
         state.close()
     assert capsys.readouterr().err == "checking the cache\n"
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "cv"])
+def test_training_options_default_to_the_train_config_defaults(command):
+    """TrainConfig is the one source of the defaults: options left out give TrainConfig()."""
+    from cnnstudio.cli.common import train_config
+    from cnnstudio.cli.parser import build_parser
+    from cnnstudio.core.training.config import TrainConfig
+
+    args = build_parser().parse_args([command, "DATA", "--out", "OUT"])
+    assert train_config(args) == TrainConfig()
+    typed = build_parser().parse_args([command, "DATA", "--out", "OUT", "--momentum", "0.5", "--monitor",
+                                       "val_accuracy", "--epochs", "3"])
+    config = train_config(typed)
+    assert (config.momentum, config.monitor, config.epochs) == (0.5, "val_accuracy", 3)
+
+
+@pytest.mark.parametrize(("command", "option", "said"), [
+    ("train", ["--lr", "-1"], "learning rate must be between 0 and 10, not -1.0"),
+    ("train", ["--momentum", "1.5"], "momentum must be at least 0 and below 1, not 1.5"),
+    ("train", ["--epochs", "0"], "epochs must be at least 1, not 0"),
+    ("cv", ["--patience", "-1"], "patience must be 0 (off) or more, not -1"),
+    ("tune", ["--batch-size", "0"], "batch size must be at least 1, not 0"),
+])
+def test_a_setting_train_config_refuses_is_one_line_before_the_dataset_is_read(tmp_path, capsys, command, option,
+                                                                                said):
+    out = tmp_path / "out"
+    assert main([command, str(tmp_path / "no-such-data"), "--out", str(out), *option]) == 1
+    assert capsys.readouterr().err.strip() == f"cnnstudio {command}: error: {said}"
+    assert not out.exists()

@@ -118,7 +118,8 @@ def export_run(run_dir, fmt: str, out, data_dir=None, exporters: Mapping[str, Ex
     and leaves nothing at ``out``. A write that has started runs to its end.
     """
     from cnnstudio.core.model.bundle import MODEL_FILE, Bundle
-    from cnnstudio.core.runs.folder import dataset_folder, open_finished_run, recorded_split
+    from cnnstudio.core.runs.folder import dataset_folder, recorded_split
+    from cnnstudio.core.runs.records import open_finished_run
 
     started = time.monotonic()
     state = quiet(state)

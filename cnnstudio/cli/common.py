@@ -41,7 +41,8 @@ def plugin_registry():
 # 'train' options and the TrainConfig fields they set (and, for 'train --config FILE', override).
 CONFIG_OPTIONS = {
     "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer", "lr": "learning_rate",
-    "patience": "patience", "class_weights": "class_weight", "seed": "seed", "cache": "cache", "mode": "mode",
+    "momentum": "momentum", "patience": "patience", "monitor": "monitor", "class_weights": "class_weight",
+    "seed": "seed", "cache": "cache", "mode": "mode",
     "finetune_blocks": "finetune_blocks", "finetune_from": "finetune_from", "finetune_epochs": "finetune_epochs",
     "finetune_lr": "finetune_learning_rate", "bottleneck": "bottleneck",
 }
@@ -65,15 +66,22 @@ def backbone_params(items: list[str]) -> dict:
     return params
 
 
-def spec_and_config(args, registry):
-    """The model spec and training configuration that the training options describe."""
-    from cnnstudio.core.model.spec import resolve_spec
+def train_config(args):
+    """The training configuration that the training options describe, checked by
+    :meth:`TrainConfig.validate` (a value it refuses is a one-line error)."""
     from cnnstudio.core.training.config import TrainConfig
 
-    spec = resolve_spec(registry, args.model, input_size=args.image_size, weights=args.weights,
-                        params=backbone_params(args.param))
     options = {field: getattr(args, dest) for dest, field in CONFIG_OPTIONS.items()}
     if options["epochs"] is None:  # --epochs not given: the TrainConfig default
         del options["epochs"]
-    config = TrainConfig(**options)
+    return TrainConfig(**options).validate()
+
+
+def spec_and_config(args, registry):
+    """The model spec and training configuration that the training options describe."""
+    from cnnstudio.core.model.spec import resolve_spec
+
+    config = train_config(args)
+    spec = resolve_spec(registry, args.model, input_size=args.image_size, weights=args.weights,
+                        params=backbone_params(args.param))
     return spec, config

@@ -31,13 +31,13 @@ def cmd_cv(args) -> int:
 
     if args.val_split is not None:
         raise CliError("--val-split does not apply to cv: each fold validates on 1/K of the images")
+    registry = plugin_registry()
+    spec, config = spec_and_config(args, registry)  # the settings first: a refused value before the scan
     state = CrossValidationState(quiet=args.json)
     with stop_on_ctrl_c(state, at="image"):  # generating the sample dataset
         data_dir = dataset_dir(args, state)
     index = scan_folder(data_dir, state)
     index.raise_for_errors()
-    registry = plugin_registry()
-    spec, config = spec_and_config(args, registry)
     with stop_on_ctrl_c(state):
         result = CrossValidation(index, spec, config, args.folds, args.out, registry, seed=args.seed,
                                  test_fraction=args.test_split, state=state).run()

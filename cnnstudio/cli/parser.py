@@ -21,46 +21,55 @@ from cnnstudio.cli.runs import cmd_runs
 from cnnstudio.cli.scan import cmd_scan
 from cnnstudio.cli.train import cmd_train
 from cnnstudio.cli.tune import cmd_tune
+from cnnstudio.core.data import CACHE_MODES
+from cnnstudio.core.training.config import CLASS_WEIGHTS, MODES, MONITORS, OPTIMIZERS, TrainConfig
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
-    """The model, hyper-parameter and split options of 'train', shared by 'tune' and 'cv'."""
+    """The model, hyper-parameter and split options of 'train', shared by 'tune' and 'cv'. The
+    hyper-parameters' defaults and choices are :class:`TrainConfig`'s, which also checks them."""
+    d = TrainConfig()
     p.add_argument("--model", default="scratch", metavar="ID_OR_PRESET",
                    help="a backbone id or preset name (see 'cnnstudio models'; default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: 10)")
-    p.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
+    p.add_argument("--epochs", type=int, default=None, help=f"number of epochs (default: {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
     p.add_argument("--image-size", type=int, default=None, metavar="N",
                    help="input size in pixels (default: the model's)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
-    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="default: %(default)s")
-    p.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and shuffling")
+    p.add_argument("--lr", type=float, default=d.learning_rate, help="learning rate (default: %(default)s)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="default: %(default)s")
+    p.add_argument("--momentum", type=float, default=d.momentum, metavar="M",
+                   help="momentum of SGD, from 0 to below 1 (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for the split, initialisation and shuffling")
     p.add_argument("--val-split", type=float, default=0.15, metavar="F",
                    help="validation fraction (default: %(default)s)")
     p.add_argument("--test-split", type=float, default=0.15, metavar="F", help="test fraction (default: %(default)s)")
-    p.add_argument("--patience", type=int, default=5,
+    p.add_argument("--patience", type=int, default=d.patience,
                    help="early-stopping patience in epochs, 0 for off (default: %(default)s)")
+    p.add_argument("--monitor", choices=MONITORS, default=d.monitor,
+                   help="what picks the best epoch (the weights kept) and stops early (default: %(default)s)")
     p.add_argument("--weights", default=None, metavar="imagenet|none|PATH",
                    help="weights of a pretrained backbone: ImageNet (downloaded once), none (random), or a local file")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a backbone parameter, e.g. alpha=0.35 for a plugin's MobileNetV2 or "
                         "blocks='[{\"type\": \"conv\", \"filters\": 16}]' for a scratch stack (repeatable; "
                         "'cnnstudio models' lists each backbone's parameters)")
-    p.add_argument("--class-weights", choices=["none", "auto"], default="none",
-                   help="'auto' weights classes by inverse frequency (for imbalanced data)")
-    p.add_argument("--cache", choices=["auto", "memory", "disk", "none"], default="auto",
+    p.add_argument("--class-weights", choices=CLASS_WEIGHTS, default=d.class_weight,
+                   help="'auto' weights classes by inverse frequency (for imbalanced data; default: %(default)s)")
+    p.add_argument("--cache", choices=CACHE_MODES, default=d.cache,
                    help="cache of decoded images between epochs (default: %(default)s)")
-    p.add_argument("--mode", choices=["scratch", "extract", "finetune"], default=None,
+    p.add_argument("--mode", choices=MODES, default=d.mode,
                    help="pretrained backbones: 'scratch' (architecture only, random weights), 'extract' (frozen "
                         "base, new head; the default) or 'finetune' (head first, then the top blocks)")
-    p.add_argument("--finetune-blocks", type=int, default=1, metavar="N",
+    p.add_argument("--finetune-blocks", type=int, default=d.finetune_blocks, metavar="N",
                    help="fine-tuning: top blocks of the base to unfreeze (default: %(default)s)")
-    p.add_argument("--finetune-from", default="", metavar="LAYER",
+    p.add_argument("--finetune-from", default=d.finetune_from, metavar="LAYER",
                    help="fine-tuning: unfreeze every base layer from LAYER up (instead of --finetune-blocks)")
-    p.add_argument("--finetune-epochs", type=int, default=5, metavar="N",
+    p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs, metavar="N",
                    help="fine-tuning: epochs of the second phase (default: %(default)s)")
-    p.add_argument("--finetune-lr", type=float, default=1e-4, metavar="X",
-                   help="fine-tuning: SGD (momentum 0.9) learning rate of the second phase (default: %(default)s)")
-    p.add_argument("--bottleneck", action="store_true",
+    p.add_argument("--finetune-lr", type=float, default=d.finetune_learning_rate, metavar="X",
+                   help=f"fine-tuning: {d.finetune_optimizer.upper()} (with --momentum) learning rate of the second "
+                        "phase (default: %(default)s)")
+    p.add_argument("--bottleneck", action="store_true", default=d.bottleneck,
                    help="feature extraction: compute the base's features once (cached on disk) and train the head "
                         "on them; off with augmentation")
 

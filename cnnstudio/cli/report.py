@@ -10,11 +10,11 @@ from cnnstudio.cli.common import CliError
 def cmd_report(args) -> int:
     from cnnstudio.core.io.atomic import atomic_write_text
     from cnnstudio.core.report import comparison_html, run_report_html
+    from cnnstudio.core.runs.records import read_config
 
     runs = [Path(d) for d in args.run_dirs]
     for d in runs:
-        if not (d / "config.json").is_file():
-            raise CliError(f"{d}: not a run folder (no config.json)")
+        read_config(d)  # "not a run folder", or what is wrong with its record, before anything is written
     if len(runs) > 1 and not args.out:
         raise CliError("a comparison of several runs needs --out DIR")
     out = Path(args.out) if args.out else runs[0]

@@ -11,13 +11,13 @@ from cnnstudio.cli.terminal import TerminalState, print_json, stop_on_ctrl_c
 def cmd_rerun(args) -> int:
     from cnnstudio.core.experiments.reproduce import rerun
     from cnnstudio.core.runs.compare import diff_runs
-    from cnnstudio.core.runs.folder import RunPaths, read_history
+    from cnnstudio.core.runs.records import read_history
 
     original = Path(args.run_dir)
     state = TerminalState(quiet=args.json)
     with stop_on_ctrl_c(state):  # a stop during the scan ends in Cancelled (exit 130)
         result = rerun(original, args.out, plugin_registry(), data_dir=args.data, state=state)
-    history = read_history(original) if RunPaths(original).history.exists() else []
+    history = read_history(original)
     pairs = [(a.get("loss"), b.get("loss")) for a, b in zip(history, result.history)]
     loss_gap = max((abs(a - b) for a, b in pairs if a is not None and b is not None), default=None)
     diff = diff_runs(original, args.out)

@@ -90,11 +90,12 @@ def cmd_train(args) -> int:
             hint = "pass --resume to continue it" if paths.train_state.exists() and not paths.metrics.exists() else \
                 "choose another --out"
             raise CliError(f"{out} already holds a run; {hint}")
+        # the settings first: a value TrainConfig refuses is named before the dataset is scanned
+        spec, config = configured_spec_and_config(args, registry) if args.config else spec_and_config(args, registry)
         with stop_on_ctrl_c(state, at="image"):  # generating the sample dataset
             data_dir = dataset_dir(args, state)
         index = scan_folder(data_dir, state)
         index.raise_for_errors()
-        spec, config = configured_spec_and_config(args, registry) if args.config else spec_and_config(args, registry)
         split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=config.seed)
 
     with stop_on_ctrl_c(state):

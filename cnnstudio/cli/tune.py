@@ -48,13 +48,13 @@ def cmd_tune(args) -> int:
     from cnnstudio.core.experiments.search import Search, SearchSpace, format_params
 
     registry = plugin_registry()
+    spec, config = spec_and_config(args, registry)  # the settings first: a refused value before the scan
     trials = 10 if args.trials is None and args.timeout is None else args.trials
     state = TuneState(trials, args.objective)
     with stop_on_ctrl_c(state, at="image"):  # generating the sample dataset
         data_dir = dataset_dir(args, state)
     index = scan_folder(data_dir, state)
     index.raise_for_errors()
-    spec, config = spec_and_config(args, registry)
     split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=args.seed)
     space = SearchSpace.load(args.space) if args.space else None
     search = Search(index, split, spec, config, space, args.out, registry, trials=trials, timeout=args.timeout,

@@ -25,6 +25,11 @@ class Cancelled(StudioError):
     """The user stopped work before it produced anything (decoding images, computing features)."""
 
 
+class RecordError(StudioError):
+    """A record of a run folder (config, metrics, history, predictions, problems) is missing or
+    malformed; the message names the file and what is wrong, with the row of a CSV file."""
+
+
 class BundleError(StudioError):
     """A model bundle is missing, incomplete or unreadable."""
 

@@ -17,7 +17,6 @@ out). No Qt, no matplotlib here.
 from __future__ import annotations
 
 import base64
-import csv
 import io
 import json
 import math
@@ -31,7 +30,7 @@ import numpy as np
 
 from cnnstudio.core.errors import StudioError
 from cnnstudio.core.io.atomic import read_json
-from cnnstudio.core.runs import folder as runs
+from cnnstudio.core.runs.records import Predictions, RunRecords
 
 MAX_MISCLASSIFIED = 12
 THUMB = 96
@@ -80,10 +79,10 @@ class ReportError(StudioError):
 class RunData:
     root: Path
     config: dict
-    metrics: dict
+    metrics: dict  # {} when the run has not finished
     history: list[dict]
-    predictions: list[dict]  # path, true, predicted, confidence, correct, probs (list in class order)
-    problems: dict
+    predictions: Predictions | None  # None when the run has none
+    problems: list[dict]  # files skipped while training
     bundle: dict
     params: dict | None = None  # {"total": n, "layers": [(name, count)]} or None
     layers: list = field(default_factory=list)  # [(class_name, name, trainable)] of the top-level model
@@ -97,26 +96,16 @@ class RunData:
         return self.root.name
 
 
-def _read_json_opt(path: Path) -> dict:
+def _bundle_meta(path: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        return read_json(path)
+        meta = read_json(path)
     except (OSError, ValueError) as exc:
         raise ReportError(f"{path}: unreadable ({exc})") from exc
-
-
-def read_predictions(path: Path, class_names: list[str]) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
-            probs = [float(row.get(f"p_{n}") or 0.0) for n in class_names]
-            rows.append({"path": row["path"], "true": row["true"], "predicted": row["predicted"],
-                         "confidence": float(row["confidence"]), "correct": row["correct"] in ("1", "True"),
-                         "probs": probs})
-    return rows
+    if not isinstance(meta, dict):
+        raise ReportError(f"{path}: not a JSON object")
+    return meta
 
 
 def parameter_counts(keras_file: Path) -> tuple[dict | None, list]:
@@ -148,18 +137,17 @@ def parameter_counts(keras_file: Path) -> tuple[dict | None, list]:
 
 
 def load_run(run_dir) -> RunData:
+    """The run's records (read and checked by :mod:`cnnstudio.core.runs.records`), its bundle's
+    metadata and parameter counts."""
+    from cnnstudio.core.model.bundle import META_FILE, MODEL_FILE
+
     root = Path(run_dir)
     if not root.is_dir():
         raise ReportError(f"{root}: not a folder")
-    config = _read_json_opt(root / "config.json")
-    if not config:
-        raise ReportError(f"{root}: not a run folder (no config.json)")
-    metrics = _read_json_opt(root / "metrics.json")
-    bundle = _read_json_opt(root / "model" / "bundle.json")
-    names = list(metrics.get("class_names") or config.get("dataset", {}).get("class_names") or [])
-    data = RunData(root, config, metrics, runs.read_history(root) if runs.RunPaths(root).history.exists() else [],
-                   read_predictions(root / "predictions.csv", names), _read_json_opt(root / "problems.json"), bundle)
-    data.params, data.layers = parameter_counts(root / "model" / "model.keras")
+    run = RunRecords(root)
+    data = RunData(root, run.config, run.metrics or {}, run.history, run.predictions, run.problems,
+                   _bundle_meta(run.paths.bundle / META_FILE))
+    data.params, data.layers = parameter_counts(run.paths.bundle / MODEL_FILE)
     return data
 
 
@@ -341,7 +329,7 @@ def _phase_markers(history: list[dict]) -> list[tuple[float, str]]:
     out, prev = [], None
     for row in history:
         phase = row.get("phase")
-        if prev is not None and phase not in (None, prev) and row.get("epoch") is not None:
+        if prev is not None and phase not in (None, prev):
             label = "fine-tuning" if str(phase).startswith("fine") else str(phase)
             out.append((float(row["epoch"]) - 0.5, label))
         prev = phase if phase is not None else prev
@@ -349,8 +337,7 @@ def _phase_markers(history: list[dict]) -> list[tuple[float, str]]:
 
 
 def _curve(history, key):
-    return [(float(r["epoch"]), r.get(key) if isinstance(r.get(key), float) else None)
-            for r in history if isinstance(r.get("epoch"), float)]
+    return [(float(r["epoch"]), r.get(key) if isinstance(r.get(key), float) else None) for r in history]
 
 
 # ----------------------------------------------------------------------------- sections
@@ -385,7 +372,7 @@ def _dataset(run: RunData) -> str:
         body += f"<p>The dataset scan found {len(found)} problem(s):</p>"
         body += _table(["level", "file or class", "reason"],
                        [[d.get("level"), d.get("path") or "(dataset)", d.get("reason")] for d in found])
-    problems = list((run.problems or {}).get("skipped_during_training") or [])
+    problems = list(run.problems)
     problems += [d for d in run.metrics.get("skipped", []) or [] if isinstance(d, dict)]
     if problems:
         body += f"<p>{len(problems)} file(s) could not be read and were skipped:</p>"
@@ -480,12 +467,11 @@ def _curves(run: RunData, images: _Images) -> str:
 
 
 def _probs(run: RunData):
-    names = run.class_names
-    index = {n: i for i, n in enumerate(names)}
-    rows = [r for r in run.predictions if r["true"] in index]
-    y = np.array([index[r["true"]] for r in rows], dtype=int)
-    p = np.array([r["probs"] for r in rows], dtype=float).reshape(len(rows), len(names))
-    return y, p
+    """The true classes and the probabilities of the test images; empty without probabilities."""
+    p = run.predictions
+    if p is None or p.probs is None:
+        return np.zeros(0, dtype=int), np.zeros((0, len(run.class_names)))
+    return p.y_true(), p.probs
 
 
 def _metrics(run: RunData) -> str:
@@ -563,8 +549,9 @@ def _thumbnail(path: Path) -> tuple[bytes, int, int] | None:
 
 
 def _misclassified(run: RunData, images: _Images) -> str:
-    wrong = sorted((r for r in run.predictions if not r["correct"]), key=lambda r: -r["confidence"])
-    if not run.predictions:
+    rows = run.predictions.rows if run.predictions is not None else []
+    wrong = sorted((r for r in rows if not r.correct), key=lambda r: -r.confidence)
+    if not rows:
         return '<p class="muted">No predictions recorded.</p>'
     if not wrong:
         return "<p>Every test image was classified correctly.</p>"
@@ -572,16 +559,16 @@ def _misclassified(run: RunData, images: _Images) -> str:
     shown = wrong[:MAX_MISCLASSIFIED]
     cells = []
     for r in shown:
-        thumb = _thumbnail(root / r["path"])
-        pic = (images.raster(thumb[0], "jpeg", thumb[1], thumb[2], r["path"]) if thumb
+        thumb = _thumbnail(root / r.path)
+        pic = (images.raster(thumb[0], "jpeg", thumb[1], thumb[2], r.path) if thumb
                else '<span class="muted">(image not available)</span>')
-        cells.append(f'<td align="center" width="25%">{pic}<br><small>{escape(r["path"])}</small><br>'
-                     f'true: <b>{escape(r["true"])}</b><br>predicted: <b>{escape(r["predicted"])}</b><br>'
-                     f'confidence {r["confidence"] * 100:.1f}%</td>')
+        cells.append(f'<td align="center" width="25%">{pic}<br><small>{escape(r.path)}</small><br>'
+                     f'true: <b>{escape(r.true)}</b><br>predicted: <b>{escape(r.predicted)}</b><br>'
+                     f'confidence {r.confidence * 100:.1f}%</td>')
     # A table per row: the PDF moves a row that would be cut by a page end to the next page whole.
     rows = "".join('<table border="1" cellspacing="0" cellpadding="4" width="100%"><tr>' + "".join(cells[i:i + 4])
                    + "</tr></table>" for i in range(0, len(cells), 4))
-    return (f"<p>{len(wrong)} of {len(run.predictions)} test images misclassified; the {len(shown)} most confident "
+    return (f"<p>{len(wrong)} of {len(rows)} test images misclassified; the {len(shown)} most confident "
             f"mistakes first.</p>{rows}")
 
 
@@ -590,7 +577,8 @@ def _calibration(run: RunData, images: _Images) -> str:
 
     y, p = _probs(run)
     if not len(y):
-        return '<p class="muted">No predictions recorded.</p>'
+        return ('<p class="muted">No predictions recorded.</p>' if run.predictions is None
+                else '<p class="muted">The predictions record no per-class probabilities.</p>')
     cal = calibration_report(y, p, BINS)
     bars = [(b["lower"], b["upper"], b["accuracy"]) for b in cal["bins"]]
     pts = [(b["confidence"], b["accuracy"]) for b in cal["bins"] if b["count"]]

@@ -608,8 +608,10 @@ class MainWindow(QMainWindow):
     def export_report(self) -> Worker | None:
         """Write the current run's report as a PDF or a self-contained web page (as ``cnnstudio
         report`` does), in the background."""
+        from cnnstudio.core.runs.folder import RunPaths
+
         run = self.session.current_run
-        if not run or not (Path(run) / "config.json").is_file():
+        if not run or not RunPaths(Path(run)).config.is_file():
             errors.show_error(self, "No report to export", "Train a model first, or select a run.")
             return None
         name = Path(run).name

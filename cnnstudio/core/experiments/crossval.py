@@ -24,6 +24,7 @@ from cnnstudio.core.errors import StudioError
 from cnnstudio.core.io.atomic import atomic_write_json, read_json
 from cnnstudio.core.model.spec import ModelSpec
 from cnnstudio.core.runs import folder as runs
+from cnnstudio.core.runs import records
 from cnnstudio.core.runs.restore import check_contents, match_classes
 from cnnstudio.core.training.config import TrainConfig
 from cnnstudio.core.training.events import QuietState, TrainState
@@ -142,9 +143,9 @@ def summarise(folds: list[dict]) -> dict:
 def fold_metrics(run_dir: Path, monitor: str = "val_loss") -> dict:
     """A fold's numbers, read from its run folder: validation ones of the best epoch by
     ``monitor`` (the epoch whose weights the run keeps), test ones from its metrics."""
-    p = runs.RunPaths(Path(run_dir))
-    saved = read_json(p.metrics) if p.metrics.exists() else {}
-    history = runs.read_history(run_dir) if p.history.exists() else []
+    run = records.RunRecords(run_dir)
+    saved = run.metrics or {}
+    history = run.history
     out = {
         "status": saved.get("status", "cancelled"),
         "epochs": saved.get("epochs_run", len(history)),
@@ -248,7 +249,7 @@ class CrossValidation:
             "class_names": idx.class_names, "spec": self.spec.to_dict(), "train": self.config.to_dict(),
         })
         if record is None:
-            stray = [d.name for d in self.out_dir.glob("fold-*") if (d / "config.json").exists()]
+            stray = [d.name for d in self.out_dir.glob("fold-*") if runs.RunPaths(d).config.exists()]
             if stray:
                 raise StudioError(f"{self.out_dir}: holds runs ({', '.join(sorted(stray))}) but no {CV_FILE}; "
                                   "choose another folder")

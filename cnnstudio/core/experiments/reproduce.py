@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.io.atomic import atomic_write_json, read_json
+from cnnstudio.core.io.atomic import atomic_write_json
 from cnnstudio.core.runs import folder as runs
+from cnnstudio.core.runs.records import read_config
 from cnnstudio.core.runs.restore import read_record, restore
 from cnnstudio.core.training.config import TrainConfig
 from cnnstudio.core.training.trainer import RunResult, Trainer
@@ -46,6 +47,6 @@ def rerun(run_dir, out_dir, registry, *, data_dir=None, state=None) -> RunResult
         return trainer.run()
     finally:
         if out_paths.config.exists():
-            record = read_json(out_paths.config)
+            record = read_config(out_dir)
             record["reproduces"] = str(run_dir.resolve())
             atomic_write_json(out_paths.config, record)

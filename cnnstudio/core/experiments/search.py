@@ -959,9 +959,8 @@ def best_configuration(out_dir: str | Path) -> tuple[ModelSpec, TrainConfig]:
 def _mark_pruned(paths: runs.RunPaths) -> None:
     """A pruned trial's run stopped on purpose: its metrics say "pruned", not "cancelled", so the
     run comparison does not read it as interrupted."""
-    from cnnstudio.core.io.atomic import atomic_write_json, read_json
+    from cnnstudio.core.runs.records import read_metrics
 
-    if paths.metrics.exists():
-        metrics = read_json(paths.metrics)
-        if metrics.get("status") == "cancelled":
-            atomic_write_json(paths.metrics, {**metrics, "status": "pruned"})
+    metrics = read_metrics(paths.root)
+    if metrics is not None and metrics.get("status") == "cancelled":
+        atomic_write_json(paths.metrics, {**metrics, "status": "pruned"})

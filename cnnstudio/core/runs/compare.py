@@ -13,15 +13,14 @@ numbers side by side, and the test images whose predicted class changed.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.io.atomic import read_json
 from cnnstudio.core.runs import folder as runs
+from cnnstudio.core.runs import records
 
 # config.json entries left out of the settings: bookkeeping, or long lists compared on their own.
 SKIPPED_SETTINGS = frozenset({
@@ -78,15 +77,6 @@ def settings_of(config: dict) -> dict:
     return flatten(config, skip=SKIPPED_SETTINGS)
 
 
-def _is_run(folder: Path) -> bool | None:
-    """True for a run folder, None for one whose ``config.json`` cannot be read, else False."""
-    try:
-        config = read_json(folder / "config.json")
-    except (OSError, ValueError):
-        return None
-    return isinstance(config, dict) and ("spec" in config or "train" in config)
-
-
 def find_runs(folder) -> list[RunSummary]:
     """Every run folder under ``folder`` (itself included), sorted by name; never raises for a
     damaged run."""
@@ -94,13 +84,10 @@ def find_runs(folder) -> list[RunSummary]:
     if not folder.is_dir():
         raise StudioError(f"{folder}: no such folder")
     found = []
-    for top, dirs, files in os.walk(folder):
+    for top, dirs, _files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if "config.json" not in files:
-            continue
         top = Path(top)
-        kind = _is_run(top)
-        if kind is False:
+        if records.is_run(top) is False:
             continue
         dirs[:] = []  # a run's own folders (model, checkpoints) hold no runs
         found.append(summarise_run(top, folder))
@@ -112,19 +99,15 @@ def summarise_run(run_dir, base=None) -> RunSummary:
     run_dir = Path(run_dir)
     name = run_dir.name if base is None or run_dir == Path(base) else run_dir.relative_to(base).as_posix()
     summary = RunSummary(path=str(run_dir), name=name)
-    p = runs.RunPaths(run_dir)
+    run = records.RunRecords(run_dir)
     try:
-        config = _read(p.config)
-        if not isinstance(config, dict):
-            raise StudioError(f"{p.config}: not a run record")
+        config = run.config
         spec = config.get("spec") or {}
         summary.created = config.get("created")
         summary.model = spec.get("preset") or spec.get("backbone")
         summary.settings = settings_of(config)
-        metrics = _read(p.metrics) if p.metrics.exists() else {}
-        if not isinstance(metrics, dict):
-            raise StudioError(f"{p.metrics}: not a metrics record")
-        history = _history(p)
+        metrics = run.metrics or {}
+        history = run.history
         summary.status = metrics.get("status", "unfinished")
         summary.epochs = metrics.get("epochs_run", len(history) if history else None)
         summary.train_seconds = metrics.get("train_seconds")
@@ -139,22 +122,6 @@ def summarise_run(run_dir, base=None) -> RunSummary:
         summary.status = "unreadable"
         summary.reason = str(exc)
     return summary
-
-
-def _read(path: Path):
-    try:
-        return read_json(path)
-    except (OSError, ValueError) as exc:
-        raise StudioError(f"{path}: unreadable ({exc})") from exc
-
-
-def _history(p: runs.RunPaths) -> list[dict]:
-    if not p.history.exists():
-        return []
-    try:
-        return runs.read_history(p.root)
-    except (OSError, ValueError, csv.Error) as exc:
-        raise StudioError(f"{p.history}: unreadable ({exc})") from exc
 
 
 # ----------------------------------------------------------------------------- diff
@@ -181,12 +148,12 @@ class RunDiff:
 
 def diff_runs(run_a, run_b) -> RunDiff:
     """What differs between two run folders: settings, numbers and test predictions."""
-    a, b = Path(run_a), Path(run_b)
+    a, b = records.RunRecords(run_a), records.RunRecords(run_b)
     summaries = []
     for run in (a, b):
-        if not runs.RunPaths(run).config.exists():
-            raise StudioError(f"{run}: not a run folder (no config.json)")
-        s = summarise_run(run)
+        if not run.paths.config.exists():
+            raise StudioError(f"{run.root}: not a run folder (no {run.paths.config.name})")
+        s = summarise_run(run.root)
         if s.status == "unreadable":
             raise StudioError(s.reason)
         summaries.append(s)
@@ -194,17 +161,17 @@ def diff_runs(run_a, run_b) -> RunDiff:
     settings = [(key, sa.settings.get(key), sb.settings.get(key))
                 for key in sorted(set(sa.settings) | set(sb.settings))
                 if _plain(sa.settings.get(key)) != _plain(sb.settings.get(key))]
-    settings += _split_changes(_read(runs.RunPaths(a).config), _read(runs.RunPaths(b).config))
+    settings += _split_changes(a.config, b.config)
     metrics = [(key, getattr(sa, key), getattr(sb, key)) for key in METRICS
                if getattr(sa, key) is not None or getattr(sb, key) is not None]
-    diff = RunDiff(str(a), str(b), settings, metrics, [])
+    diff = RunDiff(str(a.root), str(b.root), settings, metrics, [])
     preds = []
     for label, run in (("A", a), ("B", b)):
-        path = runs.RunPaths(run).predictions
-        if path.exists():
-            preds.append(_predictions(path))
+        if run.predictions is not None:
+            preds.append({r.path: (r.true, r.predicted) for r in run.predictions.rows})
         else:
-            diff.notes.append(f"{label} ({run}) has no predictions.csv: no test split, or the run did not finish")
+            diff.notes.append(f"{label} ({run.root}) has no {run.paths.predictions.name}: no test split, "
+                              "or the run did not finish")
     if len(preds) == 2:
         pa, pb = preds
         both = sorted(set(pa) & set(pb))
@@ -230,14 +197,6 @@ def _split_changes(ca: dict, cb: dict) -> list[tuple[str, str, str]]:
             out.append((f"split.{part}", f"{len(fa)} files",
                         f"{len(fb)} files ({len(fb - fa)} not in A's, {len(fa - fb)} of A's left out)"))
     return out
-
-
-def _predictions(path: Path) -> dict[str, tuple[str, str]]:
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            return {row["path"]: (row["true"], row["predicted"]) for row in csv.DictReader(f)}
-    except (OSError, KeyError, csv.Error) as exc:
-        raise StudioError(f"{path}: unreadable ({exc})") from exc
 
 
 def _value(v, key: str = "") -> str:

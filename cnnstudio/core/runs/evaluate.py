@@ -23,7 +23,8 @@ from cnnstudio.core.evaluation.calibration import (
 )
 from cnnstudio.core.evaluation.metrics import EvalResult, evaluate
 from cnnstudio.core.model.bundle import META_FILE, Bundle, set_temperature
-from cnnstudio.core.runs.folder import dataset_folder, open_finished_run, recorded_split
+from cnnstudio.core.runs.folder import dataset_folder, recorded_split
+from cnnstudio.core.runs.records import open_finished_run
 from cnnstudio.core.tasks import TaskState
 
 

@@ -11,13 +11,13 @@ RUN_DIR/
   problems.json      files skipped while training
   model/             the bundle (see core.model.bundle)
 ```
+
+Everything here writes; :mod:`cnnstudio.core.runs.records` reads the records back and checks them.
 """
 
 from __future__ import annotations
 
 import math
-
-import csv
 import platform
 import re
 import time
@@ -126,28 +126,6 @@ def write_config(p: RunPaths, index, split, spec, config, device: str, weights: 
     )
 
 
-def read_config(run_dir) -> dict:
-    return read_json(RunPaths(Path(run_dir)).config)
-
-
-def open_finished_run(run_dir, error=StudioError) -> tuple[RunPaths, dict]:
-    """The paths and config.json of a run that finished (its model bundle written). Raises
-    ``error`` (a :class:`StudioError`) naming the folder and the reason otherwise."""
-    run_dir = Path(run_dir)
-    paths = RunPaths(run_dir)
-    if not run_dir.is_dir():
-        raise error(f"{run_dir}: no such run folder")
-    if not paths.config.exists():
-        raise error(f"{run_dir}: not a run folder (no {paths.config.name})")
-    if not (paths.bundle / "bundle.json").exists():
-        raise error(f"{run_dir}: no model bundle in {paths.bundle} (the run did not finish)")
-    try:
-        config = read_config(run_dir)
-    except (OSError, ValueError) as exc:
-        raise error(f"{paths.config}: unreadable ({exc})") from exc
-    return paths, config
-
-
 def recorded_split(paths: RunPaths, config: dict, part: str, error=StudioError, why: str = "") -> list[str]:
     """The files of one part (``train``, ``val``, ``test``) of the run's split; ``error`` when
     there are none (``why`` says what needed them)."""
@@ -190,24 +168,18 @@ def write_history(p: RunPaths, history: list[dict]) -> None:
     atomic_write_csv(p.history, header, [[row.get(c, "") for c in header] for row in history])
 
 
-def read_history(run_dir) -> list[dict]:
-    """history.csv with numbers as floats, empty cells as None and text (the ``phase`` column) as text."""
-    with open(RunPaths(Path(run_dir)).history, encoding="utf-8", newline="") as f:
-        return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+# predictions.csv: these columns, then one probability column per class (probability_column).
+PREDICTION_COLUMNS = ("path", "true", "predicted", "confidence", "correct")
 
 
-def _cell(v):
-    if v in ("", None):
-        return None
-    try:
-        return float(v)
-    except ValueError:
-        return v
+def probability_column(class_name: str) -> str:
+    """The predictions.csv column of one class's probability: ``p_<class>``."""
+    return f"p_{class_name}"
 
 
 def write_predictions(p: RunPaths, result) -> None:
     names = result.class_names
-    header = ["path", "true", "predicted", "confidence", "correct"] + [f"p_{n}" for n in names]
+    header = list(PREDICTION_COLUMNS) + [probability_column(n) for n in names]
     rows = []
     for path, true, probs in zip(result.paths, result.y_true, result.probs):
         pred = int(probs.argmax())

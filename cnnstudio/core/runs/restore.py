@@ -15,10 +15,10 @@ from pathlib import Path
 
 from cnnstudio.core.data.dataset import DatasetIndex, Split, scan_dataset
 from cnnstudio.core.data.fingerprint import fingerprint_changes
-from cnnstudio.core.errors import StudioError
-from cnnstudio.core.io.atomic import read_json
+from cnnstudio.core.errors import RecordError, StudioError
 from cnnstudio.core.model.spec import ModelSpec
 from cnnstudio.core.runs.folder import RunPaths
+from cnnstudio.core.runs.records import read_config
 from cnnstudio.core.tasks import TaskState
 
 # Changed files named in a refusal; the rest are counted.
@@ -36,24 +36,17 @@ class Restored:
 
 
 def read_record(run_dir) -> dict:
-    """A run's ``config.json``, checked for what a restore needs; one line naming the file otherwise."""
-    p = RunPaths(Path(run_dir))
-    if not p.config.exists():
-        raise StudioError(f"{run_dir}: not a run folder (no {p.config.name})")
-    try:
-        saved = read_json(p.config)
-        if not isinstance(saved, dict):
-            raise ValueError("not a JSON object")
-        for key in ("spec", "train", "split", "dataset"):
-            if not isinstance(saved.get(key), dict):
-                raise ValueError(f"no '{key}' section")
-        names = saved["dataset"].get("class_names")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
-            raise ValueError("no class names")
-        if not isinstance(saved["dataset"].get("root"), str):
-            raise ValueError("no dataset folder")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise StudioError(f"{p.config}: unreadable run record ({exc})") from None
+    """A run's ``config.json`` (see :func:`~cnnstudio.core.runs.records.read_config`), checked
+    for what a restore needs too; one line naming the file otherwise."""
+    saved = read_config(run_dir)
+    path = RunPaths(Path(run_dir)).config
+    for key in ("spec", "train", "split", "dataset"):
+        if not isinstance(saved.get(key), dict):
+            raise RecordError(f"{path}: unreadable run record (no '{key}' section)")
+    if not saved["dataset"].get("class_names"):
+        raise RecordError(f"{path}: unreadable run record (no class names)")
+    if not isinstance(saved["dataset"].get("root"), str):
+        raise RecordError(f"{path}: unreadable run record (no dataset folder)")
     return saved
 
 

@@ -1,4 +1,8 @@
-"""The hyper-parameters of one run: plain data, stored in the run's ``config.json``."""
+"""The hyper-parameters of one run: plain data, stored in the run's ``config.json``.
+
+:class:`TrainConfig` is the one source of their defaults and of their checks: the command line's
+options, the window's Train page and the search take their defaults and choices from here.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from cnnstudio.core.errors import StudioError
 
 OPTIMIZERS = ("adam", "sgd")
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")  # what picks the best epoch
+CLASS_WEIGHTS = ("none", "auto")  # auto: inverse class frequency
+MODES = ("scratch", "extract", "finetune")  # what a pretrained backbone's training does with it
 
 
 @dataclass
@@ -55,10 +61,10 @@ class TrainConfig:
             bad(f"cache must be one of {', '.join(CACHE_MODES)}, not {self.cache!r}")
         if not (0 <= self.momentum < 1):
             bad(f"momentum must be at least 0 and below 1, not {self.momentum}")
-        if self.class_weight not in ("none", "auto"):
-            bad(f"class weights must be 'none' or 'auto', not {self.class_weight!r}")
-        if self.mode is not None and self.mode not in ("scratch", "extract", "finetune"):
-            bad(f"mode must be scratch, extract or finetune, not {self.mode!r}")
+        if self.class_weight not in CLASS_WEIGHTS:
+            bad(f"class weights must be one of {', '.join(CLASS_WEIGHTS)}, not {self.class_weight!r}")
+        if self.mode is not None and self.mode not in MODES:
+            bad(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.mode == "finetune":
             if self.finetune_epochs < 1:
                 bad(f"fine-tuning epochs must be at least 1, not {self.finetune_epochs}")

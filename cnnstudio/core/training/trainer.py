@@ -20,7 +20,6 @@ import numpy as np
 from cnnstudio.core.data.dataset import DatasetIndex, Split
 from cnnstudio.core.data.pipeline import ImagePipeline, cache_mode_for
 from cnnstudio.core.errors import Cancelled, StudioError
-from cnnstudio.core.io.atomic import read_json
 from cnnstudio.core.io.hashing import content_hashes
 from cnnstudio.core.model.spec import ModelSpec
 from cnnstudio.core.runs import folder as runs
@@ -424,7 +423,3 @@ class Trainer:
         model = build_model(self.spec, len(self.index.class_names), self.registry)
         self._compile(model)
         return model
-
-
-def read_history(run_dir) -> list[dict]:
-    return read_json(runs.RunPaths(Path(run_dir)).train_state)["history"]

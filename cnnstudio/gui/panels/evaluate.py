@@ -5,13 +5,12 @@ a mislabelled image, one step of the window's Undo history), the reliability dia
 and, for two classes, the ROC and precision-recall curves.
 
 Everything shown comes from the run folder (``metrics.json``, ``predictions.csv``,
-``config.json``), so a run opened from a project months later looks the same as when it ended.
+``config.json``, read through :mod:`cnnstudio.core.runs.records`), so a run opened from a project
+months later looks the same as when it ended, and a damaged record is named in the panel.
 """
 
 from __future__ import annotations
 
-import csv
-import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +46,10 @@ from cnnstudio.core.data import relabel
 from cnnstudio.core.errors import BundleError, StudioError
 from cnnstudio.core.evaluation.calibration import apply_temperature, calibration_report
 from cnnstudio.core.evaluation.metrics import binary_curves, top_k_accuracy
-from cnnstudio.core.io.atomic import read_json
 from cnnstudio.core.model.bundle import META_FILE, set_temperature, stored_temperature
 from cnnstudio.core.runs.evaluate import calibrate_bundle, evaluate_run
 from cnnstudio.core.runs.folder import RunPaths
+from cnnstudio.core.runs.records import Prediction, RunRecords
 from cnnstudio.gui.dialogs import errors
 from cnnstudio.gui.qthreading import Worker
 from cnnstudio.gui.widgets import common as widgets
@@ -80,26 +79,13 @@ def choose_class(parent, class_names: list[str], current: str) -> str | None:
 
 
 @dataclass
-class PredictionRow:
-    path: str  # relative to the dataset root
-    true: str
-    predicted: str
-    confidence: float
-    p_true: float | None = None  # the probability of the true class, when predictions.csv has it
-
-    @property
-    def loss(self) -> float | None:
-        """The image's cross-entropy, ``-log p(true class)``."""
-        return None if self.p_true is None else -math.log(max(self.p_true, 1e-7))
-
-
-@dataclass
 class RunReport:
     """What the panel shows of one run, read from its folder."""
 
     run_dir: Path
     metrics: dict
-    predictions: list[PredictionRow]
+    class_names: list[str]  # the model's output order
+    predictions: list[Prediction]
     dataset_root: Path | None
     probs: np.ndarray | None = None  # (n, classes) in class_names order, when predictions.csv has them
     val_files: int = 0  # how many validation files the run recorded (to fit a temperature on)
@@ -107,31 +93,21 @@ class RunReport:
     temperature: float = 1.0  # what the run's bundle applies to the model's probabilities
 
     @classmethod
-    def read(cls, run_dir) -> RunReport:
-        paths = RunPaths(Path(run_dir))
-        metrics = read_json(paths.metrics)
-        names = list(metrics.get("class_names", []))
-        columns = [f"p_{n}" for n in names]
-        rows: list[PredictionRow] = []
-        probs: list[list[float]] | None = []
-        if paths.predictions.exists():
-            with open(paths.predictions, encoding="utf-8", newline="") as f:
-                for r in csv.DictReader(f):
-                    p_true = None
-                    if probs is not None and names and all(r.get(c) not in (None, "") for c in columns):
-                        probs.append([float(r[c]) for c in columns])
-                        p_true = float(r[f"p_{r['true']}"]) if r["true"] in names else None
-                    else:
-                        probs = None
-                    rows.append(PredictionRow(r["path"], r["true"], r["predicted"], float(r["confidence"]), p_true))
-        root, val_files = None, 0
-        if paths.config.exists():
-            config = read_json(paths.config)
-            root_text = config.get("dataset", {}).get("root")
-            root = Path(root_text) if root_text else None
-            val_files = len((config.get("split") or {}).get("val") or [])
-        array = np.asarray(probs, dtype=np.float64).reshape(-1, len(names)) if probs and names else None
-        report = cls(Path(run_dir), metrics, rows, root, array, val_files)
+    def read(cls, run_dir) -> RunReport | None:
+        """The run's report; None when it has no results yet (training, or interrupted). Raises
+        :class:`~cnnstudio.core.errors.RecordError` naming a record that is malformed."""
+        records = RunRecords(run_dir)
+        metrics = records.metrics
+        if metrics is None:
+            return None
+        config = records.config
+        predictions = records.predictions
+        root_text = (config.get("dataset") or {}).get("root")
+        val_files = len((config.get("split") or {}).get("val") or [])
+        rows = predictions.rows if predictions is not None else []
+        probs = predictions.probs if predictions is not None else None
+        report = cls(Path(run_dir), metrics, records.class_names, rows, Path(root_text) if root_text else None,
+                     probs, val_files)
         report.read_temperature()
         return report
 
@@ -147,9 +123,9 @@ class RunReport:
 
     def y_true(self) -> np.ndarray:
         label = {n: i for i, n in enumerate(self.class_names)}
-        return np.array([label.get(r.true, -1) for r in self.predictions], dtype=int)
+        return np.array([label[r.true] for r in self.predictions], dtype=int)
 
-    def misclassified(self, order: str = SORT_CONFIDENCE) -> list[PredictionRow]:
+    def misclassified(self, order: str = SORT_CONFIDENCE) -> list[Prediction]:
         """The wrong predictions, most confident (or highest loss) first."""
         wrong = [r for r in self.predictions if r.true != r.predicted]
         if order == SORT_LOSS:
@@ -159,11 +135,7 @@ class RunReport:
     def full_path(self, rel: str) -> Path:
         return self.dataset_root / rel if self.dataset_root else Path(rel)
 
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.metrics.get("class_names", []))
-
-    def cell(self, true: int, predicted: int) -> list[PredictionRow]:
+    def cell(self, true: int, predicted: int) -> list[Prediction]:
         names = self.class_names
         rows = [r for r in self.predictions if r.true == names[true] and r.predicted == names[predicted]]
         return sorted(rows, key=lambda r: (-r.confidence, r.path))
@@ -210,7 +182,7 @@ class EvaluatePanel(QWidget):
         self._cam_holder: dict = {"lock": threading.Lock()}  # the run's GradCam, built in a worker
         self.gradcam_worker: Worker | None = None
         self.gradcam_shown: str | None = None  # the path whose Grad-CAM is on show
-        self.wrong_rows: list[PredictionRow] = []  # as listed in the misclassified browser
+        self.wrong_rows: list[Prediction] = []  # as listed in the misclassified browser
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Run"))
@@ -447,11 +419,11 @@ class EvaluatePanel(QWidget):
             return
         try:
             report = RunReport.read(path)
-        except FileNotFoundError:
-            self.message.setText(f"{Path(path).name} has no results yet (training, or interrupted).")
+        except StudioError as exc:
+            self.message.setText(str(exc))
             return
-        except (OSError, ValueError, KeyError) as exc:
-            self.message.setText(f"Cannot read {path}: {exc}")
+        if report is None:
+            self.message.setText(f"{Path(path).name} has no results yet (training, or interrupted).")
             return
         self.report = report
         m = report.metrics
@@ -575,8 +547,7 @@ class EvaluatePanel(QWidget):
         report = self.report
         if report is None or report.probs is None or not len(report.predictions):
             return None
-        y = report.y_true()
-        return None if (y < 0).any() else (y, report.probs)
+        return report.y_true(), report.probs
 
     def _fill_views(self) -> None:
         names = self.report.class_names
@@ -715,7 +686,7 @@ class EvaluatePanel(QWidget):
         move = self._move_of(rel)
         return move.target_path if move else self.report.full_path(rel)
 
-    def _wrong_text(self, row: PredictionRow) -> str:
+    def _wrong_text(self, row: Prediction) -> str:
         text = f"{Path(row.path).name}\ntrue {row.true} \u2192 predicted {row.predicted}, {row.confidence:.1%}"
         move = self._move_of(row.path)
         return text + (f"\nmoved to {move.new_class}" if move else "")
@@ -775,7 +746,7 @@ class EvaluatePanel(QWidget):
                 item.setIcon(QIcon(QPixmap.fromImage(image)))
         self.wrong_thumbnails_shown = len(images)
 
-    def selected_row(self) -> PredictionRow | None:
+    def selected_row(self) -> Prediction | None:
         i = self.wrong_list.currentRow()
         return self.wrong_rows[i] if self.report is not None and 0 <= i < len(self.wrong_rows) else None
 

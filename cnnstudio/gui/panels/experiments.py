@@ -637,7 +637,7 @@ class CrossValTab(_ExperimentTab):
 
     def show_results(self, folder) -> bool:
         from cnnstudio.core.experiments.crossval import read_cv
-        from cnnstudio.core.runs.folder import read_history
+        from cnnstudio.core.runs.records import read_history
 
         try:
             result = read_cv(folder)
@@ -650,17 +650,19 @@ class CrossValTab(_ExperimentTab):
         self.curves, self.points = {}, {}
         for fold in range(1, result.k + 1):
             self._set_row(fold, {"status": "waiting"})
+        damaged = []  # a fold whose history cannot be read has no curve, and says why
         for metrics in result.folds:
             fold = metrics["fold"]
             self._set_row(fold, metrics)
             try:
                 rows = read_history(metrics["run_dir"])
-            except (OSError, KeyError, ValueError):
+            except StudioError as exc:
+                damaged.append(str(exc))
                 continue
             for row in rows:
                 if row.get("val_accuracy") is not None:
-                    self._add_point(fold, int(row["epoch"]), row["val_accuracy"])
-        self.summary.setText("\n".join(result.summary_lines()))
+                    self._add_point(fold, row["epoch"], row["val_accuracy"])
+        self.summary.setText("\n".join(result.summary_lines() + damaged))
         return True
 
     def _set_row(self, fold: int, metrics: dict) -> None:
@@ -879,12 +881,14 @@ class CompareTab(QWidget):
     # -- curves -------------------------------------------------------------------------------
 
     def _history(self, path: str) -> list[dict]:
-        from cnnstudio.core.runs.folder import read_history
+        """The run's history; none for a run whose history is damaged (the table lists it as
+        unreadable, with the reason)."""
+        from cnnstudio.core.runs.records import read_history
 
         if path not in self._histories:
             try:
                 self._histories[path] = read_history(path)
-            except (OSError, ValueError):
+            except StudioError:
                 self._histories[path] = []
         return self._histories[path]
 

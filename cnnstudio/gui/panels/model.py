@@ -362,7 +362,6 @@ class ModelPanel(QWidget):
         self.ft_lr.setDecimals(6)
         self.ft_lr.setRange(1e-6, 1.0)
         self.ft_lr.setSingleStep(1e-5)
-        self.ft_lr.setToolTip("SGD (momentum 0.9) learning rate of the fine-tuning phase")
         for w in (self.ft_blocks, self.ft_epochs, self.ft_lr):
             w.setKeyboardTracking(False)
             w.valueChanged.connect(self._on_transfer_edit)
@@ -399,6 +398,9 @@ class ModelPanel(QWidget):
         self._set_silently(self.ft_blocks, lambda: self.ft_blocks.setValue(config.finetune_blocks))
         self._set_silently(self.ft_epochs, lambda: self.ft_epochs.setValue(config.finetune_epochs))
         self._set_silently(self.ft_lr, lambda: self.ft_lr.setValue(config.finetune_learning_rate))
+        self.ft_lr.setToolTip(f"{config.finetune_optimizer.upper()}"
+                              f"{f' (momentum {config.momentum:g})' if config.finetune_optimizer == 'sgd' else ''} "
+                              "learning rate of the fine-tuning phase")
         self._set_silently(self.bottleneck, lambda: self.bottleneck.setChecked(config.bottleneck))
         for label, w in self.ft_rows:
             label.setVisible(mode == "finetune")

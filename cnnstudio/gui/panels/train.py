@@ -34,9 +34,8 @@ from PySide6.QtWidgets import (
 )
 
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.io.atomic import read_json
-from cnnstudio.core.runs import folder as runs
-from cnnstudio.core.runs.folder import RunPaths, run_folder_name
+from cnnstudio.core.runs.folder import run_folder_name
+from cnnstudio.core.runs.records import RunRecords
 from cnnstudio.core.training.config import OPTIMIZERS
 from cnnstudio.gui.dialogs import errors
 from cnnstudio.gui.qthreading import TrainWorker
@@ -131,7 +130,6 @@ class TrainPanel(QWidget):
         form = QFormLayout(box)
         self.optimizer = QComboBox()
         self.optimizer.addItems(list(OPTIMIZERS))
-        self.optimizer.setToolTip("Adam adapts the step size per weight; SGD uses momentum 0.9.")
         self.learning_rate = QDoubleSpinBox()
         self.learning_rate.setDecimals(6)
         self.learning_rate.setRange(0.000001, 1.0)
@@ -143,7 +141,6 @@ class TrainPanel(QWidget):
         self.patience = QSpinBox()
         self.patience.setRange(0, 1000)
         self.patience.setSpecialValueText("off")
-        self.patience.setToolTip("Stop when the validation loss has not improved for this many epochs.")
         self.class_weight = QComboBox()
         self.class_weight.addItem("none", "none")
         self.class_weight.addItem("auto (inverse frequency)", "auto")
@@ -240,10 +237,13 @@ class TrainPanel(QWidget):
         self._syncing = True
         try:
             self.optimizer.setCurrentText(c.optimizer)
+            self.optimizer.setToolTip(f"Adam adapts the step size per weight; SGD uses momentum {c.momentum:g}.")
             self.learning_rate.setValue(c.learning_rate)
             self.batch_size.setValue(c.batch_size)
             self.epochs.setValue(c.epochs)
             self.patience.setValue(c.patience)
+            watched = c.monitor.replace("val_", "validation ").replace("_", " ")
+            self.patience.setToolTip(f"Stop when the {watched} has not improved for this many epochs.")
             self.class_weight.setCurrentIndex(max(0, self.class_weight.findData(c.class_weight)))
             self.seed.setValue(c.seed)
         finally:
@@ -478,9 +478,13 @@ class TrainPanel(QWidget):
         if self.is_training() or not path or (self.run_dir is not None and Path(path) == self.run_dir):
             return False
         try:
-            history = runs.read_history(path)
-            metrics = read_json(RunPaths(Path(path)).metrics)
-        except (OSError, ValueError, KeyError):
+            run = RunRecords(path)
+            metrics = run.metrics
+            history = run.history if metrics is not None else []
+        except StudioError as exc:
+            self.progress_label.setText(str(exc))  # a damaged record: say which, draw nothing
+            return False
+        if metrics is None:
             return False  # still training elsewhere, or interrupted: nothing finished to show
         self.run_dir = Path(path)
         for key, curves in self.curves.items():
