@@ -678,7 +678,8 @@ class MainWindow(QMainWindow):
         and the returned line says so; "" when it applied now."""
         job = self.session.job
         if self.session.after_job(lambda: self._reload_now(disabled)):
-            return f"the change applies when {job[0].lower() + job[1:]} has ended"
+            name = job.rstrip(".\u2026")
+            return f"the change applies once the running job ({name}) has ended"
         return ""
 
     def _reload_now(self, disabled=None) -> None:

@@ -98,7 +98,7 @@ def test_plugin_changes_asked_for_during_a_job_apply_after_it(qtbot, window, mon
     window.session.start_job(job, "Training run-1")
     job.start()
     note = window.reload_plugins({"example"})
-    assert note == "the change applies when training run-1 has ended" and reloads == []
+    assert note == "the change applies once the running job (Training run-1) has ended" and reloads == []
     with qtbot.waitSignal(window.session.registryChanged, timeout=10_000):
         gate.set()
     assert reloads == [{"example"}]
