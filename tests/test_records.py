@@ -132,7 +132,10 @@ DAMAGE = {
         (lambda p: _rewrite_csv(p, "cat/b.png,cat,dog,0.600000", "cat/b.png,cat,dog,high"),
          "row 3: confidence is 'high', not a number"),
         (lambda p: _rewrite_csv(p, "cat/b.png,cat,dog,0.600000", "cat/b.png,cat,dog,nan"),
-         "row 3: confidence is nan, not a number from 0 to 1"),
+         "row 3: confidence is nan: the model's outputs are not numbers (its training diverged; "
+         "train it again with a lower learning rate)"),
+        (lambda p: _rewrite_csv(p, "cat/b.png,cat,dog,0.600000", "cat/b.png,cat,dog,1.5"),
+         "row 3: confidence is 1.5, not a number from 0 to 1"),
         (lambda p: _rewrite_csv(p, "dog/c.png,dog,dog", "dog/c.png,dog,bird"),
          "row 4: predicted class 'bird' is not one of the run's classes (cat, dog, owl)"),
         (lambda p: _rewrite_csv(p, "confidence", "certainty"), "the header has no 'confidence' column"),

@@ -288,7 +288,10 @@ def _share(path: Path, n: int, column: str, text: str) -> float:
     value = _float(text)
     if value is None:
         raise RecordError(f"{path}: row {n}: {column} is {text!r}, not a number")
-    if not (0.0 <= value <= 1.0):  # NaN fails too
+    if math.isnan(value):  # what a diverged model puts out, not a damaged file: say so
+        raise RecordError(f"{path}: row {n}: {column} is nan: the model's outputs are not numbers "
+                          "(its training diverged; train it again with a lower learning rate)")
+    if not (0.0 <= value <= 1.0):
         raise RecordError(f"{path}: row {n}: {column} is {text}, not a number from 0 to 1")
     return value
 
