@@ -253,23 +253,23 @@ class MainWindow(QMainWindow):
             from cnnstudio.gui.panels.model import ModelPanel
 
             return ModelPanel(self.session)
-        module, name = {
-            "train": ("cnnstudio.gui.panels.train", "TrainPanel"),
-            "evaluate": ("cnnstudio.gui.panels.evaluate", "EvaluatePanel"),
-            "predict": ("cnnstudio.gui.panels.predict", "PredictPanel"),
-            "experiments": ("cnnstudio.gui.panels.experiments", "ExperimentsPanel"),
-        }[key]
-        import importlib
+        if key == "train":
+            from cnnstudio.gui.panels.train import TrainPanel
 
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            label = QLabel(f"The {key} panel is not part of this build yet.")
-            label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            return label
-        return cls(self.session)
+            return TrainPanel(self.session)
+        if key == "evaluate":
+            from cnnstudio.gui.panels.evaluate import EvaluatePanel
+
+            return EvaluatePanel(self.session)
+        if key == "predict":
+            from cnnstudio.gui.panels.predict import PredictPanel
+
+            return PredictPanel(self.session)
+        if key == "experiments":
+            from cnnstudio.gui.panels.experiments import ExperimentsPanel
+
+            return ExperimentsPanel(self.session)
+        raise KeyError(f"no page {key!r}")
 
     def _dataset_edited(self, root: str, _what: str) -> None:
         """An image was moved to another class folder (or back): rescan the dataset it belongs to."""
