@@ -70,6 +70,7 @@ def test_a_search_fills_the_table_and_applies_the_best_configuration_with_undo(q
     tab.undo_apply()
     assert session.spec.to_dict() == before_spec.to_dict()
     assert session.train_config == before_config
+    assert session.redo_text() == "Apply Best"  # the button took back the same step, not a new one
 
 
 def test_a_stopped_search_resumes_from_its_folder(qtbot, data, tmp_path):

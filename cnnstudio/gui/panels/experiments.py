@@ -177,6 +177,7 @@ class SearchTab(_ExperimentTab):
         self.records: dict[int, object] = {}
         self.dimensions: list[str] = []
         self._undo: tuple | None = None
+        self._applied_at = -1  # the undo history's index right after Apply Best
 
         self.space_choice = QComboBox()
         for text, key in SPACE_CHOICES:
@@ -519,6 +520,7 @@ class SearchTab(_ExperimentTab):
             errors.show_error(self, "Cannot apply the best configuration", str(exc))
             return False
         self._undo = previous
+        self._applied_at = self.session.undo_stack.index()  # where the history stood right after it
         self.undo_button.show()
         self.progress_label.setText("The best trial's model and settings are now in the Model and Train panels.")
         return True
@@ -527,7 +529,11 @@ class SearchTab(_ExperimentTab):
         if self._undo is None:
             return
         spec, config = self._undo
-        self.session.set_model_and_training(spec, config, "Model and Training Settings")
+        stack = self.session.undo_stack
+        if stack.index() == self._applied_at and stack.undoText() == "Apply Best":
+            stack.undo()  # nothing changed since: the same step Edit > Undo takes back
+        else:  # other changes came after it: put the settings back as a step of their own
+            self.session.set_model_and_training(spec, config, "Model and Training Settings")
         self._undo = None
         self.undo_button.hide()
         self.progress_label.setText("The model and settings are back as they were before Apply Best.")
