@@ -28,9 +28,11 @@ class CrossValidationState(TerminalState):
 
 def cmd_cv(args) -> int:
     from cnnstudio.core.experiments.crossval import CrossValidation
+    from cnnstudio.core.io.lock import refuse_if_held
 
     if args.val_split is not None:
         raise CliError("--val-split does not apply to cv: each fold validates on 1/K of the images")
+    refuse_if_held(args.out, "cross-validated")  # before reading what another one is writing there
     registry = plugin_registry()
     spec, config = spec_and_config(args, registry)  # the settings first: a refused value before the scan
     state = CrossValidationState(quiet=args.json)

@@ -58,6 +58,7 @@ def configured_spec_and_config(args, registry):
 
 def cmd_train(args) -> int:
     from cnnstudio.core.data.dataset import make_split
+    from cnnstudio.core.io.lock import refuse_if_held
     from cnnstudio.core.runs.folder import RunPaths
     from cnnstudio.core.runs.restore import restore
     from cnnstudio.core.training.config import TrainConfig
@@ -65,6 +66,7 @@ def cmd_train(args) -> int:
 
     out = Path(args.out)
     paths = RunPaths(out)
+    refuse_if_held(out, "trained")  # before reading what another process is writing there
     registry = plugin_registry()
     state = TerminalState(quiet=args.json)  # the scan's and the training's
 

@@ -46,7 +46,9 @@ class TuneState(TerminalState):
 def cmd_tune(args) -> int:
     from cnnstudio.core.data.dataset import make_split
     from cnnstudio.core.experiments.search import Search, SearchSpace, format_params
+    from cnnstudio.core.io.lock import refuse_if_held
 
+    refuse_if_held(args.out, "searched")  # before reading what another search is writing there
     registry = plugin_registry()
     spec, config = spec_and_config(args, registry)  # the settings first: a refused value before the scan
     trials = 10 if args.trials is None and args.timeout is None else args.trials

@@ -22,6 +22,7 @@ from cnnstudio.core.data.dataset import DatasetIndex, Split, deal_folds, make_sp
 from cnnstudio.core.data.fingerprint import dataset_fingerprint
 from cnnstudio.core.errors import StudioError
 from cnnstudio.core.io.atomic import atomic_write_json, read_json
+from cnnstudio.core.io.lock import hold_folder
 from cnnstudio.core.model.spec import ModelSpec
 from cnnstudio.core.runs import folder as runs
 from cnnstudio.core.runs import records
@@ -285,6 +286,11 @@ class CrossValidation:
         return splits, record
 
     def run(self) -> CVResult:
+        """Train the folds, holding the folder: a second cross-validation on it is refused at once."""
+        with hold_folder(self.out_dir, "cross-validated"):
+            return self._folds()
+
+    def _folds(self) -> CVResult:
         splits, record = self._plan()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path, record)

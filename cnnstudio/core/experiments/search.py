@@ -45,6 +45,7 @@ from cnnstudio.core.data.dataset import DatasetIndex, Split
 from cnnstudio.core.data.fingerprint import dataset_fingerprint
 from cnnstudio.core.errors import StudioError
 from cnnstudio.core.io.atomic import atomic_write_json, read_json
+from cnnstudio.core.io.lock import hold_folder
 from cnnstudio.core.model.spec import AugmentSpec, ModelSpec
 from cnnstudio.core.runs import folder as runs
 from cnnstudio.core.runs.restore import check_contents, match_classes
@@ -766,6 +767,11 @@ class Search:
         self._queued.append(dict(params))
 
     def run(self) -> SearchResult:
+        """Run the trials, holding the search folder: a second search on it is refused at once."""
+        with hold_folder(self.out_dir, "searched"):
+            return self._search()
+
+    def _search(self) -> SearchResult:
         optuna = _optuna()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._write_search()

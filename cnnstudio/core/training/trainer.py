@@ -21,6 +21,7 @@ from cnnstudio.core.data.dataset import DatasetIndex, Split
 from cnnstudio.core.data.pipeline import ImagePipeline, cache_mode_for
 from cnnstudio.core.errors import Cancelled, StudioError
 from cnnstudio.core.io.hashing import content_hashes
+from cnnstudio.core.io.lock import hold_folder
 from cnnstudio.core.model.spec import ModelSpec
 from cnnstudio.core.runs import folder as runs
 from cnnstudio.core.tf import device_description, keras
@@ -104,6 +105,12 @@ class Trainer:
         return {i: float(w) for i, w in enumerate(weights)}
 
     def run(self, resume: bool = False) -> RunResult:
+        """Train (or, with ``resume``, continue) the run, holding its folder: a second process or
+        job on the same folder is refused at once (:class:`~cnnstudio.core.io.lock.FolderBusy`)."""
+        with hold_folder(self.run_dir, "trained"):
+            return self._train(resume)
+
+    def _train(self, resume: bool) -> RunResult:
         c = self.config
         p = self.paths
         device = self._device
