@@ -78,3 +78,46 @@ def test_redo_moves_the_file_again_under_its_name_or_a_free_one(root):
     assert (root / "dog" / "a.png").read_bytes() == b"another" and not (root / "cat" / "a.png").exists()
     with pytest.raises(RelabelError):  # moved already: nothing to move again
         redo(again)
+
+
+@pytest.mark.parametrize(("move", "said"), [
+    (dict(source="cat/a.png", target="../../outside/a.png"), "../../outside/a.png: outside the dataset folder"),
+    (dict(source="/etc/passwd", target="dog/passwd"), "/etc/passwd: expected a path relative to the dataset folder"),
+    (dict(source="cat/a.png", target="dog/../../x.png"), "dog/../../x.png: outside the dataset folder"),
+    (dict(source="cat/a.png", target="cat.png"), "cat.png: not a file of class folder 'dog'"),
+    (dict(source="dog/a.png", target="dog/a.png"), "dog/a.png: not a file of class folder 'cat'"),
+])
+def test_a_hand_made_move_outside_its_dataset_is_refused_on_undo_and_redo(root, tmp_path, move, said):
+    (tmp_path / "outside").mkdir()
+    victim = tmp_path / "outside" / "a.png"
+    victim.write_bytes(b"not the studio's")
+    bad = Move(root, move["source"], move["target"], "cat", "dog")
+    for action in (undo, redo):
+        with pytest.raises(RelabelError) as refused:
+            action(bad)
+        assert said in str(refused.value)
+    assert victim.read_bytes() == b"not the studio's" and (root / "cat" / "a.png").read_bytes() == b"cat-a"
+
+
+def test_a_project_whose_undo_journal_leaves_its_dataset_keeps_the_good_moves_only(root, tmp_path):
+    import json
+
+    from cnnstudio.builtins.manager import load_registry
+    from cnnstudio.core.model.spec import resolve_spec
+    from cnnstudio.core.project import Project, read_project, write_project
+
+    registry = load_registry()
+    good = move_to_class(root, "cat/a.png", "dog")
+    path = tmp_path / "p.cnnstudio.json"
+    write_project(path, Project(resolve_spec(registry, "scratch"), root, moves=[good]))
+    data = json.loads(path.read_text())
+    data["moves"] += [
+        {"root": "/", "source": "etc/hosts", "target": "tmp/hosts", "old_class": "etc", "new_class": "tmp"},
+        {"root": str(root), "source": "cat/x.png", "target": "../x.png", "old_class": "cat", "new_class": "dog"},
+        {"root": str(root)},
+    ]
+    path.write_text(json.dumps(data))
+    project, _ = read_project(path, registry)
+    assert project.moves == [good]
+    assert project.warnings == [f"{path}: 3 of the image moves could not be undone from here (outside the "
+                                "project's dataset folder, or not a move) and were left out"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cnnstudio.core.data.relabel import Move
+from cnnstudio.core.data.relabel import Move, RelabelError, check_move
 from cnnstudio.core.errors import StudioError
 from cnnstudio.core.io.atomic import atomic_write_json, read_json
 from cnnstudio.core.model.spec import ModelSpec
@@ -34,6 +34,7 @@ class Project:
     runs: list[dict] = field(default_factory=list)
     current_run: str = ""
     moves: list[Move] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what reading the file left out, one line each
 
     def to_dict(self) -> dict:
         return {
@@ -74,12 +75,46 @@ def read_project(path, registry) -> tuple[Project, dict]:
     train = TrainConfig.from_dict(data.get("train", {}))
     runs = [r for r in data.get("runs", []) if isinstance(r, dict) and "path" in r]
     current_run = data.get("current_run", "") or ""
-    moves = []
+    dataset = Path(data["dataset"]) if data.get("dataset") else None
+    folders = _dataset_folders(dataset, runs)
+    moves, dropped = [], 0
     for entry in data.get("moves") or []:
         try:
-            moves.append(Move.from_dict(entry))
-        except (KeyError, TypeError):
-            continue  # an entry edited by hand: the others still undo
-    dataset = Path(data["dataset"]) if data.get("dataset") else None
-    project = Project(spec, dataset, val_fraction, test_fraction, seed, train, runs, current_run, moves)
+            move = Move.from_dict(entry)
+            # a journal may only move files within the project's dataset, or the dataset of one
+            # of its runs (the Evaluate page moves the images of the run it shows)
+            if not any(_within(move, folder) for folder in folders):
+                raise RelabelError(f"{move.source}: not in a dataset folder of the project")
+        except (KeyError, TypeError, ValueError):
+            dropped += 1  # an entry edited by hand: the others still undo
+            continue
+        moves.append(move)
+    warnings = [f"{path}: {dropped} of the image moves could not be undone from here (outside the project's "
+                "dataset folder, or not a move) and were left out"] if dropped else []
+    project = Project(spec, dataset, val_fraction, test_fraction, seed, train, runs, current_run, moves, warnings)
     return project, data
+
+
+def _dataset_folders(dataset: Path | None, runs: list[dict]) -> list[Path]:
+    """The project's dataset folder and those its runs recorded (unreadable runs add none)."""
+    from cnnstudio.core.errors import StudioError
+    from cnnstudio.core.runs.records import read_config
+
+    folders = [dataset] if dataset is not None else []
+    for run in runs:
+        try:
+            root = (read_config(run["path"]).get("dataset") or {}).get("root")
+        except (StudioError, OSError, TypeError, ValueError):
+            continue
+        if isinstance(root, str) and root:
+            folders.append(Path(root))
+    return folders
+
+
+def _within(move: Move, folder: Path) -> bool:
+    try:
+        check_move(move, folder)
+    except (RelabelError, OSError, ValueError):
+        return False
+    return True
+

@@ -409,6 +409,9 @@ class MainWindow(QMainWindow):
             self.show_page("data").load_folder(self.session.dataset_root, touch=False)
         else:
             self.show_page("data")
+        warnings = self.session.load_warnings
+        if warnings:
+            errors.show_error(self, "Part of the project was left out", warnings[0])
         self.statusBar().showMessage(f"Opened {path.name}", 5000)
         return True
 

@@ -165,6 +165,7 @@ class Session(QObject):
 
         self.registry = registry
         self.project_path: Path | None = None
+        self.load_warnings: list[str] = []  # what the last opened project file held that was left out
         self.dataset_root: Path | None = None
         self.index = None  # cnnstudio.core.data.dataset.DatasetIndex once scanned
         self.val_fraction = 0.15
@@ -453,6 +454,7 @@ class Session(QObject):
         starts a scan of ``self.dataset_root`` (in a worker) and calls :meth:`set_dataset`."""
         path = Path(path)
         project, data = read_project(path, self.registry)
+        self.load_warnings = list(project.warnings)  # what the file held that was left out
         self.val_fraction, self.test_fraction, self.seed = project.val_fraction, project.test_fraction, project.seed
         self.spec = project.spec
         self.train_config = project.train

@@ -106,8 +106,24 @@ def move_to_class(dataset_root, rel_path, new_class: str) -> Move:
     return Move(root, old_rel.as_posix(), dst.relative_to(root).as_posix(), old_rel.parts[0], new_class)
 
 
+def check_move(move: Move, dataset_root=None) -> None:
+    """Raise :class:`RelabelError` when ``move`` (read back from a project file, say) would touch
+    anything outside its dataset folder, or its folder is not ``dataset_root``: the same
+    containment as :func:`move_to_class`, so a hand-made journal cannot move files elsewhere."""
+    root = Path(move.root)
+    if not root.is_absolute():
+        raise RelabelError(f"{move.root}: the dataset folder of a move must be an absolute path")
+    if dataset_root is not None and root.resolve() != Path(dataset_root).resolve():
+        raise RelabelError(f"{move.source}: moved in {move.root}, not in the dataset folder {dataset_root}")
+    for rel, cls in ((move.source, move.old_class), (move.target, move.new_class)):
+        path = _inside(root.resolve(), rel)
+        if len(path.relative_to(root.resolve()).parts) < 2 or path.relative_to(root.resolve()).parts[0] != cls:
+            raise RelabelError(f"{rel}: not a file of class folder {cls!r} in {move.root}")
+
+
 def check_undo(move: Move) -> None:
     """Raise :class:`RelabelError` when :func:`undo` would refuse ``move`` (nothing is moved)."""
+    check_move(move)
     if not move.target_path.is_file():
         raise RelabelError(f"{move.target}: the moved image is no longer there")
     if move.source_path.exists() or move.source_path.is_symlink():
@@ -127,6 +143,7 @@ def redo(move: Move) -> Move:
     """Move the file of an undone ``move`` into its class folder again, under the same name when
     that is still free (else a free one). Returns the move as done now (its ``target`` may differ);
     refused (nothing moved) when the image or the class folder is gone."""
+    check_move(move)
     src = _inside(move.root, move.source)
     if not src.is_file():
         raise RelabelError(f"{move.source}: no such image in {move.root}")
