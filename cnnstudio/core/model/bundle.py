@@ -8,8 +8,12 @@ model/
 ```
 
 The backbone's preprocessing is the model's first layer, so the bundle cannot be used with the
-wrong one; ``bundle.json`` records it for people and other tools. Bundles load with Keras'
-safe mode on.
+wrong one; ``bundle.json`` records it for people and other tools. Loading checks every field of
+``bundle.json`` first (:func:`read_meta`), then the model file's config without deserializing it
+(:func:`cnnstudio.core.tf.modelfile.check_model_file`: no ``Lambda`` or other layer that runs
+code the file names), loads it with Keras' safe mode on, and checks that its input is
+``(input_size, input_size, 3)`` and that it has one output per class name. Each refusal is one
+line naming the file.
 """
 
 from __future__ import annotations
