@@ -41,3 +41,8 @@ class ImageError(StudioError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class ModelFileError(StudioError):
+    """A ``.keras`` file is not one the studio loads: not a Keras archive, or it holds a layer or
+    function that could run code of the file's choosing (a ``Lambda``, say)."""

@@ -52,8 +52,12 @@ def fresh_seed() -> int:
 
 def load_model(path):
     """A saved Keras model (``safe_mode``), loaded under the build lock: loading builds layers,
-    and random layers draw their seeds as they are made."""
+    and random layers draw their seeds as they are made. The file's ``config.json`` is checked
+    first (:func:`cnnstudio.core.tf.modelfile.check_model_file`): a file holding a ``Lambda`` or
+    another layer that runs code it names is refused (ModelFileError) before Keras reads it."""
     from cnnstudio.core.tf import keras
+    from cnnstudio.core.tf.modelfile import check_model_file
 
+    check_model_file(path)
     with BUILD_LOCK:
         return keras().saving.load_model(path, safe_mode=True)
