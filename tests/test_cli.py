@@ -300,3 +300,32 @@ def test_a_setting_train_config_refuses_is_one_line_before_the_dataset_is_read(t
     assert main([command, str(tmp_path / "no-such-data"), "--out", str(out), *option]) == 1
     assert capsys.readouterr().err.strip() == f"cnnstudio {command}: error: {said}"
     assert not out.exists()
+
+
+def test_train_says_which_files_the_scan_left_out_and_where_the_list_is(tmp_path, capsys):
+    from tinydata import make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=8, size=16)
+    for i in range(7):
+        (data / "red" / f"broken-{i}.png").write_bytes(b"not a png")
+    out = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(out), "--epochs", "1", "--image-size", "16", "--model",
+                 "scratch"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    start = err.index(f"7 files left out (unreadable or not images); the whole list is in {out / 'config.json'} "
+                      "(dataset.problems):")
+    shown = err[start + 1:start + 7]
+    assert [line.split(":")[0].strip() for line in shown[:5]] == [f"red/broken-{i}.png" for i in range(5)]
+    assert all(len(line.split(": ", 1)[1]) > 3 for line in shown[:5]) and shown[5] == "  and 2 more"
+    recorded = json.loads((out / "config.json").read_text())["dataset"]["problems"]
+    assert len([p for p in recorded if p["scope"] == "file"]) == 7
+
+
+def test_class_names_with_terminal_escapes_are_shown_escaped(tmp_path, capsys):
+    from tinydata import make_dataset
+
+    data = make_dataset(tmp_path / "data", classes=("red", "green"), per_class=3, size=16)
+    (data / "green").rename(data / "gr\x1b[31meen")
+    main(["scan", str(data)])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "gr\\x1b[31meen" in out

@@ -106,6 +106,33 @@ def scan_folder(data_dir: str, state: TerminalTask):
         state.close()
 
 
+# Files named when a scan left some out; the rest are counted.
+LEFT_OUT_SHOWN = 5
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (ANSI escapes, newlines, ...) escaped, so a file or class
+    name read from disk cannot move the cursor, recolour the terminal or split a message."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def say_left_out(index, state: TerminalTask, where: str) -> None:
+    """On standard error: how many files the scan left out, the first few with their reasons,
+    and ``where`` the whole list is kept."""
+    left_out = [p for p in index.problems if p.scope == "file" and p.level == "error"]
+    if not left_out:
+        return
+    n = len(left_out)
+    state._say(f"{n} file{'s' if n != 1 else ''} left out (unreadable or not images); the whole list is "
+               f"in {where}:")
+    for problem in left_out[:LEFT_OUT_SHOWN]:
+        state._say(f"  {printable(problem.path)}: {printable(problem.reason)}")
+    if n > LEFT_OUT_SHOWN:
+        state._say(f"  and {n - LEFT_OUT_SHOWN} more")
+
+
 class TerminalState(TerminalTask):
     """Reports training on the terminal; the first Ctrl-C asks training to stop at the next batch."""
 

@@ -13,7 +13,7 @@ from cnnstudio.cli.common import (
     plugin_registry,
     spec_and_config,
 )
-from cnnstudio.cli.terminal import TerminalState, print_json, scan_folder, stop_on_ctrl_c
+from cnnstudio.cli.terminal import TerminalState, print_json, printable, say_left_out, scan_folder, stop_on_ctrl_c
 
 
 def _given_options(parser: argparse.ArgumentParser, argv: list[str], dests) -> set[str]:
@@ -100,6 +100,7 @@ def cmd_train(args) -> int:
         index.raise_for_errors()
         split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=config.seed)
 
+    say_left_out(index, state, f"{paths.config} (dataset.problems)")
     with stop_on_ctrl_c(state):
         result = Trainer(index, split, spec, config, out, registry, state=state).run(resume=args.resume)
 
@@ -114,6 +115,6 @@ def cmd_train(args) -> int:
         if result.skipped_files:
             print(f"{len(result.skipped_files)} file(s) could not be read and were skipped:")
             for d in result.skipped_files:
-                print(f"  {d['path']}: {d['reason']}")
+                print(f"  {printable(d['path'])}: {printable(d['reason'])}")
         print(f"Run saved in {out}; model bundle in {paths.bundle}")
     return 130 if result.reason == "cancelled" else 0
