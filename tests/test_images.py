@@ -236,3 +236,37 @@ def test_prediction_batches_come_as_files_are_read_not_after_all_of_them(tmp_pat
     assert order == [i for i in range(4, 60) if i != 5]
     batch = next(r for r in rest if r[0] == "batch")
     assert batch[2].shape == (4, 8, 8, 3) and batch[2][0, 0, 0, 0] == batch[1][0]
+
+
+def _png_header(path, width, height):
+    """A PNG whose header says ``width`` x ``height`` (its pixels are never read)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_huge_image_is_refused_by_its_size_in_pixels_and_pillow_prints_no_warning(tmp_path):
+    import subprocess
+    import sys
+
+    huge = _png_header(tmp_path / "huge.png", 12_001, 12_001)
+    big = _png_header(tmp_path / "big.png", 10_000, 10_000)  # above Pillow's own default warning
+    code = ("import sys\n"
+            "from cnnstudio.core.errors import ImageError\n"
+            "from cnnstudio.core.io.images import open_checked\n"
+            "open_checked(sys.argv[2]).close()\n"
+            "try:\n"
+            "    open_checked(sys.argv[1])\n"
+            "except ImageError as exc:\n"
+            "    print(exc)\n")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code, str(huge), str(big)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip().endswith(
+        "image too large (12001x12001 = 144,024,001 pixels, above the limit of 144,000,000)")
+    assert "DecompressionBomb" not in done.stderr  # Pillow's raw warning never reaches the terminal

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import itertools
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,6 +41,11 @@ RESIZE_PIL = "squash-bilinear"
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "MPO")
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Pillow's own guard at the studio's limit: it raises (DecompressionBombError, named as "image too
+# large") only at twice it, and its warning in between is replaced by the studio's own refusal
+# below, which names the file and the size; a raw warning would reach the terminal otherwise.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 # EXIF orientation -> the transposition that shows the image upright (as ImageOps.exif_transpose).
 _UPRIGHT = {
@@ -87,7 +93,7 @@ def open_checked(path: str | os.PathLike) -> Image.Image:
     if w * h > MAX_PIXELS:
         img.close()
         raise ImageError(
-            path, f"image too large ({w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is {MAX_PIXELS / 1e6:.0f})"
+            path, f"image too large ({w}x{h} = {w * h:,} pixels, above the limit of {MAX_PIXELS:,})"
         )
     if w < 1 or h < 1:
         img.close()
