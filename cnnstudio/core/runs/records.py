@@ -23,7 +23,7 @@ import json
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -265,6 +265,10 @@ def read_predictions(run_dir, class_names: list[str]) -> Predictions | None:
         image = fields[at["path"]]
         if not image:
             raise RecordError(f"{path}: row {n}: no path")
+        relative = PurePosixPath(image.replace("\\", "/"))
+        if relative.is_absolute() or ".." in relative.parts:
+            # a report embeds the image the row names: only ever one inside the dataset folder
+            raise RecordError(f"{path}: row {n}: {image!r} is not a path inside the dataset folder")
         if image in seen:
             raise RecordError(f"{path}: row {n}: {image} is listed twice (also row {seen[image]})")
         seen[image] = n
