@@ -100,9 +100,10 @@ def cmd_train(args) -> int:
         index.raise_for_errors()
         split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=config.seed)
 
+    trainer = Trainer(index, split, spec, config, out, registry, state=state)  # refuses bad settings first
     say_left_out(index, state, f"{paths.config} (dataset.problems)")
     with stop_on_ctrl_c(state):
-        result = Trainer(index, split, spec, config, out, registry, state=state).run(resume=args.resume)
+        result = trainer.run(resume=args.resume)
 
     metrics = result.metrics or {}
     if args.json:
