@@ -42,7 +42,7 @@ PROGRESS_INTERVAL = 0.1
 
 # Workers that have started and whose last signal has not been delivered yet. Holding them
 # here keeps the Python objects (and their signals) alive until the GUI thread has received it.
-_active: set[Worker] = set()
+_active: dict[Worker, None] = {}  # in the order they started
 
 
 def _takes(fn, name: str) -> bool:
@@ -100,7 +100,7 @@ class Worker(QObject):
         if not _quit_hooked and QCoreApplication.instance() is not None:
             QCoreApplication.instance().aboutToQuit.connect(_finish_on_quit)
             _quit_hooked = True
-        _active.add(self)
+        _active[self] = None
         self.thread = threading.Thread(target=self._main, name=f"cnnstudio-{self.what}", daemon=True)
         self.thread.start()
         return self
@@ -145,7 +145,7 @@ class Worker(QObject):
         return self.fn(*self.args, **self.kwargs)
 
     def _release(self) -> None:
-        _active.discard(self)
+        _active.pop(self, None)
 
     # -- the core's TaskState (called on the job's thread) ---------------------------------
 
@@ -177,7 +177,7 @@ def _finish_on_quit() -> None:
 
 def pending() -> list[Worker]:
     """The workers started and not yet delivered, oldest first."""
-    return sorted(_active, key=lambda w: id(w.thread))
+    return list(_active)
 
 
 def wait_for_all(timeout: float = 120.0) -> bool:
