@@ -5,10 +5,13 @@ Pillow. These tests build a folder of both kinds and compare what each reader gi
 pixel.
 """
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from cnnstudio.core.data.dataset import scan_dataset
 from cnnstudio.core.data.pipeline import ImagePipeline
 from cnnstudio.core.io import fastdecode, images
 
@@ -58,6 +61,9 @@ def mixed(tmp_path_factory):
     save("alpha.png", Image.fromarray(rgba, "RGBA"), False)
     save("photo.bmp", Image.fromarray(photo(100, 80, 11)), False)
     save("photo.webp", Image.fromarray(photo(100, 80, 12)), False, quality=90)
+    save("trailing.jpg", Image.fromarray(photo(200, 150, 13)), False, quality=90)
+    with open(root / "trailing.jpg", "ab") as f:  # data after the image's end, as some cameras add
+        f.write(b"camera trailer")
     return files
 
 
@@ -92,6 +98,29 @@ def test_training_evaluation_and_prediction_see_the_same_pixels(mixed, tmp_path)
             for image, i in zip(x.numpy(), idx.numpy()):
                 np.testing.assert_array_equal(image, predicted[i], err_msg=f"{names[i]}, evaluation")
         assert pipe.recorder.as_list() == []
+        pipe.close()
+
+
+@pytest.mark.parametrize("size", [SIZE, 150])
+def test_a_scanned_folder_gives_the_same_pixels_as_prediction(mixed, tmp_path, size):
+    """Training takes each JPEG's decoding scale from the scan's width and height (no header is
+    parsed per image): it must be the scale prediction finds in the file itself."""
+    root = tmp_path / "data"
+    for i, name in enumerate(sorted(mixed)):
+        dest = root / ("a" if i % 2 else "b") / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(mixed[name][0], dest)
+    index = scan_dataset(root)
+    assert len(index.items) == len(mixed)
+    paths = index.paths()
+    for cache in ("none", "memory"):
+        pipe = ImagePipeline(size, cache=cache, file_kinds=index.file_kinds())
+        seen = 0
+        for x, _, idx in pipe.dataset(paths, None, batch_size=4, with_index=True):
+            for image, i in zip(x.numpy(), idx.numpy()):
+                np.testing.assert_array_equal(image, images.load_array(paths[i], size), err_msg=f"{paths[i]}, {cache}")
+                seen += 1
+        assert seen == len(paths) and pipe.recorder.as_list() == []
         pipe.close()
 
 

@@ -78,7 +78,7 @@ def test_a_file_damaged_after_the_dataset_was_built_is_skipped_and_recorded(data
     paths, labels = data
     pipe = ImagePipeline(16, cache=cache, cache_dir=tmp_path / "cache")
     ds = pipe.dataset(paths, labels, batch_size=4, with_index=True)  # every file probed as plain PNG
-    truncate(paths[2], 0.5)  # cut short: TensorFlow is not asked to decode it
+    truncate(paths[2], 0.5)  # cut short: TensorFlow's decoder fails, Pillow names why
     data9 = bytearray(open(paths[9], "rb").read())
     data9[40:60] = b"\x00" * 20  # the same size and ending, broken inside: TensorFlow fails on it
     open(paths[9], "wb").write(bytes(data9))

@@ -116,9 +116,11 @@ class DatasetIndex:
         chosen = self.items if indices is None else [self.items[i] for i in indices]
         return [str(self.abspath(item)) for item in chosen]
 
-    def file_kinds(self) -> dict[str, tuple[int, int]]:
-        """How each image is decoded, by absolute path, for :class:`cnnstudio.core.data.pipeline.ImagePipeline`."""
-        return {str(self.abspath(item)): (item.kind, item.nbytes) for item in self.items if item.nbytes >= 0}
+    def file_kinds(self) -> dict[str, tuple[int, int, int, int]]:
+        """How each image is decoded, by absolute path, for :class:`cnnstudio.core.data.pipeline.ImagePipeline`:
+        ``(kind, bytes, width, height)``."""
+        return {str(self.abspath(item)): (item.kind, item.nbytes, item.width, item.height)
+                for item in self.items if item.nbytes >= 0}
 
     def labels(self, indices: Iterable[int] | None = None) -> list[int]:
         chosen = self.items if indices is None else [self.items[i] for i in indices]
@@ -353,7 +355,7 @@ class ScanMemory:
     its file decoded again), as is a file that cannot be read.
     """
 
-    VERSION = 1
+    VERSION = 2  # 2: a JPEG or PNG that does not end as one is decoded by Pillow
 
     def __init__(self, root: Path):
         from cnnstudio.core.io.paths import cache_dir

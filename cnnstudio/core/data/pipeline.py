@@ -185,6 +185,15 @@ def _size_text(nbytes: int) -> str:
     return f"{nbytes / (1 << 30):.1f} GB" if nbytes >= 1 << 30 else f"{nbytes / (1 << 20):.0f} MB"
 
 
+_NOT_KNOWN = (fastdecode.KIND_PIL, -1, 0, 0)  # (kind, bytes, width, height) of a file the scan did not see
+
+
+def _entry(known) -> tuple:
+    """A ``file_kinds`` entry as ``(kind, bytes, width, height)``: older callers give the first two."""
+    known = tuple(known or ())
+    return known + _NOT_KNOWN[len(known):]
+
+
 class _Images:
     """One list of files as the pipeline sees it: their kinds, and their cache when there is one."""
 
@@ -195,16 +204,14 @@ class _Images:
         self.mode = mode
         n = len(paths)
         known = pipe.file_kinds
+        widths = heights = np.zeros(n, np.int64)  # not known: a JPEG's header gives its scale
         if known is not None:
-            found = [known.get(p, (fastdecode.KIND_PIL, -1)) for p in self.paths]
-            kinds = np.array([k for k, _ in found], np.int32).reshape(-1)
-            sizes = np.array([b for _, b in found], np.int64).reshape(-1)
+            found = np.array([_entry(known.get(p)) for p in self.paths], np.int64).reshape(-1, 4)
+            kinds, sizes, widths, heights = found[:, 0].astype(np.int32), found[:, 1], found[:, 2], found[:, 3]
         else:
             kinds, sizes = probe_all(self.paths)
-        self.tensors = (
-            T.constant(self.paths, T.string), T.constant(list(labels), T.int32),
-            T.constant(kinds), T.constant(sizes),
-        )
+        branches = fastdecode.branches(kinds, sizes, widths, heights, pipe.image_size)
+        self.tensors = (T.constant(self.paths, T.string), T.constant(list(labels), T.int32), T.constant(branches))
         # Without a cache, the images that decoded are tallied batch by batch instead.
         self.seen = np.zeros(n, bool)
         self.rows = None
@@ -217,11 +224,11 @@ class _Images:
         """``(image, label, index, ok, fresh)`` of one index: decoded, or from the cache when
         ``state`` (what :meth:`_Rows.fetch` said of it) is ready; ``fresh`` when decoded."""
         T = tf()
-        paths, labels, kinds, sizes = self.tensors
+        paths, labels, branches = self.tensors
         size = self.pipe.image_size
 
         def decode():
-            image, ok = self._decode(index, T.gather(paths, index), T.gather(kinds, index), T.gather(sizes, index))
+            image, ok = self._decode(index, T.gather(paths, index), T.gather(branches, index))
             return image, ok, T.constant(True)
 
         if state is None:
@@ -234,22 +241,19 @@ class _Images:
         image.set_shape((size, size, 3))
         return image, T.gather(labels, index), T.cast(index, T.int32), ok, fresh
 
-    def _decode(self, index, path, kind, nbytes):
+    def _decode(self, index, path, branch):
+        """One file's ``(image, ok)``: TensorFlow's decoder for a plain file, Pillow for every
+        other (a file Pillow decodes is read twice: they are few)."""
         T = tf()
         size = self.pipe.image_size
-        plain = T.not_equal(kind, fastdecode.KIND_PIL)
-        data = T.cond(plain, lambda: T.io.read_file(path), lambda: T.constant(b""))
 
-        def fast():
-            return fastdecode.decode_plain(data, kind, size), T.constant(True)
-
-        def slow():
+        def pillow():
             image, ok = T.numpy_function(self._decode_with_pillow, [index, path], [T.uint8, T.bool], stateful=True)
             image.set_shape((None, None, 3))
             ok.set_shape(())
             return fastdecode.resize_uint8(image, size), ok
 
-        return T.cond(T.logical_and(plain, fastdecode.looks_whole(data, kind, nbytes)), fast, slow)
+        return fastdecode.decode_branch(T.io.read_file(path), branch, size, pillow)
 
     def _decode_with_pillow(self, index, path_bytes):
         image, ok = self.pipe._decode_with_pillow(path_bytes)
@@ -290,12 +294,12 @@ class ImagePipeline:
     the caches of the lists it was given (a list given again, e.g. in fine-tuning's second
     phase, is read from its cache), and the recorder of bad files met while reading.
 
-    ``file_kinds`` maps paths to :func:`cnnstudio.core.io.images.probe`'s answer where a scan
-    already knows it; other paths are probed when their dataset is built.
+    ``file_kinds`` maps paths to :func:`cnnstudio.core.io.images.probe`'s answer and the image's
+    width and height where a scan already knows them (the scale a JPEG is decoded at comes from them); other paths are probed when their dataset is built.
     """
 
     def __init__(self, image_size: int, cache: str = "auto", cache_dir: str | os.PathLike | None = None,
-                 file_kinds: dict[str, tuple[int, int]] | None = None):
+                 file_kinds: dict[str, tuple[int, ...]] | None = None):
         self.image_size = int(image_size)
         self.cache = cache
         self.file_kinds = file_kinds

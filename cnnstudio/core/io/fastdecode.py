@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from cnnstudio.core.tf import tf
 
 # How a file is decoded (see cnnstudio.core.io.images.probe): by Pillow, or by TensorFlow as JPEG or PNG.
 KIND_PIL, KIND_JPEG, KIND_PNG = 0, 1, 2
 
 _JPEG_RATIOS = (1, 2, 4, 8)
-_PNG_END = b"IEND\xaeB`\x82"
+# How the pipeline decodes one file (see :func:`branches`): Pillow, JPEG at each of _JPEG_RATIOS, PNG,
+# or JPEG at the ratio its header gives (the size was not known in advance).
+BRANCH_PIL, BRANCH_PNG, BRANCH_JPEG = 0, 1 + len(_JPEG_RATIOS), 2 + len(_JPEG_RATIOS)
 
 
 def resize_uint8(image, size):
@@ -30,17 +34,46 @@ def resize_uint8(image, size):
     return T.cast(T.round(resized), T.uint8)  # bilinear weights are convex: always within 0..255
 
 
-def looks_whole(data, kind, nbytes):
-    """Whether the bytes read are the file the probe saw, ending as a complete JPEG or PNG does.
+def jpeg_ratio_index(height, width, size):
+    """Which of :data:`_JPEG_RATIOS` decodes a ``height`` x ``width`` JPEG for ``size`` px: the
+    largest scale that keeps both sides at least ``size`` (Pillow's ``draft`` rule). Works on
+    NumPy arrays."""
+    fits = np.minimum(height // size, width // size)
+    return sum((fits >= r).astype(np.int64) for r in _JPEG_RATIOS[1:])
 
-    A file cut short after it was probed then goes to Pillow, which names the problem.
+
+def branches(kinds, nbytes, widths, heights, size: int):
+    """Per file, the decoder the pipeline's one ``switch_case`` takes (NumPy, once per list):
+    Pillow for :data:`KIND_PIL` or an unknown size in bytes, the JPEG ratio from the scan's width
+    and height, PNG; :data:`BRANCH_JPEG` (ratio from the header) for a JPEG of unknown size."""
+    kinds, nbytes = np.asarray(kinds), np.asarray(nbytes)
+    widths, heights = np.asarray(widths, np.int64), np.asarray(heights, np.int64)
+    known = (widths > 0) & (heights > 0)
+    jpeg = np.where(known, 1 + jpeg_ratio_index(heights, widths, size), BRANCH_JPEG)
+    out = np.where(kinds == KIND_JPEG, jpeg, np.where(kinds == KIND_PNG, BRANCH_PNG, BRANCH_PIL))
+    return np.where(nbytes >= 0, out, BRANCH_PIL).astype(np.int32)
+
+
+def decode_branch(data, branch, size, pillow):
+    """One file's ``(image, ok)`` by its :func:`branches` entry, in one ``switch_case`` and as few
+    ops as can be: in a ``tf.data`` function each op costs about 10 µs, so every conditional or
+    check per image would take a few per cent of a 224 px decode. The probe already sent to
+    Pillow what TensorFlow should not see (files that do not end as a JPEG or PNG does); a file
+    damaged after the scan makes TensorFlow's decoder fail, and the pipeline then asks Pillow
+    what is wrong with it. ``pillow()`` returns Pillow's ``(image, ok)``.
     """
     T = tf()
-    n = T.strings.length(data)
-    jpeg_end = T.strings.substr(data, T.maximum(n - 2, 0), 2) == b"\xff\xd9"
-    png_end = T.strings.substr(data, T.maximum(n - 8, 0), 8) == _PNG_END
-    ends = T.where(T.equal(kind, KIND_JPEG), jpeg_end, png_end)
-    return T.logical_and(T.equal(T.cast(n, T.int64), T.cast(nbytes, T.int64)), ends)
+
+    def jpeg_at(r):
+        return lambda: (resize_uint8(T.io.decode_jpeg(data, channels=3, ratio=r), size), T.constant(True))
+
+    def png():
+        return resize_uint8(T.io.decode_png(data, channels=3, dtype=T.uint8), size), T.constant(True)
+
+    def jpeg():
+        return decode_plain(data, KIND_JPEG, size), T.constant(True)
+
+    return T.switch_case(branch, [pillow, *(jpeg_at(r) for r in _JPEG_RATIOS), png, jpeg])
 
 
 def decode_plain(data, kind, size):

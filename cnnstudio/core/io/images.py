@@ -199,13 +199,27 @@ def _kind(img: Image.Image, path) -> int:
     if img.mode not in ("RGB", "L") or _orientation(img) != 1 or "transparency" in img.info:
         return KIND_PIL
     if img.format == "JPEG":
-        return KIND_JPEG
+        return KIND_JPEG if _ends_with(path, _JPEG_END) else KIND_PIL
     if img.format == "PNG" and getattr(img, "n_frames", 1) == 1:
         with open(path, "rb") as f:
             depth, colour = f.read(26)[24:26]  # IHDR: bit depth, colour type (0 grey, 2 RGB)
-        if depth == 8 and colour in (0, 2):
+        if depth == 8 and colour in (0, 2) and _ends_with(path, _PNG_END):
             return KIND_PNG
     return KIND_PIL
+
+
+# A file cut short (or with data after its image) goes to Pillow, which names the problem or
+# decodes what is there; TensorFlow's decoders would only log a line of their own.
+_JPEG_END, _PNG_END = b"\xff\xd9", b"IEND\xaeB`\x82"
+
+
+def _ends_with(path, end: bytes) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < len(end):
+            return False
+        f.seek(-len(end), os.SEEK_END)
+        return f.read(len(end)) == end
 
 
 def decoded_array(path: str | os.PathLike, size: int) -> np.ndarray:
