@@ -226,24 +226,23 @@ class _Images:
         T = tf()
         paths, labels, branches = self.tensors
         size = self.pipe.image_size
-
-        def decode():
-            image, ok = self._decode(index, T.gather(paths, index), T.gather(branches, index))
-            return image, ok, T.constant(True)
-
+        branch = T.gather(branches, index)
         if state is None:
-            image, ok, fresh = decode()
-        else:
-            image, ok, fresh = T.case([
-                (T.equal(state, _READY), lambda: (row, T.constant(True), T.constant(False))),
-                (T.equal(state, _BAD), lambda: (row, T.constant(False), T.constant(False))),  # not tried again
-            ], default=decode)
+            image, ok = self._decode(index, T.gather(paths, index), branch)
+            fresh = T.constant(True)
+        else:  # one switch for the cache's answer and the decoders: a cached image reads no file
+            cached, bad = fastdecode.BRANCHES, fastdecode.BRANCHES + 1
+            branch = T.where(T.equal(state, _READY), cached, T.where(T.equal(state, _BAD), bad, branch))
+            image, ok = self._decode(index, T.gather(paths, index), branch, more=(
+                lambda: (row, T.constant(True)),
+                lambda: (row, T.constant(False)),  # not tried again
+            ))
+            fresh = T.less(branch, cached)
         image.set_shape((size, size, 3))
         return image, T.gather(labels, index), T.cast(index, T.int32), ok, fresh
 
-    def _decode(self, index, path, branch):
-        """One file's ``(image, ok)``: TensorFlow's decoder for a plain file, Pillow for every
-        other (a file Pillow decodes is read twice: they are few)."""
+    def _decode(self, index, path, branch, more=()):
+        """One file's ``(image, ok)``: TensorFlow's decoder for a plain file, Pillow for every other."""
         T = tf()
         size = self.pipe.image_size
 
@@ -253,7 +252,7 @@ class _Images:
             ok.set_shape(())
             return fastdecode.resize_uint8(image, size), ok
 
-        return fastdecode.decode_branch(T.io.read_file(path), branch, size, pillow)
+        return fastdecode.decode_branch(path, branch, size, pillow, more)
 
     def _decode_with_pillow(self, index, path_bytes):
         image, ok = self.pipe._decode_with_pillow(path_bytes)

@@ -25,6 +25,7 @@ _JPEG_RATIOS = (1, 2, 4, 8)
 # How the pipeline decodes one file (see :func:`branches`): Pillow, JPEG at each of _JPEG_RATIOS, PNG,
 # or JPEG at the ratio its header gives (the size was not known in advance).
 BRANCH_PIL, BRANCH_PNG, BRANCH_JPEG = 0, 1 + len(_JPEG_RATIOS), 2 + len(_JPEG_RATIOS)
+BRANCHES = BRANCH_JPEG + 1  # the decoders' count: callers' own branches come after
 
 
 def resize_uint8(image, size):
@@ -54,26 +55,28 @@ def branches(kinds, nbytes, widths, heights, size: int):
     return np.where(nbytes >= 0, out, BRANCH_PIL).astype(np.int32)
 
 
-def decode_branch(data, branch, size, pillow):
+def decode_branch(path, branch, size, pillow, more=()):
     """One file's ``(image, ok)`` by its :func:`branches` entry, in one ``switch_case`` and as few
     ops as can be: in a ``tf.data`` function each op costs about 10 µs, so every conditional or
     check per image would take a few per cent of a 224 px decode. The probe already sent to
     Pillow what TensorFlow should not see (files that do not end as a JPEG or PNG does); a file
     damaged after the scan makes TensorFlow's decoder fail, and the pipeline then asks Pillow
-    what is wrong with it. ``pillow()`` returns Pillow's ``(image, ok)``.
+    what is wrong with it. ``pillow()`` returns Pillow's ``(image, ok)``; ``more`` are further
+    branches (numbered from :data:`BRANCHES`), e.g. an image read from a cache.
     """
     T = tf()
 
     def jpeg_at(r):
-        return lambda: (resize_uint8(T.io.decode_jpeg(data, channels=3, ratio=r), size), T.constant(True))
+        return lambda: (resize_uint8(T.io.decode_jpeg(T.io.read_file(path), channels=3, ratio=r), size),
+                        T.constant(True))
 
     def png():
-        return resize_uint8(T.io.decode_png(data, channels=3, dtype=T.uint8), size), T.constant(True)
+        return resize_uint8(T.io.decode_png(T.io.read_file(path), channels=3, dtype=T.uint8), size), T.constant(True)
 
     def jpeg():
-        return decode_plain(data, KIND_JPEG, size), T.constant(True)
+        return decode_plain(T.io.read_file(path), KIND_JPEG, size), T.constant(True)
 
-    return T.switch_case(branch, [pillow, *(jpeg_at(r) for r in _JPEG_RATIOS), png, jpeg])
+    return T.switch_case(branch, [pillow, *(jpeg_at(r) for r in _JPEG_RATIOS), png, jpeg, *more])
 
 
 def decode_plain(data, kind, size):
