@@ -24,7 +24,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from cnnstudio.core.errors import WriteFailed
+from cnnstudio.core.errors import StudioError, WriteFailed
 
 # What a failed write says, by errno: lower-case, as a user reads it after the file's name.
 WRITE_REASONS = {
@@ -41,6 +41,7 @@ _PHRASES = {
     "read-only file system": errno.EROFS,
     "permission denied": errno.EACCES,
     "disk quota exceeded": errno.EDQUOT,
+    "database or disk is full": errno.ENOSPC,  # SQLite's (a search's study)
 }
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -58,8 +59,21 @@ def write_failure(path: str | os.PathLike, exc: BaseException) -> WriteFailed | 
     text = str(exc).lower()
     for phrase, code in _PHRASES.items():
         if phrase in text:
-            return WriteFailed(path, phrase, code)
+            return WriteFailed(path, WRITE_REASONS[code], code)
     return None
+
+
+def disk_failure(path: str | os.PathLike, exc: BaseException) -> WriteFailed | None:
+    """For an error of code that reads as well as writes (TensorFlow's file operations in a
+    training): a full or read-only disk, as :class:`WriteFailed` naming ``path``; anything else,
+    a file it could not read included, is None."""
+    if isinstance(exc, StudioError):
+        return None
+    failure = write_failure(path, exc)
+    return failure if failure is not None and failure.errno in _DISK_ERRNOS else None
+
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 
 def write_failed(path: str | os.PathLike, exc: OSError) -> WriteFailed:

@@ -20,6 +20,7 @@ import numpy as np
 from cnnstudio.core.data.dataset import DatasetIndex, Split
 from cnnstudio.core.data.pipeline import ImagePipeline, cache_mode_for
 from cnnstudio.core.errors import Cancelled, StudioError
+from cnnstudio.core.io.atomic import disk_failure
 from cnnstudio.core.io.hashing import content_hashes
 from cnnstudio.core.io.lock import hold_folder
 from cnnstudio.core.model.spec import ModelSpec
@@ -150,6 +151,13 @@ class Trainer:
             seconds = prior_seconds + time.perf_counter() - t0
             self.state.on_end(EndEvent("cancelled", len(history), seconds))
             return RunResult(self.run_dir, "cancelled", len(history), history, None, seconds, pipe.recorder.as_list())
+        except Exception as exc:
+            # TensorFlow's own file operations fail with its errors (a full disk is a
+            # ResourceExhaustedError): one line naming the run folder, as the studio's own writes.
+            failure = disk_failure(self.run_dir, exc)
+            if failure is None:
+                raise
+            raise failure from exc
         finally:
             pipe.close()
 
