@@ -157,6 +157,22 @@ def test_cache_writes_that_fail_after_the_reservation_only_cost_decoding(data, t
     pipe.close()
 
 
+def test_a_full_disk_under_tensorflow_s_own_file_operations_is_one_line(data, tmp_path, capsys, monkeypatch):
+    """TensorFlow reports a full disk as a ResourceExhaustedError of dozens of lines: the run ends
+    with one line naming its folder instead."""
+    from cnnstudio.core.tf import tf
+    from cnnstudio.core.training import trainer
+
+    def fit(self, *args, **kwargs):
+        raise tf().errors.ResourceExhaustedError(None, None, "/somewhere/x.tmp; No space left on device")
+
+    monkeypatch.setattr(trainer.Trainer, "_fit", fit)
+    run = tmp_path / "run"
+    code = main(["train", str(data), "--out", str(run), "--epochs", "1", *TINY])
+    assert code == 1
+    assert one_line_error(capsys.readouterr().err, "train") == f"{run}: no space left on device"
+
+
 # ----------------------------------------------------------------------------- export
 
 
