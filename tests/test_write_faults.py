@@ -157,6 +157,23 @@ def test_cache_writes_that_fail_after_the_reservation_only_cost_decoding(data, t
     pipe.close()
 
 
+def test_a_full_bottleneck_cache_costs_only_time(data, tmp_path, capsys, monkeypatch):
+    """The feature cache lives outside the run: when its disk is full the run trains on the
+    features it computed, and says in one line that they were not cached."""
+    with small_disk(tmp_path / "cache", "3m", monkeypatch) as disk:
+        monkeypatch.setenv("CNNSTUDIO_CACHE_DIR", str(disk.folder))
+        disk.fill()
+        run = tmp_path / "run"
+        code = main(["train", str(data), "--out", str(run), "--model", "vgg16", "--weights", "none",
+                     "--image-size", "32", "--mode", "extract", "--bottleneck", "--epochs", "1", "--batch-size", "8"])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert "Traceback" not in err
+        (note,) = [line for line in err.splitlines() if "bottleneck features not cached" in line]
+        assert str(disk.folder) in note and "no space left on device" in note
+        assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 1
+
+
 def test_a_full_disk_under_tensorflow_s_own_file_operations_is_one_line(data, tmp_path, capsys, monkeypatch):
     """TensorFlow reports a full disk as a ResourceExhaustedError of dozens of lines: the run ends
     with one line naming its folder instead."""

@@ -366,13 +366,18 @@ class Trainer:
         else:
             extractor = transfer.feature_extractor(model)
             features = {}
+            unsaved = None
             for part, items in parts.items():
                 features[part] = transfer.extract_features(
                     extractor, pipe, self.index.paths(items), self.index.labels(items), c.batch_size,
                     state=self.state, task=f"computing {part} bottleneck features",
                 )
-                cache.save(part, features[part])
-            self.state.on_status(f"bottleneck features cached in {cache.folder}")
+                try:
+                    cache.save(part, features[part])
+                except OSError as exc:  # a full cache folder only costs the next run the time
+                    unsaved = unsaved or exc
+            self.state.on_status(f"bottleneck features not cached ({unsaved}); the run trains on them all the same"
+                                 if unsaved else f"bottleneck features cached in {cache.folder}")
             removed = cache.prune()
             if removed:
                 self.state.on_status(f"the bottleneck cache dropped {len(removed)} least recently used feature "
