@@ -193,19 +193,27 @@ def test_a_full_disk_under_tensorflow_s_own_file_operations_is_one_line(data, tm
 # ----------------------------------------------------------------------------- export
 
 
-@pytest.mark.parametrize("fmt, name", [("keras", "model.keras"), ("tflite", "model.tflite")])
+def _contents(path: Path) -> dict:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p.relative_to(path.parent)): p.read_bytes() for p in files}
+
+
+@pytest.mark.parametrize("fmt, name", [("keras", "model.keras"), ("tflite", "model.tflite"),
+                                       ("savedmodel", "savedmodel")])
 def test_an_export_onto_a_full_disk_keeps_the_previous_one(finished_run, tmp_path, capsys, monkeypatch, fmt, name):
     with small_disk(tmp_path / "disk", "3m", monkeypatch) as disk:
+        if fmt == "savedmodel" and not disk.real:
+            pytest.skip("TensorFlow writes a SavedModel past Python's file objects: only a real full disk stops it")
         target = disk.folder / name
         assert main(["export", str(finished_run), "--format", fmt, "--out", str(target)]) == 0
-        before = target.read_bytes()
+        before = _contents(target)
         capsys.readouterr()
         disk.fill()
         code = main(["export", str(finished_run), "--format", fmt, "--out", str(target)])
         err = capsys.readouterr().err
         assert code == 1
         assert one_line_error(err, "export") == f"{target}: no space left on device"
-        assert target.read_bytes() == before and left_over(disk.folder) == []
+        assert _contents(target) == before and left_over(disk.folder) == []
 
 
 def test_an_export_into_a_read_only_folder_keeps_the_previous_one(finished_run, tmp_path, capsys):

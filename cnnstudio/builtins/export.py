@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnstudio.core.errors import ImageError, StudioError
-from cnnstudio.core.io.atomic import write_failure
+from cnnstudio.core.io.atomic import disk_failure, write_failure
 from cnnstudio.core.tasks import TaskState, check_stop, quiet
 from cnnstudio.plugins import ExportContext, ExporterProvider
 
@@ -333,6 +333,8 @@ def _write_savedmodel(model, folder: Path, size: int) -> None:
     try:
         model.export(str(folder), format="tf_saved_model", verbose=False, input_signature=[spec])
     except Exception as exc:
+        if disk_failure(folder, exc) is not None:
+            raise  # a full or read-only disk: named by the atomic write that holds ``folder``
         raise ExportError(f"cannot write a SavedModel ({_one_line(exc)})") from exc
 
 
@@ -379,7 +381,13 @@ def _tflite_bytes(model, size: int, fmt: str, representative: np.ndarray | None)
         return c
 
     with tempfile.TemporaryDirectory(prefix="cnnstudio-export-") as saved:
-        _write_savedmodel(model, Path(saved), size)
+        try:
+            _write_savedmodel(model, Path(saved), size)
+        except Exception as exc:  # the converter's SavedModel goes to the temporary folder
+            failure = disk_failure(Path(saved).parent, exc)
+            if failure is None:
+                raise
+            raise failure from exc
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
