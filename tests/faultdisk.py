@@ -17,6 +17,7 @@ import errno
 import functools
 import io
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -177,13 +178,14 @@ def read_only(folder: Path):
 
     folder = Path(folder)
     if can_mount():
-        with tempfile.TemporaryDirectory() as keep:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder.parent) as keep:
             saved = Path(keep) / "saved"
             if folder.exists():
-                os.rename(folder, saved)  # on the same file system as the folder (tmp_path)
+                os.rename(folder, saved)  # kept aside while the tmpfs covers the folder's name
             folder.mkdir(parents=True)
-            assert _run("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)).returncode == 0
             try:
+                assert _run("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)).returncode == 0
                 if saved.exists():
                     for item in saved.iterdir():
                         _copy(item, folder / item.name)
@@ -210,8 +212,6 @@ def read_only(folder: Path):
 
 
 def _copy(src: Path, dst: Path) -> None:
-    import shutil
-
     if src.is_dir():
         shutil.copytree(src, dst)
     else:
