@@ -44,6 +44,9 @@ _PHRASES = {
     "database or disk is full": errno.ENOSPC,  # SQLite's (a search's study)
 }
 
+# What a full or read-only disk looks like (unlike "permission denied", never a file not readable).
+_DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 PDF_END = b"%%EOF"
 
@@ -71,9 +74,6 @@ def disk_failure(path: str | os.PathLike, exc: BaseException) -> WriteFailed | N
         return None
     failure = write_failure(path, exc)
     return failure if failure is not None and failure.errno in _DISK_ERRNOS else None
-
-
-_DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 
 def write_failed(path: str | os.PathLike, exc: OSError) -> WriteFailed:
