@@ -333,6 +333,28 @@ def test_a_trial_that_cannot_train_is_recorded_failed_and_the_search_goes_on(dat
     assert not (tmp_path / "search" / "best.json").exists()
 
 
+def test_a_full_disk_stops_the_search_in_one_line_and_a_resume_runs_the_trial_again(data, registry, tmp_path,
+                                                                                     monkeypatch):
+    """A failed write would fail every later trial too: the search stops with it (not a column of
+    failed trials), the trial left running, and the resumed search trains it."""
+    import errno
+
+    from cnnstudio.core.errors import WriteFailed
+
+    out = tmp_path / "search"
+    space = {"train.learning_rate": {"choices": [0.01]}}
+    with monkeypatch.context() as patch:
+        def full(self, resume=False):
+            raise WriteFailed(self.run_dir / "checkpoints" / "last.keras", "no space left on device", errno.ENOSPC)
+
+        patch.setattr(Trainer, "run", full)
+        with pytest.raises(WriteFailed, match=r"last\.keras: no space left on device$"):
+            search(data, registry, out, space=space, trials=1).run()
+    assert [r.status for r in read_search(out).trials] == ["running"]
+    result = search(data, registry, out, space=None, trials=1).run()
+    assert [(r.number, r.status) for r in result.trials] == [(0, "complete")]
+
+
 def test_search_refuses_settings_it_cannot_honour(data, registry, tmp_path):
     with pytest.raises(StudioError, match="give a number of trials or a time limit"):
         search(data, registry, tmp_path, trials=None)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnstudio.core.errors import ImageError, StudioError
+from cnnstudio.core.io.atomic import disk_failure, write_failure
 from cnnstudio.core.tasks import TaskState, check_stop, quiet
 from cnnstudio.plugins import ExportContext, ExporterProvider
 
@@ -217,6 +218,8 @@ def _guarded(exporter: ExporterProvider, step: str, function, *args):
     except StudioError:
         raise
     except Exception as exc:
+        if step == "write" and write_failure("", exc) is not None:
+            raise  # a full or read-only disk: the atomic write names the file and the cause
         raise ExportError(f"export format {exporter.id!r}: {step} failed ({type(exc).__name__}: "
                           f"{_one_line(exc)})") from exc
 
@@ -291,33 +294,22 @@ def _atomic_file(path: Path):
         yield tmp
 
 
-@contextlib.contextmanager
 def _atomic_folder(path: Path):
-    """A new folder beside ``path``; on success it replaces ``path`` (an earlier export), else it is removed."""
-    from cnnstudio.core.io.atomic import usual_mode
+    from cnnstudio.core.io.atomic import atomic_folder
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        usual_mode(tmp, 0o777)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return atomic_folder(path)
 
 
 # ----------------------------------------------------------------------------- formats
 
 
 def _write_keras(model, path: Path, context: ExportContext) -> None:
+    from cnnstudio.core.io.atomic import keras_archive_problem
+
     shutil.copyfile(context.model_file, path)
+    problem = keras_archive_problem(path)  # a copy cut short by a full disk (sendfile says nothing)
+    if problem:
+        raise ExportError(f"{path}: the copy is incomplete ({problem})")
 
 
 def _load_keras(path: Path):
@@ -341,6 +333,8 @@ def _write_savedmodel(model, folder: Path, size: int) -> None:
     try:
         model.export(str(folder), format="tf_saved_model", verbose=False, input_signature=[spec])
     except Exception as exc:
+        if disk_failure(folder, exc) is not None:
+            raise  # a full or read-only disk: named by the atomic write that holds ``folder``
         raise ExportError(f"cannot write a SavedModel ({_one_line(exc)})") from exc
 
 
@@ -387,7 +381,13 @@ def _tflite_bytes(model, size: int, fmt: str, representative: np.ndarray | None)
         return c
 
     with tempfile.TemporaryDirectory(prefix="cnnstudio-export-") as saved:
-        _write_savedmodel(model, Path(saved), size)
+        try:
+            _write_savedmodel(model, Path(saved), size)
+        except Exception as exc:  # the converter's SavedModel goes to the temporary folder
+            failure = disk_failure(Path(saved).parent, exc)
+            if failure is None:
+                raise
+            raise failure from exc
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:

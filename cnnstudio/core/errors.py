@@ -46,3 +46,19 @@ class ImageError(StudioError):
 class ModelFileError(StudioError):
     """A ``.keras`` file is not one the studio loads: not a Keras archive, or it holds a layer or
     function that could run code of the file's choosing (a ``Lambda``, say)."""
+
+
+class WriteFailed(StudioError, OSError):
+    """A file could not be written: ``PATH: no space left on device``, ``PATH: read-only file
+    system``, ``PATH: permission denied``. The previous file at ``path`` is left as it was.
+
+    It is an :class:`OSError` too (with ``errno`` and ``strerror``), so a caller for whom a write
+    is optional (a cache) keeps treating it as one."""
+
+    def __init__(self, path, reason: str, errno: int | None = None):
+        OSError.__init__(self, errno, reason, str(path))
+        self.path = str(path)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"

@@ -64,6 +64,15 @@ def _write_report(run: str, target: Path) -> Path:
     return target
 
 
+def _copy_bundle(bundle: Path, target: Path) -> Path:
+    """The bundle folder copied whole to ``target`` or not at all (a full disk: one line)."""
+    from cnnstudio.core.io.atomic import atomic_folder
+
+    with atomic_folder(target) as tmp:
+        shutil.copytree(bundle, tmp, dirs_exist_ok=True)
+    return target
+
+
 def _load_tensorflow() -> dict:
     """Import TensorFlow and Keras (seconds) and name the compute device; runs in a worker."""
     from cnnstudio.core.tf import device_description, keras, tf
@@ -557,7 +566,7 @@ class MainWindow(QMainWindow):
         if target.exists():
             errors.show_error(self, "Not exported", f"{target} already exists; choose another folder")
             return None
-        worker = Worker(shutil.copytree, bundle, target)
+        worker = Worker(_copy_bundle, bundle, target)
         self.session.track(worker.describe(f"Exporting the model to {target}...", writes=True), worker.what)
         self._export_target = target
         worker.finished.connect(self._exported)

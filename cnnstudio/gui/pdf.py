@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QMarginsF, QRectF, QSizeF, Qt, QUrl
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMarginsF, QRectF, QSizeF, Qt, QUrl
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -32,7 +32,8 @@ from PySide6.QtGui import (
 from PySide6.QtSvg import QSvgRenderer
 from PySide6.QtWidgets import QApplication
 
-from cnnstudio.core.io.atomic import atomic_path
+from cnnstudio.core.errors import WriteFailed
+from cnnstudio.core.io.atomic import atomic_write_bytes, pdf_problem
 from cnnstudio.core.report import comparison_parts, run_report_parts
 
 _app = None
@@ -73,16 +74,32 @@ def html_to_pdf(html: str, resources: dict[str, tuple[str, bytes]], out_path, ti
         doc.addResource(QTextDocument.ResourceType.ImageResource, QUrl(name), img)
     doc.setHtml(html)
     out_path = Path(out_path)
-    with atomic_path(out_path, suffix=".pdf") as tmp:
-        writer = QPdfWriter(str(tmp))
-        writer.setTitle(title)
-        writer.setCreator("CNN Studio")
-        writer.setResolution(300)
-        writer.setPageLayout(QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,
-                                         QMarginsF(15, 15, 15, 15), QPageLayout.Unit.Millimeter))
-        _print(doc, writer)
-        del writer  # finishes the file
+    # Qt's writer drops its write errors (a full disk gave an 8 KB file without its end), so the
+    # PDF is made in memory, checked whole, and written by the atomic writer, whose errors say why.
+    buffer = QBuffer()
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    writer = QPdfWriter(buffer)
+    writer.setTitle(title)
+    writer.setCreator("CNN Studio")
+    writer.setResolution(300)
+    writer.setPageLayout(QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,
+                                     QMarginsF(15, 15, 15, 15), QPageLayout.Unit.Millimeter))
+    _print(doc, writer)
+    del writer  # finishes the PDF
+    buffer.close()
+    data = bytes(buffer.data())
+    problem = pdf_problem(data)
+    if problem:
+        raise WriteFailed(out_path, f"Qt's PDF writer did not finish the file ({problem})")
+    atomic_write_bytes(out_path, data, check=_ends_the_pdf)
     return out_path
+
+
+def _ends_the_pdf(path: Path) -> str | None:
+    """The written file's last bytes, read back: still the end of a PDF."""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 64))
+        return pdf_problem(f.read())
 
 
 def _print(doc: QTextDocument, writer: QPdfWriter) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from faultdisk import read_only
 from helpers import trained_run
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
@@ -77,3 +78,19 @@ def test_no_report_without_a_run(qtbot, shown_errors):
     qtbot.addWidget(window)
     assert window.export_report() is None
     assert shown_errors and shown_errors[0][0] == "No report to export"
+
+
+def test_a_report_that_cannot_be_written_is_a_one_line_error_and_the_old_one_stays(
+        qtbot, window_with_run, tmp_path, monkeypatch, shown_errors):
+    window, run = window_with_run
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    target = folder / "report.pdf"
+    target.write_bytes(b"%PDF-1.4 the previous report %%EOF")
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    with read_only(folder) as reason:
+        assert window.export_report() is not None
+        qtbot.waitUntil(lambda: bool(shown_errors), timeout=120_000)
+        assert shown_errors == [("The report could not be written", f"{target}: {reason}", "")]
+        assert target.read_bytes() == b"%PDF-1.4 the previous report %%EOF"
+        qtbot.waitUntil(lambda: window.session.activity() == "", timeout=5000)

@@ -189,3 +189,23 @@ def test_the_epoch_axis_has_whole_numbers_only(panel):
         ticks = [v for _spacing, values in axis.tickValues(low, high, pixels) for v in values]
         assert ticks and all(float(v).is_integer() for v in ticks), (low, high, ticks)
     assert {1.0, 2.0, 3.0, 4.0} <= {v for _s, values in axis.tickValues(0, 4, 400) for v in values}
+
+
+def test_a_full_disk_ends_the_run_with_a_one_line_error(qtbot, panel, monkeypatch, shown_errors):
+    """The run's folder fills up at the first checkpoint: one line naming the file and the cause
+    (no details to unfold, no crash), and the panel is ready to start again."""
+    import re
+
+    from faultdisk import small_disk
+
+    panel.session.set_train_config(dataclasses.replace(panel.session.train_config, epochs=2))
+    with small_disk(panel.session.runs_folder(), "3m", monkeypatch) as disk:
+        disk.fill(room=16 << 10)  # the run folder and its config.json, not a model
+        assert panel.start() is not None
+        qtbot.waitUntil(lambda: bool(shown_errors), timeout=TIMEOUT)
+        (title, message, details), = shown_errors
+        assert title == "Training failed" and details == ""
+        assert re.fullmatch(re.escape(str(panel.run_dir / "checkpoints")) + r"/[\w.]+: no space left on device",
+                            message), message
+        qtbot.waitUntil(lambda: not panel.is_training(), timeout=TIMEOUT)
+        assert panel.start_button.isEnabled() and panel.session.job == ""

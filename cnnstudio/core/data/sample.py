@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cnnstudio.core.io.atomic import make_folder, write_failed
 from cnnstudio.core.io.paths import data_dir
 from cnnstudio.core.tasks import TaskState, check_stop, quiet
 
@@ -53,10 +54,16 @@ def sample_dataset_path(*, state: TaskState | None = None) -> Path:
     target = data_dir() / "samples" / SAMPLE_NAME
     if (target / MARKER).is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SAMPLE_NAME}.", suffix=".tmp", dir=target.parent))
+    make_folder(target.parent)
     try:
-        generate_sample(tmp, state=state)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{SAMPLE_NAME}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise write_failed(target, exc) from None
+    try:
+        try:
+            generate_sample(tmp, state=state)
+        except OSError as exc:  # a full or read-only data folder: one line naming it
+            raise write_failed(target, exc) from exc
         if target.exists() and not (target / MARKER).is_file():
             # Left by an older, non-atomic writer or damaged by hand: it is ours to replace.
             shutil.rmtree(target, ignore_errors=True)

@@ -43,7 +43,7 @@ import numpy as np
 
 from cnnstudio.core.data.dataset import DatasetIndex, Split
 from cnnstudio.core.data.fingerprint import dataset_fingerprint
-from cnnstudio.core.errors import StudioError
+from cnnstudio.core.errors import StudioError, WriteFailed
 from cnnstudio.core.io.atomic import atomic_write_json, read_json
 from cnnstudio.core.io.lock import hold_folder
 from cnnstudio.core.model.spec import AugmentSpec, ModelSpec
@@ -846,6 +846,11 @@ class Search:
             for row in (saved or {}).get("history", []):
                 relay.report(int(row["epoch"]) - 1, row.get(self.objective))
             result = trainer.run(resume=saved is not None)
+        except WriteFailed:
+            # A full or read-only disk would fail every trial after this one too: the search stops
+            # in one line, the trial left running, so a resumed search runs it again.
+            record.seconds = prior + time.perf_counter() - t0
+            raise
         except Exception as exc:  # a trial that cannot train is recorded; the search goes on
             record.seconds = prior + time.perf_counter() - t0
             record.status = "failed"

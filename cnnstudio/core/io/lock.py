@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cnnstudio.core.errors import StudioError
+from cnnstudio.core.io.atomic import write_failed
 
 LOCK_NAME = ".cnnstudio-lock"
 
@@ -81,7 +82,7 @@ def hold_folder(folder, doing: str = "trained"):
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise StudioError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+        raise write_failed(folder, exc) from None
     try:
         try:
             _try_lock(fd)

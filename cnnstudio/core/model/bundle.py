@@ -27,7 +27,7 @@ import numpy as np
 from cnnstudio import __version__
 from cnnstudio.core.errors import BundleError, ModelFileError
 from cnnstudio.core.evaluation.calibration import apply_temperature
-from cnnstudio.core.io.atomic import atomic_save_model, atomic_write_json, read_json
+from cnnstudio.core.io.atomic import atomic_save_model, atomic_write_json, make_folder, read_json
 from cnnstudio.core.io.images import RESIZE, RESIZE_PIL, load_batches
 from cnnstudio.core.tf.preprocessing import APPLICATION_MODULE, RESCALE
 from cnnstudio.core.tf.seeding import load_model
@@ -41,8 +41,7 @@ MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
 def save_bundle(model, folder, *, class_names: list[str], spec, weights: dict | None = None) -> Path:
     """Write the model and what it needs to predict; ``weights`` records where the base's weights
     came from (random weights are labelled as such wherever the bundle is shown)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(folder)
     atomic_save_model(model, folder / MODEL_FILE)
     preprocessing = _preprocessing_of(model)
     atomic_write_json(

@@ -267,9 +267,9 @@ class BottleneckCache:
             pass
 
     def save(self, part: str, features: Features) -> None:
-        from cnnstudio.core.io.atomic import atomic_path
+        from cnnstudio.core.io.atomic import atomic_path, make_folder
 
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(self.folder)
         path = self.folder / f"{part}.npz"
         with atomic_path(path, suffix=".npz") as tmp:
             with open(tmp, "wb") as f:

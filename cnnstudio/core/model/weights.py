@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnstudio.core.errors import WeightsError
+from cnnstudio.core.io.atomic import make_folder
 from cnnstudio.core.io.hashing import file_digest
 from cnnstudio.core.tasks import TaskState, quiet
 
@@ -117,7 +118,7 @@ def fetch(wf: WeightsFile, display_name: str, *, state: TaskState | None = None)
     from cnnstudio.core.tf import keras
 
     # Keras falls back to a temporary folder when its cache folder does not exist yet.
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(target.parent)
     done = threading.Event()
 
     def watch():

@@ -20,6 +20,7 @@ import numpy as np
 from cnnstudio.core.data.dataset import DatasetIndex, Split
 from cnnstudio.core.data.pipeline import ImagePipeline, cache_mode_for
 from cnnstudio.core.errors import Cancelled, StudioError
+from cnnstudio.core.io.atomic import disk_failure
 from cnnstudio.core.io.hashing import content_hashes
 from cnnstudio.core.io.lock import hold_folder
 from cnnstudio.core.model.spec import ModelSpec
@@ -150,6 +151,13 @@ class Trainer:
             seconds = prior_seconds + time.perf_counter() - t0
             self.state.on_end(EndEvent("cancelled", len(history), seconds))
             return RunResult(self.run_dir, "cancelled", len(history), history, None, seconds, pipe.recorder.as_list())
+        except Exception as exc:
+            # TensorFlow's own file operations fail with its errors (a full disk is a
+            # ResourceExhaustedError): one line naming the run folder, as the studio's own writes.
+            failure = disk_failure(self.run_dir, exc)
+            if failure is None:
+                raise
+            raise failure from exc
         finally:
             pipe.close()
 
@@ -358,13 +366,18 @@ class Trainer:
         else:
             extractor = transfer.feature_extractor(model)
             features = {}
+            unsaved = None
             for part, items in parts.items():
                 features[part] = transfer.extract_features(
                     extractor, pipe, self.index.paths(items), self.index.labels(items), c.batch_size,
                     state=self.state, task=f"computing {part} bottleneck features",
                 )
-                cache.save(part, features[part])
-            self.state.on_status(f"bottleneck features cached in {cache.folder}")
+                try:
+                    cache.save(part, features[part])
+                except OSError as exc:  # a full cache folder only costs the next run the time
+                    unsaved = unsaved or exc
+            self.state.on_status(f"bottleneck features not cached ({unsaved}); the run trains on them all the same"
+                                 if unsaved else f"bottleneck features cached in {cache.folder}")
             removed = cache.prune()
             if removed:
                 self.state.on_status(f"the bottleneck cache dropped {len(removed)} least recently used feature "

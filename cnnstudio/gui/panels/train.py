@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from cnnstudio.core.errors import StudioError
+from cnnstudio.core.io.atomic import write_failed
 from cnnstudio.core.runs.folder import run_folder_name
 from cnnstudio.core.runs.records import RunRecords
 from cnnstudio.core.training.config import OPTIMIZERS
@@ -310,9 +311,6 @@ class TrainPanel(QWidget):
         except StudioError as exc:
             errors.show_error(self, "Cannot start training", str(exc))
             return None
-        except OSError as exc:
-            errors.show_error(self, "Cannot start training", f"cannot create the run folder: {exc}")
-            return None
 
         self.run_dir = run_dir
         worker = TrainWorker(s.index, split, s.spec, config, run_dir, s.registry)
@@ -369,7 +367,10 @@ class TrainPanel(QWidget):
         while run_dir.exists():
             run_dir = folder / f"{base}-{n}"
             n += 1
-        run_dir.mkdir(parents=True)
+        try:
+            run_dir.mkdir(parents=True)
+        except OSError as exc:
+            raise write_failed(run_dir, exc) from None  # a StudioError: one line, in the dialog
         return run_dir
 
     def _set_running(self, running: bool) -> None:
