@@ -189,3 +189,46 @@ def test_the_epoch_axis_has_whole_numbers_only(panel):
         ticks = [v for _spacing, values in axis.tickValues(low, high, pixels) for v in values]
         assert ticks and all(float(v).is_integer() for v in ticks), (low, high, ticks)
     assert {1.0, 2.0, 3.0, 4.0} <= {v for _s, values in axis.tickValues(0, 4, 400) for v in values}
+
+
+def test_resume_continues_an_interrupted_run_from_its_last_saved_epoch(qtbot, panel, monkeypatch, shown_errors):
+    from coretrain import train
+
+    from cnnstudio.core.runs import checkpoint
+
+    class Killed(BaseException):
+        pass
+
+    def kill_in_the_third_epoch(step):
+        state = run_dir / "checkpoints" / "state.json"
+        if step == "last" and state.exists() and json.loads(state.read_text())["epochs_done"] == 2:
+            raise Killed  # the third epoch's model is written, its state never is
+
+    # A run that crashed while its third epoch was saved: two epochs are committed, nothing finished.
+    session = panel.session
+    run_dir = session.runs_folder() / "interrupted"
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "_between", kill_in_the_third_epoch)
+        with pytest.raises(Killed):
+            train(session.index.root, run_dir, epochs=4, batch_size=4)
+    assert checkpoint.read(checkpoint.RunPaths(run_dir)).epochs_done == 2 and not (run_dir / "metrics.json").exists()
+
+    session.select_run(str(run_dir))
+    assert panel.progress_label.text() == "Run interrupted did not finish; Resume\u2026 continues it"
+    assert panel.resume_button.isEnabled()
+    with qtbot.waitSignal(panel.trainingFinished, timeout=TIMEOUT) as blocker:
+        worker = panel.resume(run_dir)
+        assert worker is not None and worker.resume and panel.is_training()
+        assert not panel.resume_button.isEnabled() and not panel.start_button.isEnabled()
+        assert session.job_refusal()  # the session's one job slot is taken
+    assert blocker.args == [str(run_dir)]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs_run"] == 4
+    assert "Resuming from epoch 3" in panel.log.toPlainText()
+    for curves in panel.curves.values():
+        assert list(curves.train.x) == [1.0, 2.0, 3.0, 4.0]  # the saved epochs, then the two trained now
+    assert session.job == "" and panel.resume_button.isEnabled()
+
+    assert panel.resume(run_dir) is None  # finished: nothing to resume
+    assert shown_errors[-1][:2] == ("Cannot resume the run",
+                                    f"{run_dir}: the run finished; Run Again (Experiments) trains it anew")
