@@ -216,7 +216,9 @@ def clean(p: RunPaths) -> list[Path]:
     was never committed. Call it holding the folder's lock. A damaged ``state.json`` keeps every
     generation file (one of them may be what the user resumes from). Returns what was removed."""
     removed = []
-    for folder in (p.root, p.checkpoints, p.bundle):
+    # Beside a run's records only: a new run's folder may be one the user keeps other files in.
+    folders = (p.root, p.checkpoints, p.bundle) if p.config.is_file() else (p.checkpoints,)
+    for folder in folders:
         if not folder.is_dir():
             continue
         for entry in folder.iterdir():

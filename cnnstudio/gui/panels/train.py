@@ -512,7 +512,7 @@ class TrainPanel(QWidget):
         self._end_run()
         self.result = result
         m = result.metrics or {}
-        saved = (Path(result.run_dir) / "model").is_dir()
+        saved = result.bundle  # written by this run (an earlier stop's bundle may be there too)
         if result.reason == "cancelled" and not saved:
             headline = (f"Training stopped after {result.epochs_run} saved epoch(s); Resume\u2026 continues it."
                         if result.epochs_run else "Training stopped before its first epoch; nothing was saved.")
