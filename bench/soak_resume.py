@@ -88,6 +88,16 @@ def committed(run: Path) -> int:
     return json.loads(state.read_text())["epochs_done"] if state.exists() else 0
 
 
+def uncommitted(run: Path) -> list[str]:
+    """Files in checkpoints/ that state.json does not name: a kill came in the middle of a commit."""
+    folder = run / "checkpoints"
+    if not folder.is_dir():
+        return []
+    state = folder / "state.json"
+    named = {f["name"] for f in json.loads(state.read_text()).get("files", {}).values() if f} if state.exists() else set()
+    return [p.name for p in folder.iterdir() if p.name != "state.json" and p.name not in named]
+
+
 def iterations(run: Path) -> int:
     from cnnstudio.core.runs import checkpoint
     from cnnstudio.core.runs.folder import RunPaths
@@ -120,13 +130,14 @@ def main() -> int:
         epoch_seconds = timed[0] if timed else 1.0
 
         run = tmp / "run"
-        kills, resumed, lost, at_startup = 0, 0, 0, 0
+        kills, resumed, lost, at_startup, mid_write = 0, 0, 0, 0, 0
+        startup_kills = set(rng.sample(range(args.kills), args.kills // 5))  # the rest while it trains
         failures = []
         proc, before = Training(train_args(data, run, args.epochs, resume=False)), 0
         while True:
             killed = False
             if kills < args.kills:
-                if rng.random() < 0.2:  # while it starts up: reading the run, importing TensorFlow, building
+                if kills in startup_kills:  # while it starts up: reading the run, importing TensorFlow, building
                     time.sleep(rng.uniform(0.2, startup))
                     at_startup += 1
                 else:  # while it trains: anywhere in an epoch, its checkpoint's commit included
@@ -148,6 +159,7 @@ def main() -> int:
                 break
             kills += 1
             before = committed(run)
+            mid_write += bool(uncommitted(run))
             proc = Training(train_args(data, run, args.epochs, resume=True))
 
         from cnnstudio.core.runs.records import read_history
@@ -161,7 +173,7 @@ def main() -> int:
                 for p in folder.iterdir() if p.name.startswith(".") and p.name != ".cnnstudio-lock" and p.is_file()]
         print(f"{resumed}/{kills} resumed, {lost + len(missing)} epochs lost, {twice + len(repeated)} trained twice")
         print(f"  kills while starting up: {at_startup}, while training: {kills - at_startup} "
-              f"(an epoch takes {epoch_seconds:.1f} s); "
+              f"(an epoch takes {epoch_seconds:.1f} s), {mid_write} of them in the middle of a checkpoint's write; "
               f"{time.perf_counter() - t0:.0f} s in all")
         print(f"  history: epochs {history[:1]}..{history[-1:]} ({len(history)} rows); optimizer steps {steps} "
               f"= {args.epochs} x {per_epoch}: {steps == args.epochs * per_epoch}")
