@@ -46,7 +46,15 @@ TEMP_FILE = re.compile(r"\..+\.[a-z0-9_]{8}(\.tmp|\.keras|\.weights\.h5|\.[A-Za-
 
 class CheckpointError(RecordError):
     """A file of the committed checkpoint is missing or damaged; the message names it, says what
-    is wrong and what the user can do."""
+    is wrong and what the user can do. ``path`` and ``reason`` are kept apart, and ``fallbacks``
+    lists the ways on (:meth:`Trainer.run`'s ``fallback``: "best", "last", "fresh"), so the
+    window can offer them as choices."""
+
+    def __init__(self, message: str, path: Path, reason: str, fallbacks: tuple[str, ...] = ("fresh",)):
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+        self.fallbacks = tuple(fallbacks)
 
 
 @dataclass(frozen=True)
@@ -117,13 +125,34 @@ def damaged(saved: Saved, which: str, reason: str | None = None) -> CheckpointEr
     """The one line for a damaged file of ``saved`` (``which``: "last" or "best"), with what the
     user can do: resume from the other file where it is intact, or start over."""
     reason = reason or saved.problems.get(which, "damaged")
-    options = []
+    options, fallbacks = [], []
     if which == "last" and "best" not in saved.problems and resumable_from_best(saved):
         options.append(f"resume from the best epoch's weights (epoch {saved.best_epoch}) with --resume-from best")
+        fallbacks.append("best")
     if which == "best" and "last" not in saved.problems:
         options.append("resume from the last epoch without the best epoch's weights with --resume-from last")
+        fallbacks.append("last")
     options.append("start over from epoch 1 with --fresh")
-    return CheckpointError(f"{saved.path(which)}: damaged ({reason}); " + ", or ".join(options))
+    fallbacks.append("fresh")
+    path = saved.path(which)
+    return CheckpointError(f"{path}: damaged ({reason}); " + ", or ".join(options), path, reason, tuple(fallbacks))
+
+
+def resumable(p: RunPaths, fallback: str | None = None) -> Saved | None:
+    """The checkpoint a resume goes on from (None when no epoch was saved), refused with a
+    :class:`CheckpointError` when ``state.json`` or a file it names is damaged and ``fallback``
+    ("best": the last model is damaged, go on from the best weights; "last": the best weights
+    are damaged, go on without them) does not get round it."""
+    try:
+        saved = read(p)
+    except RecordError as exc:
+        reason = str(exc).removeprefix(f"{p.train_state}: ")
+        raise CheckpointError(f"{exc}; start over from epoch 1 with --fresh", p.train_state, reason) from None
+    if saved is not None:
+        for which, around in (("last", "best"), ("best", "last")):
+            if which in saved.problems and fallback != around:
+                raise damaged(saved, which)
+    return saved
 
 
 def resumable_from_best(saved: Saved) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 
 from cnnstudio.core.data.dataset import DatasetIndex, Split
 from cnnstudio.core.data.pipeline import ImagePipeline, cache_mode_for
-from cnnstudio.core.errors import Cancelled, RecordError, StudioError
+from cnnstudio.core.errors import Cancelled, StudioError
 from cnnstudio.core.io.hashing import content_hashes
 from cnnstudio.core.io.lock import hold_folder
 from cnnstudio.core.model.spec import ModelSpec
@@ -132,19 +132,13 @@ class Trainer:
                 self.state.on_status(f"starting over: the checkpoint in {p.checkpoints} is discarded")
             checkpoint.discard(p)
             return None
-        try:
-            saved = checkpoint.read(p)
-        except RecordError as exc:
-            raise checkpoint.CheckpointError(f"{exc}; start over from epoch 1 with --fresh") from None
+        saved = checkpoint.resumable(p, fallback)
         if saved is None:
             if not p.config.exists():
                 raise StudioError(f"{self.run_dir}: nothing to resume (no config.json)")
             self.state.on_status("no epoch was saved before the run stopped; training from epoch 1")
             checkpoint.write_history_view(p, [])
             return None
-        for which in ("last", "best"):
-            if which in saved.problems and fallback != {"last": "best", "best": "last"}[which]:
-                raise checkpoint.damaged(saved, which)
         checkpoint.write_history_view(p, saved.state["history"])  # repaired: the history may lag the commit
         if fallback == "last" and saved.best is not None:
             self.state.on_status(f"going on without the best epoch's weights ({saved.best.name})")

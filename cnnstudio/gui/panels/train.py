@@ -88,6 +88,25 @@ def not_resumable(run_dir: Path) -> str:
     return ""
 
 
+FALLBACKS = {"best": "Resume from the Best Epoch", "last": "Resume without the Best Weights",
+             "fresh": "Start Over from Epoch 1"}
+
+
+def ask_fallback(parent, error) -> str | None:
+    """How to go on with a run whose checkpoint is damaged (``error``, a CheckpointError): one
+    of its ``fallbacks``, or None when the user cancels."""
+    from PySide6.QtWidgets import QMessageBox
+
+    box = QMessageBox(QMessageBox.Icon.Warning, "The run's checkpoint is damaged",
+                      f"{error.path}: damaged ({error.reason}).", parent=parent)
+    box.setInformativeText("Resuming from the best epoch trains the epochs after it again; starting over "
+                           "discards the saved epochs.")
+    choices = {box.addButton(FALLBACKS[f], QMessageBox.ButtonRole.AcceptRole): f for f in error.fallbacks}
+    box.addButton(QMessageBox.StandardButton.Cancel)
+    box.exec()
+    return choices.get(box.clickedButton())
+
+
 class TrainPanel(QWidget):
     """Hyper-parameters bound to ``session.train_config``; a run goes to ``session.runs_folder()``."""
 
@@ -336,10 +355,12 @@ class TrainPanel(QWidget):
         worker = TrainWorker(s.index, split, s.spec, config, run_dir, s.registry)
         return self._launch(worker, run_dir, config, f"\u2014 Run {run_dir.name} \u2014", [])
 
-    def resume(self, folder) -> TrainWorker | None:
+    def resume(self, folder, fallback: str | None = None) -> TrainWorker | None:
         """Continue the stopped or interrupted run in ``folder`` from its last saved epoch, with
         its recorded settings, split and dataset (checked against the record, as
-        ``cnnstudio train --resume`` does)."""
+        ``cnnstudio train --resume`` does). A damaged checkpoint is named, and the user chooses
+        how to go on (:func:`ask_fallback`) unless ``fallback`` says it."""
+        from cnnstudio.core.runs import checkpoint
         from cnnstudio.core.runs.restore import restore
         from cnnstudio.core.training.config import TrainConfig
 
@@ -354,6 +375,12 @@ class TrainPanel(QWidget):
             why = not_resumable(run_dir)
             if why:
                 raise StudioError(why)
+            try:
+                checkpoint.resumable(RunPaths(run_dir), fallback)
+            except checkpoint.CheckpointError as exc:
+                fallback = ask_fallback(self, exc)
+                if fallback is None:
+                    return None
             restored = restore(run_dir, purpose="the resumed run", new_classes="refuse")
             restored.index.raise_for_errors()
             config = TrainConfig.from_dict(restored.train).validate()
@@ -364,7 +391,8 @@ class TrainPanel(QWidget):
         except (ValueError, KeyError, TypeError) as exc:
             errors.show_error(self, "Cannot resume the run", f"{run_dir}: unreadable training settings ({exc})")
             return None
-        worker = TrainWorker(restored.index, restored.split, restored.spec, config, run_dir, s.registry, resume=True)
+        worker = TrainWorker(restored.index, restored.split, restored.spec, config, run_dir, s.registry, resume=True,
+                             fallback=fallback)
         return self._launch(worker, run_dir, config, f"\u2014 Run {run_dir.name}, resumed \u2014", history)
 
     def _choose_resume(self) -> None:
