@@ -55,11 +55,11 @@ class RecordingState(QuietState):
         return [e for k, e in self.events if k == kind]
 
 
-def train(data_dir, run_dir, state=None, spec=None, resume=False, split_seed=0, **config):
+def train(data_dir, run_dir, state=None, spec=None, resume=False, split_seed=0, fallback=None, **config):
     registry = load_registry()
     index = scan_dataset(data_dir)
     split = make_split(index, 0.2, 0.2, seed=split_seed)
     defaults = dict(epochs=3, batch_size=4, learning_rate=0.01, patience=0, seed=1)
     defaults.update(config)
     trainer = Trainer(index, split, spec or tiny_spec(), TrainConfig(**defaults), run_dir, registry, state=state)
-    return trainer.run(resume=resume)
+    return trainer.run(resume=resume, fallback=fallback)

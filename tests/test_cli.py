@@ -219,10 +219,11 @@ def test_ctrl_c_in_train_stops_after_the_batch_and_leaves_a_resumable_run(tmp_pa
     assert proc.returncode == 130, stderr[-2000:]
     assert json.loads(stdout)["status"] == "cancelled"
     assert "Traceback" not in stderr
-    from cnnstudio.core.runs.folder import RunPaths, load_train_state
+    from cnnstudio.core.runs import checkpoint
+    from cnnstudio.core.runs.folder import RunPaths
 
-    state = load_train_state(RunPaths(out))  # what --resume continues from
-    assert state is not None and state["epochs_done"] >= 1
+    saved = checkpoint.read(RunPaths(out))  # what --resume continues from
+    assert saved is not None and saved.epochs_done >= 1 and not saved.problems
 
 
 @pytest.mark.parametrize("command", ["scan", "train"])

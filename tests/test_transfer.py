@@ -326,3 +326,37 @@ def test_a_weights_download_reports_its_task_in_bytes_to_the_total(tmp_path):
     task = "downloading Served ImageNet weights (bytes)"
     assert {t for t, _, _ in state.progress} == {task} and state.progress[-1] == (task, 200_000, 200_000)
     assert len(state.statuses) == 1 and state.statuses[0].startswith("downloading Served ImageNet weights into")
+
+
+def test_a_kill_after_the_bottleneck_head_phase_resumes_with_the_whole_models_best_weights(data, tmp_path,
+                                                                                          monkeypatch):
+    """The head's best weights become the whole model's in a commit of their own: a kill right
+    after it resumes into fine-tuning without training the head again."""
+    from cnnstudio.core.runs import checkpoint
+    from cnnstudio.core.runs.folder import RunPaths
+
+    class Killed(BaseException):
+        pass
+
+    run = tmp_path / "run"
+    p = RunPaths(run)
+
+    def kill_after_the_head_phase(step):
+        if step == "history" and json.loads(p.train_state.read_text()).get("best_of") == "model":
+            raise Killed
+
+    settings = dict(spec=pretrained_spec("vgg16"), epochs=2, mode="finetune", finetune_epochs=2, batch_size=8,
+                    bottleneck=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "_between", kill_after_the_head_phase)
+        with pytest.raises(Killed):
+            train(data, run, **settings)
+    saved = checkpoint.read(p)
+    assert saved.epochs_done == 2 and saved.state["best_of"] == "model" and not saved.problems
+
+    state = RecordingState()
+    done = train(data, run, state=state, resume=True, **settings)
+    assert done.reason == "completed"
+    assert [r["phase"] for r in done.history] == ["head", "head", "finetune", "finetune"]
+    assert [e.epoch for e in state.of("epoch")] == [2, 3]  # the head's epochs were not trained again
+    assert json.loads(p.metrics.read_text())["epochs_run"] == 4

@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take the model and training settings from a search's best.json or a run's config.json; "
                         "options given here override the file's values")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--resume-from", choices=("best", "last"), default=None,
+                   help="with --resume, when a checkpoint file is damaged: go on from the best epoch's weights "
+                        "(the epochs after it are trained again), or from the last epoch without the best weights")
+    p.add_argument("--fresh", action="store_true",
+                   help="with --resume: discard the run's checkpoint and train it from epoch 1 with its settings")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.set_defaults(func=cmd_train, train_parser=p)
 

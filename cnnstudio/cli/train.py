@@ -70,6 +70,10 @@ def cmd_train(args) -> int:
     registry = plugin_registry()
     state = TerminalState(quiet=args.json)  # the scan's and the training's
 
+    if (args.fresh or args.resume_from) and not args.resume:
+        raise CliError(f"{'--fresh' if args.fresh else '--resume-from'} goes with --resume")
+    if args.fresh and args.resume_from:
+        raise CliError("--fresh starts over; --resume-from goes on from a checkpoint file: choose one")
     if args.resume:
         if args.config:
             raise CliError("--config starts a new run; --resume continues a run with its own settings")
@@ -89,9 +93,7 @@ def cmd_train(args) -> int:
             config.epochs = args.epochs
     else:
         if paths.config.exists():
-            hint = "pass --resume to continue it" if paths.train_state.exists() and not paths.metrics.exists() else \
-                "choose another --out"
-            raise CliError(f"{out} already holds a run; {hint}")
+            raise CliError(_held_run(out))
         # the settings first: a value TrainConfig refuses is named before the dataset is scanned
         spec, config = configured_spec_and_config(args, registry) if args.config else spec_and_config(args, registry)
         with stop_on_ctrl_c(state, at="image"):  # generating the sample dataset
@@ -102,13 +104,15 @@ def cmd_train(args) -> int:
 
     trainer = Trainer(index, split, spec, config, out, registry, state=state)  # refuses bad settings first
     say_left_out(index, state, f"{paths.config} (dataset.problems)")
+    fallback = "fresh" if args.fresh else args.resume_from
     with stop_on_ctrl_c(state):
-        result = trainer.run(resume=args.resume)
+        result = trainer.run(resume=args.resume, fallback=fallback)
 
     metrics = result.metrics or {}
+    saved = "bundle" if result.bundle else "checkpoint" if result.history else "nothing"
     if args.json:
         print_json({"run_dir": str(out), "status": result.reason, "epochs_run": result.epochs_run,
-                     "train_seconds": result.train_seconds, **metrics})
+                     "train_seconds": result.train_seconds, "saved": saved, **metrics})
     else:
         if metrics.get("test_accuracy") is not None:
             print(f"Test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f} "
@@ -117,5 +121,51 @@ def cmd_train(args) -> int:
             print(f"{len(result.skipped_files)} file(s) could not be read and were skipped:")
             for d in result.skipped_files:
                 print(f"  {printable(d['path'])}: {printable(d['reason'])}")
-        print(f"Run saved in {out}; model bundle in {paths.bundle}")
+        print(saved_line(out, result))
     return 130 if result.reason == "cancelled" else 0
+
+
+def _resume_command(out: Path) -> str:
+    return f"`cnnstudio train --resume --out {out}`"
+
+
+def saved_line(out: Path, result) -> str:
+    """The last line of `cnnstudio train`: what is on disk now, and how to go on where it can."""
+    from cnnstudio.core.runs.folder import RunPaths
+
+    n = len(result.history)
+    epochs = f"{n} epoch{'s' if n != 1 else ''}"
+    if result.bundle and result.reason != "cancelled":
+        return f"Run saved in {out}; model bundle in {RunPaths(out).bundle}"
+    if result.bundle and n:
+        return (f"Stopped after {epochs}: the model so far is in {RunPaths(out).bundle}; "
+                f"resume with {_resume_command(out)}")
+    if result.bundle:
+        return (f"Stopped before the first epoch ended: no epoch was saved (the bundle in {RunPaths(out).bundle} "
+                f"is the untrained model); {_resume_command(out)} trains the run from epoch 1")
+    if n:
+        return f"{epochs} checkpointed in {out}; resume with {_resume_command(out)}"
+    return (f"Nothing was saved: no epoch ended; {_resume_command(out)} trains the run from epoch 1")
+
+
+def _held_run(out: Path) -> str:
+    """The refusal of a new run into a folder that holds one, saying how to continue it."""
+    from cnnstudio.core.errors import StudioError
+    from cnnstudio.core.runs import checkpoint
+    from cnnstudio.core.runs.folder import RunPaths
+    from cnnstudio.core.runs.records import read_metrics
+
+    paths = RunPaths(out)
+    try:
+        status = (read_metrics(out) or {}).get("status")
+    except StudioError:
+        status = "unreadable"
+    if status in ("completed", "early_stopped", "unreadable"):
+        return f"{out} already holds a run; choose another --out"
+    try:
+        saved = checkpoint.read(paths)
+        done = f"{saved.epochs_done} epoch(s) saved" if saved else "no epoch saved"
+    except StudioError:
+        done = "its checkpoint is damaged"
+    what = "was stopped" if status == "cancelled" else "did not finish"
+    return f"{out} already holds a run that {what} ({done}); continue it with --resume, or choose another --out"

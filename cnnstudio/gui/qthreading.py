@@ -257,7 +257,8 @@ class TrainWorker(Worker):
     epoch_end = Signal(object)
     ended = Signal(object)
 
-    def __init__(self, index, split, spec, config, run_dir, registry, resume: bool = False):
+    def __init__(self, index, split, spec, config, run_dir, registry, resume: bool = False,
+                 fallback: str | None = None):
         super().__init__(None)
         self.what = f"training {getattr(run_dir, 'name', 'a run')}"
         self.index = index
@@ -267,6 +268,7 @@ class TrainWorker(Worker):
         self.run_dir = run_dir
         self.registry = registry
         self.resume = resume
+        self.fallback = fallback  # how a resume gets round a damaged checkpoint (Trainer.run's fallback)
         self._threads_yielded = False
 
     def run_job(self) -> None:
@@ -289,7 +291,7 @@ class TrainWorker(Worker):
         from cnnstudio.core.training.trainer import Trainer
 
         trainer = Trainer(self.index, self.split, self.spec, self.config, self.run_dir, self.registry, state=self)
-        return trainer.run(resume=self.resume)
+        return trainer.run(resume=self.resume, fallback=self.fallback)
 
     # -- the core's TrainState protocol (called on the training thread) -------------------
 

@@ -108,7 +108,7 @@ def test_stop_mid_epoch_ends_within_a_few_batches_and_keeps_a_usable_model(qtbot
 
 def test_an_exception_in_the_worker_shows_an_error_and_the_panel_starts_again(qtbot, panel, monkeypatch, shown_errors,
                                                                              tmp_path):
-    def boom(self, resume=False):
+    def boom(self, resume=False, fallback=None):
         raise RuntimeError("boom in the trainer")
 
     with monkeypatch.context() as patch:  # undoes this patch alone, not the private folders of the test
@@ -130,7 +130,7 @@ def test_an_exception_in_the_worker_shows_an_error_and_the_panel_starts_again(qt
 
 
 def test_a_studio_error_reads_as_is(qtbot, panel, monkeypatch):
-    def refuse(self, resume=False):
+    def refuse(self, resume=False, fallback=None):
         raise StudioError("data: the training split is empty")
 
     monkeypatch.setattr(Trainer, "run", refuse)
@@ -209,3 +209,85 @@ def test_a_full_disk_ends_the_run_with_a_one_line_error(qtbot, panel, monkeypatc
                             message), message
         qtbot.waitUntil(lambda: not panel.is_training(), timeout=TIMEOUT)
         assert panel.start_button.isEnabled() and panel.session.job == ""
+
+
+class Killed(BaseException):
+    """What the process dies of, at a chosen step of a checkpoint's write."""
+
+
+def killed_run(session, monkeypatch, epochs: int = 4) -> Path:
+    """A run that crashed while its third epoch was saved: two epochs committed, nothing finished."""
+    from coretrain import train
+
+    from cnnstudio.core.runs import checkpoint
+
+    run_dir = session.runs_folder() / "interrupted"
+    state = run_dir / "checkpoints" / "state.json"
+
+    def kill_in_the_third_epoch(step):
+        if step == "last" and state.exists() and json.loads(state.read_text())["epochs_done"] == 2:
+            raise Killed  # the third epoch's model is written, its state never is
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "_between", kill_in_the_third_epoch)
+        with pytest.raises(Killed):
+            train(session.index.root, run_dir, epochs=epochs, batch_size=4)
+    assert checkpoint.read(checkpoint.RunPaths(run_dir)).epochs_done == 2 and not (run_dir / "metrics.json").exists()
+    return run_dir
+
+
+def test_resume_continues_an_interrupted_run_from_its_last_saved_epoch(qtbot, panel, monkeypatch, shown_errors):
+    session = panel.session
+    run_dir = killed_run(session, monkeypatch)
+
+    session.select_run(str(run_dir))
+    assert panel.progress_label.text() == "Run interrupted did not finish; Resume\u2026 continues it"
+    assert panel.resume_button.isEnabled()
+    with qtbot.waitSignal(panel.trainingFinished, timeout=TIMEOUT) as blocker:
+        worker = panel.resume(run_dir)
+        assert worker is not None and worker.resume and panel.is_training()
+        assert not panel.resume_button.isEnabled() and not panel.start_button.isEnabled()
+        assert session.job_refusal()  # the session's one job slot is taken
+    assert blocker.args == [str(run_dir)]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs_run"] == 4
+    assert "Resuming from epoch 3" in panel.log.toPlainText()
+    for curves in panel.curves.values():
+        assert list(curves.train.x) == [1.0, 2.0, 3.0, 4.0]  # the saved epochs, then the two trained now
+    assert session.job == "" and panel.resume_button.isEnabled()
+
+    assert panel.resume(run_dir) is None  # finished: nothing to resume
+    assert shown_errors[-1][:2] == ("Cannot resume the run",
+                                    f"{run_dir}: the run finished; Run Again (Experiments) trains it anew")
+
+
+def test_resume_of_a_damaged_checkpoint_asks_how_to_go_on(qtbot, panel, monkeypatch, shown_errors):
+    from tinydata import truncate
+
+    from cnnstudio.core.runs import checkpoint
+    from cnnstudio.gui.panels import train
+
+    run_dir = killed_run(panel.session, monkeypatch)
+    last = checkpoint.read(checkpoint.RunPaths(run_dir)).last
+    truncate(last, 0.5)
+    kept = {f.name: f.read_bytes() for f in (run_dir / "checkpoints").iterdir()}
+    asked = []
+    answer = {"choice": None}
+
+    def ask(parent, error):
+        asked.append(error)
+        return answer["choice"]
+
+    monkeypatch.setattr(train, "ask_fallback", ask)
+    assert panel.resume(run_dir) is None  # cancelled: nothing changes
+    (error,) = asked
+    assert error.path == last and "the checkpoint recorded" in error.reason and error.fallbacks == ("best", "fresh")
+    assert {f.name: f.read_bytes() for f in (run_dir / "checkpoints").iterdir()} == kept
+    assert not panel.is_training() and not shown_errors
+
+    answer["choice"] = "best"
+    with qtbot.waitSignal(panel.trainingFinished, timeout=TIMEOUT):
+        worker = panel.resume(run_dir)
+        assert worker is not None and worker.fallback == "best"
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 4
+    assert "Going on from the best epoch" in panel.log.toPlainText()

@@ -305,7 +305,7 @@ class CrossValidation:
             if metrics is not None:
                 self.state.on_status(f"fold {i} of {self.k} finished earlier; its results are kept")
             else:
-                resume = runs.load_train_state(runs.RunPaths(run_dir)) is not None
+                resume = runs.RunPaths(run_dir).train_state.exists()  # the trainer checks the checkpoint
                 trainer = Trainer(self.index, split, self.spec, self.config, run_dir, self.registry, state=self.state)
                 trainer.run(resume=resume)
                 metrics = fold_metrics(run_dir, self.config.monitor)

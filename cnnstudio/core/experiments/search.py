@@ -47,6 +47,7 @@ from cnnstudio.core.errors import StudioError, WriteFailed
 from cnnstudio.core.io.atomic import atomic_write_json, read_json
 from cnnstudio.core.io.lock import hold_folder
 from cnnstudio.core.model.spec import AugmentSpec, ModelSpec
+from cnnstudio.core.runs import checkpoint
 from cnnstudio.core.runs import folder as runs
 from cnnstudio.core.runs.restore import check_contents, match_classes
 from cnnstudio.core.training.config import TrainConfig
@@ -842,8 +843,8 @@ class Search:
             spec, config = apply_params(self.spec, self.config, record.params, self.registry)
             trainer = Trainer(self.index, self.split, spec, config, run_dir, self.registry, state=relay)
             # An interrupted trial goes on from its last checkpoint, as `cnnstudio train --resume` would.
-            saved = runs.load_train_state(runs.RunPaths(run_dir)) if rerun else None
-            for row in (saved or {}).get("history", []):
+            saved = checkpoint.read(runs.RunPaths(run_dir)) if rerun else None
+            for row in saved.state["history"] if saved else []:
                 relay.report(int(row["epoch"]) - 1, row.get(self.objective))
             result = trainer.run(resume=saved is not None)
         except WriteFailed:

@@ -4,8 +4,9 @@
 RUN_DIR/
   config.json        spec, hyper-parameters, dataset, split (seed and file lists), fingerprint of the
                      split's files, seeds, device, versions
-  history.csv        one row per epoch
-  checkpoints/       last.keras, best.weights.h5, state.json (what resume needs)
+  history.csv        one row per epoch (a view of checkpoints/state.json)
+  checkpoints/       state.json, last-NNNN.keras, best-NNNN.weights.h5: what resume needs, an
+                     epoch committed as one (see core.runs.checkpoint, which alone names them)
   metrics.json       test metrics, status, timings
   predictions.csv    per test image: true class, predicted class, confidence, probabilities
   problems.json      files skipped while training
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from cnnstudio import __version__
 from cnnstudio.core.errors import StudioError
-from cnnstudio.core.io.atomic import atomic_write_csv, atomic_write_json, read_json
+from cnnstudio.core.io.atomic import atomic_write_csv, atomic_write_json
 
 CONFIG_FORMAT = 1
 
@@ -46,14 +47,6 @@ class RunPaths:
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.keras"
-
-    @property
-    def best_weights(self) -> Path:
-        return self.checkpoints / "best.weights.h5"
 
     @property
     def train_state(self) -> Path:
@@ -151,12 +144,6 @@ def dataset_folder(paths: RunPaths, config: dict, data_dir=None, error=StudioErr
     if not Path(recorded).is_dir():
         raise error(f"{recorded}: the run's dataset folder is not there{tail}")
     return Path(recorded)
-
-
-def load_train_state(p: RunPaths) -> dict | None:
-    if not (p.train_state.exists() and p.last_checkpoint.exists()):
-        return None
-    return read_json(p.train_state)
 
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")

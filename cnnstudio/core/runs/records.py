@@ -1,7 +1,7 @@
 """A run folder's records read back, and checked: the one reader of what a run wrote.
 
-``config.json``, ``metrics.json``, ``history.csv``, ``predictions.csv`` and ``problems.json``
-(the layout and the writers: :mod:`cnnstudio.core.runs.folder`) are read here, by the report,
+``config.json``, ``metrics.json``, ``history.csv``, ``predictions.csv``, ``problems.json`` and
+``checkpoints/state.json`` (the layout and the writers: :mod:`cnnstudio.core.runs.folder`) are read here, by the report,
 the window's pages, the comparison of runs, the evaluation, the search, the cross-validation
 and the rerun alike. Each record is checked for the shape and the types its readers rely on;
 a required record that is missing, or any record that is malformed (not JSON, not an object, a
@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -184,6 +185,81 @@ def _history_cell(path: Path, n: int, name: str, text: str):
     if name in HISTORY_BOOKKEEPING and not math.isfinite(value):
         raise RecordError(f"{path}: row {n}: {name} is {text!r}, not a finite number")
     return value
+
+
+# ----------------------------------------------------------------------------- checkpoints/state.json
+
+TRAIN_PHASES = ("train", "head", "finetune")
+# The files a generation of the checkpoint names (see cnnstudio.core.runs.checkpoint).
+CHECKPOINT_FILE = re.compile(r"(last-[0-9]{4,}\.keras|best-[0-9]{4,}\.weights\.h5)")
+
+
+def read_train_state(run_dir) -> dict | None:
+    """The run's checkpoint record, ``checkpoints/state.json`` (None when no epoch was saved).
+
+    Checked: ``epochs_done`` a count, ``history`` one object per epoch numbered 1, 2, ... in
+    order, ``monitor`` text, ``best`` a number or null, ``train_seconds`` finite, the early
+    stopping counters, the fine-tuning ``phase`` and ``phase_start``, and the files of its
+    generation (``files``: plain names of this folder with their sizes; absent in run folders
+    written before generations, which name ``last.keras`` and ``best.weights.h5``).
+    """
+    path = RunPaths(Path(run_dir)).train_state
+    if not path.exists():
+        return None
+    s = _json_object(path)
+    done = s.get("epochs_done")
+    if not (_count(done) and done >= 1):
+        raise RecordError(f"{path}: epochs_done is {done!r}, not a number of epochs")
+    history = s.get("history")
+    if not isinstance(history, list):
+        raise RecordError(f"{path}: history is not a list of epochs")
+    if len(history) != done:
+        raise RecordError(f"{path}: history has {len(history)} epochs, epochs_done says {done}")
+    for n, row in enumerate(history, 1):
+        if not isinstance(row, dict):
+            raise RecordError(f"{path}: history entry {n} is not an object")
+        if not (_count(row.get("epoch")) and row["epoch"] == n):
+            raise RecordError(f"{path}: history entry {n} is epoch {row.get('epoch')!r}, not {n}")
+        for key, value in row.items():
+            if not (value is None or _number(value) or isinstance(value, str)):
+                raise RecordError(f"{path}: history entry {n}: {key} is {value!r}, not a number")
+    if not isinstance(s.get("monitor"), str) or not s["monitor"]:
+        raise RecordError(f"{path}: monitor is {s.get('monitor')!r}, not a metric name")
+    if s.get("best") is not None and not _number(s["best"]):
+        raise RecordError(f"{path}: best is {s['best']!r}, not a number")
+    seconds = s.get("train_seconds")
+    if not (_finite(seconds) and seconds >= 0):
+        raise RecordError(f"{path}: train_seconds is {seconds!r}, not a number of seconds")
+    stopping = s.get("early_stopping")
+    if stopping is not None and not (isinstance(stopping, dict) and _count(stopping.get("wait"))
+                                     and _number(stopping.get("best")) and _count(stopping.get("best_epoch"))):
+        raise RecordError(f"{path}: early_stopping is not a wait count, a best value and a best epoch")
+    if "phase" in s and s["phase"] not in TRAIN_PHASES:
+        raise RecordError(f"{path}: phase is {s['phase']!r}, not one of {', '.join(TRAIN_PHASES)}")
+    if "phase_start" in s and not (_count(s["phase_start"]) and s["phase_start"] <= done):
+        raise RecordError(f"{path}: phase_start is {s['phase_start']!r}, not an epoch count up to {done}")
+    if s.get("blocks") is not None and not isinstance(s["blocks"], dict):
+        raise RecordError(f"{path}: blocks is not an object")
+    if "files" in s:
+        _check_checkpoint_files(path, s)
+    return s
+
+
+def _check_checkpoint_files(path: Path, s: dict) -> None:
+    if not _count(s.get("generation")):
+        raise RecordError(f"{path}: generation is {s.get('generation')!r}, not a count")
+    files = s["files"]
+    if not isinstance(files, dict) or not isinstance(files.get("last"), dict):
+        raise RecordError(f"{path}: files does not name the last epoch's model")
+    for key in ("last", "best"):
+        entry = files.get(key)
+        if entry is None:
+            continue
+        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
+                and CHECKPOINT_FILE.fullmatch(entry["name"]) and _count(entry.get("size"))):
+            raise RecordError(f"{path}: files.{key} is not a checkpoint file's name and size")
+        if entry.get("epoch") is not None and not (_count(entry["epoch"]) and 1 <= entry["epoch"] <= s["epochs_done"]):
+            raise RecordError(f"{path}: files.{key}.epoch is {entry['epoch']!r}, not an epoch number")
 
 
 # ----------------------------------------------------------------------------- predictions.csv

@@ -10,7 +10,7 @@ import time
 import keras
 import numpy as np
 
-from cnnstudio.core.io.atomic import atomic_save_model, atomic_write_json
+from cnnstudio.core.runs import checkpoint
 from cnnstudio.core.runs import folder as runs
 from cnnstudio.core.training.events import BatchEvent, EpochEvent
 
@@ -102,7 +102,9 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class Checkpoint(keras.callbacks.Callback):
-    """After every complete epoch: history CSV, last model, best weights and resumable state, atomically."""
+    """After every complete epoch, one commit (:func:`cnnstudio.core.runs.checkpoint.commit`):
+    the last model, the best weights when the epoch improved, the history and the resumable
+    state become visible together."""
 
     def __init__(self, paths: runs.RunPaths, monitor: str, history: list, relay: Relay, stopper=None, best=None,
                  extra: dict | None = None):
@@ -118,29 +120,30 @@ class Checkpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.relay.cancelled:
             return
-        p = self.paths
         logs = floats(logs)
         logs["epoch"] = epoch + 1
         logs["seconds"] = self.relay.epoch_times[-1] if self.relay.epoch_times else 0.0
         if "phase" in self.extra:
             logs["phase"] = self.extra["phase"]
-        self.history.append(logs)
+        history = [*self.history, logs]
         value = logs.get(self.monitor)
-        if runs.improves(value, self.best, self.monitor):
-            self.best = value
-            atomic_save_model(self.model, p.best_weights)
-        atomic_save_model(self.model, p.last_checkpoint)
-        runs.write_history(p, self.history)
+        improved = runs.improves(value, self.best, self.monitor)
+        best = value if improved else self.best
         s = self.stopper
-        atomic_write_json(
-            p.train_state,
+        checkpoint.commit(
+            self.paths,
             {
                 "epochs_done": epoch + 1,
-                "history": self.history,
-                "best": self.best,
+                "history": history,
+                "best": best,
                 "monitor": self.monitor,
                 "train_seconds": self.relay.elapsed(),
                 "early_stopping": None if s is None else {"wait": s.wait, "best": s.best, "best_epoch": s.best_epoch},
                 **self.extra,
             },
+            last=self.model,
+            best=self.model if improved else None,
+            best_epoch=epoch + 1,
         )
+        self.history.append(logs)  # the run's history holds committed epochs only
+        self.best = best

@@ -3,7 +3,8 @@
 The trainer reports to a small state object (:class:`TrainState`) and asks it whether to stop,
 so the same code serves the command line, the window's worker thread and the tests. A Keras
 callback relays batch and epoch events and sets ``model.stop_training`` on cancel; every epoch
-leaves an atomic checkpoint from which an interrupted run resumes.
+commits a checkpoint as one (:mod:`cnnstudio.core.runs.checkpoint`), from which an interrupted
+run resumes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cnnstudio.core.io.atomic import disk_failure
 from cnnstudio.core.io.hashing import content_hashes
 from cnnstudio.core.io.lock import hold_folder
 from cnnstudio.core.model.spec import ModelSpec
+from cnnstudio.core.runs import checkpoint
 from cnnstudio.core.runs import folder as runs
 from cnnstudio.core.tf import device_description, keras
 from cnnstudio.core.tf.seeding import load_model, seeded
@@ -44,6 +46,7 @@ class RunResult:
     metrics: dict | None
     train_seconds: float
     skipped_files: list[dict] = field(default_factory=list)
+    bundle: bool = False  # whether this session wrote the model bundle (the run's model is in run_dir/model)
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -105,43 +108,115 @@ class Trainer:
         weights = len(labels) / (len(counts) * counts)
         return {i: float(w) for i, w in enumerate(weights)}
 
-    def run(self, resume: bool = False) -> RunResult:
+    def run(self, resume: bool = False, fallback: str | None = None) -> RunResult:
         """Train (or, with ``resume``, continue) the run, holding its folder: a second process or
-        job on the same folder is refused at once (:class:`~cnnstudio.core.io.lock.FolderBusy`)."""
-        with hold_folder(self.run_dir, "trained"):
-            return self._train(resume)
+        job on the same folder is refused at once (:class:`~cnnstudio.core.io.lock.FolderBusy`).
 
-    def _train(self, resume: bool) -> RunResult:
+        A run with a damaged checkpoint is refused (:class:`~cnnstudio.core.runs.checkpoint.CheckpointError`)
+        unless ``fallback`` says how to go on: ``"best"`` from the best epoch's weights (the epochs
+        after it are trained again, the optimizer starts afresh), ``"last"`` from the last epoch
+        without the best weights, ``"fresh"`` from epoch 1."""
+        if fallback not in (None, "best", "last", "fresh"):
+            raise ValueError(f"unknown fallback {fallback!r}")
+        with hold_folder(self.run_dir, "trained"):
+            return self._train(resume, fallback)
+
+    def _saved_checkpoint(self, resume: bool, fallback: str | None):
+        """The committed checkpoint to go on from (None: train from epoch 1), after removing what
+        an interrupted write left behind."""
+        p = self.paths
+        removed = checkpoint.clean(p)
+        if removed:
+            self.state.on_status(f"removed {len(removed)} file(s) an interrupted write left in {p.root}")
+        if not resume or fallback == "fresh":
+            if resume and p.train_state.exists():
+                self.state.on_status(f"starting over: the checkpoint in {p.checkpoints} is discarded")
+            checkpoint.discard(p)
+            return None
+        saved = checkpoint.resumable(p, fallback)
+        if saved is None:
+            if not p.config.exists():
+                raise StudioError(f"{self.run_dir}: nothing to resume (no config.json)")
+            self.state.on_status("no epoch was saved before the run stopped; training from epoch 1")
+            checkpoint.write_history_view(p, [])
+            return None
+        checkpoint.write_history_view(p, saved.state["history"])  # repaired: the history may lag the commit
+        if fallback == "last" and saved.best is not None:
+            self.state.on_status(f"going on without the best epoch's weights ({saved.best.name})")
+            checkpoint.rewrite(p, best=None, drop_best=True)
+            saved = checkpoint.read(p)
+        return saved
+
+    def _load_last(self, saved):
+        try:
+            return load_model(saved.last)
+        except Exception as exc:  # noqa: BLE001 - a damaged model file, whatever Keras says about it
+            raise checkpoint.damaged(saved, "last", _one_line(exc, saved.last)) from None
+
+    def _from_best(self, saved, use_bottleneck: bool):
+        """The model and state of the best epoch, committed as the checkpoint to go on from."""
+        p = self.paths
+        if saved.best is None or not checkpoint.resumable_from_best(saved) or use_bottleneck:
+            raise StudioError(f"{p.train_state}: the run cannot go on from its best epoch (the best weights "
+                              "are missing or belong to a phase of a transfer); start over with --fresh")
+        n = int(saved.best_epoch)
+        with seeded(self.config.seed):
+            model = self._build()
+        try:
+            with warnings.catch_warnings():  # the optimizer's saved state is left out on purpose: it starts afresh
+                warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+                model.load_weights(saved.best)
+        except Exception as exc:  # noqa: BLE001
+            raise checkpoint.damaged(saved, "best", _one_line(exc, saved.best)) from None
+        state = dict(saved.state)
+        history = state["history"][:n]
+        best = history[-1].get(state["monitor"])
+        state.update(epochs_done=n, history=history, best=best,
+                     train_seconds=sum(float(r.get("seconds") or 0.0) for r in history),
+                     early_stopping=None if state.get("early_stopping") is None
+                     else {"wait": 0, "best": best, "best_epoch": n - 1})
+        state = {k: v for k, v in state.items() if k not in ("generation", "files")}
+        self.state.on_status(f"going on from the best epoch ({n}); epochs after it are trained again")
+        checkpoint.commit(p, state, last=model)
+        return model, checkpoint.read(p)
+
+    def _train(self, resume: bool, fallback: str | None) -> RunResult:
         c = self.config
         p = self.paths
         device = self._device
-        state = runs.load_train_state(p) if resume else None
-        if resume and state is None:
-            raise StudioError(f"{self.run_dir}: nothing to resume (no checkpoint in {p.checkpoints})")
+        saved = self._saved_checkpoint(resume, fallback)
+        state = saved.state if saved else None
         phase = state.get("phase", "train") if state else ("head" if c.mode == "finetune" else "train")
         use_bottleneck = self._bottleneck_allowed() and phase in ("train", "head")
+        self._saved = saved
 
         if state is None:
-            runs.write_config(p, self.index, self.split, self.spec, c, device, weights=self.weights_record())
+            if not (resume and p.config.exists()):  # a resume keeps the run's record
+                runs.write_config(p, self.index, self.split, self.spec, c, device, weights=self.weights_record())
             with seeded(c.seed):
                 model = self._build()
             history: list[dict] = []
             prior_seconds = 0.0
         else:
-            history = state["history"]
+            if fallback == "best":
+                model, saved = self._from_best(saved, use_bottleneck)
+                self._saved, state = saved, saved.state
+            history = list(state["history"])
             prior_seconds = state["train_seconds"]
             self.state.on_status(f"resuming from epoch {state['epochs_done'] + 1}")
-            with seeded(c.seed):
-                if use_bottleneck:  # the checkpoint is the head alone; the base comes from its weights source
-                    model = self._build()
-                else:
-                    model = load_model(p.last_checkpoint)
+            if fallback != "best":
+                with seeded(c.seed):
+                    if use_bottleneck:  # the checkpoint is the head alone; the base comes from its weights source
+                        model = self._build()
+                    else:
+                        model = self._load_last(saved)
 
         size = self.spec.input_size
         # One decision for the run: training and validation images share the memory budget.
         cache = cache_mode_for(len(self.split.train) + len(self.split.val), size, c.cache)
         pipe = ImagePipeline(size, cache=cache, cache_dir=p.root / ".cache", file_kinds=self.index.file_kinds())
         self._bottleneck_info = None
+        self._head_best = False  # the best weights on file are a bottleneck head's, not the model's
         self._blocks: dict[str, list] = dict(state.get("blocks") or {}) if state else {}  # phases before a resume
         t0 = time.perf_counter()
         try:
@@ -172,8 +247,9 @@ class Trainer:
             else:
                 reason = self._fit(model, pipe, history, state, prior_seconds, c.epochs, first_phase)
             state = None
-            if c.restore_best and p.best_weights.exists() and history and reason != "cancelled":
-                model.load_weights(p.best_weights)
+            best = checkpoint.best_weights(p)
+            if c.restore_best and best is not None and history and reason != "cancelled":
+                model.load_weights(best)
         if c.mode == "finetune" and reason != "cancelled":
             if phase != "finetune":
                 from cnnstudio.core.model.transfer import unfreeze_top
@@ -194,8 +270,9 @@ class Trainer:
                 phase_start=phase_start,
             )
         train_seconds = prior_seconds + time.perf_counter() - t0
-        if c.restore_best and p.best_weights.exists() and history:
-            model.load_weights(p.best_weights)
+        best = checkpoint.best_weights(p)
+        if c.restore_best and best is not None and history and not self._head_best:
+            model.load_weights(best)
         epochs_run = len(history)
         self.state.on_end(EndEvent(reason, epochs_run, train_seconds))
 
@@ -221,7 +298,7 @@ class Trainer:
             train_seconds=train_seconds, device=device, metrics=metrics, skipped=skipped,
             n_classes=len(self.index.class_names), monitor=self._monitor(), extra=extra,
         )
-        return RunResult(self.run_dir, reason, epochs_run, history, metrics, train_seconds, skipped)
+        return RunResult(self.run_dir, reason, epochs_run, history, metrics, train_seconds, skipped, bundle=True)
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -304,8 +381,10 @@ class Trainer:
         c = self.config
         p = self.paths
         train, val = self._features(model, pipe)
+        # The head phase ended before a stop, once its best weights were committed as the whole model's.
+        ended = state is not None and state.get("best_of") == "model"
         if state is not None:
-            head = load_model(p.last_checkpoint)
+            head = self._load_last(self._saved)
             initial_epoch = state["epochs_done"]
         else:
             head = transfer.head_model(model)  # the model's own head layers: nothing new is drawn
@@ -321,19 +400,28 @@ class Trainer:
             c.epochs, initial_epoch, steps, len(self.split.train), len(self.split.val), self._device,
             phase=phase, summary=self._summary(model, phase),
         ))
-        if initial_epoch < c.epochs:
+        if initial_epoch < c.epochs and not ended:
             head.fit(
                 train_ds, validation_data=val_ds, epochs=c.epochs, initial_epoch=initial_epoch,
                 class_weight=self._class_weight(), callbacks=callbacks, verbose=0, shuffle=False,
             )
-        if c.restore_best and p.best_weights.exists() and history:
-            head.load_weights(p.best_weights)
+        best = checkpoint.best_weights(p)
+        if ended:
+            transfer.copy_head_weights(head, model)
+            if c.restore_best and best is not None:
+                model.load_weights(best)
+            return self._reason(relay, stopper)
+        if c.restore_best and best is not None and history:
+            head.load_weights(best)
         transfer.copy_head_weights(head, model)
-        if p.best_weights.exists():
-            # The best weights on file are the head's; from here on they must be the whole model's.
-            from cnnstudio.core.io.atomic import atomic_save_model
-
-            atomic_save_model(model, p.best_weights)
+        if best is not None:
+            if relay.cancelled:
+                self._head_best = True  # the model holds them already where they count; a resume goes on
+            else:
+                # The best weights on file are the head's; from here on they must be the whole model's.
+                saved = checkpoint.read(p)
+                state = {k: v for k, v in saved.state.items() if k not in ("generation", "files")}
+                checkpoint.commit(p, {**state, "best_of": "model"}, best=model, best_epoch=saved.best_epoch)
         return self._reason(relay, stopper)
 
     def _features(self, model, pipe):
@@ -443,3 +531,11 @@ class Trainer:
         model = build_model(self.spec, len(self.index.class_names), self.registry)
         self._compile(model)
         return model
+
+
+def _one_line(exc: BaseException, path=None) -> str:
+    """What went wrong, in one line, without the file's name (the message names it)."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if path is not None:
+        text = text.removeprefix(f"{path}: ")
+    return text

@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 
 from cnnstudio.core.errors import StudioError
 from cnnstudio.core.io.atomic import write_failed
-from cnnstudio.core.runs.folder import run_folder_name
+from cnnstudio.core.runs.folder import RunPaths, run_folder_name
 from cnnstudio.core.runs.records import RunRecords
 from cnnstudio.core.training.config import OPTIMIZERS
 from cnnstudio.gui.dialogs import errors
@@ -73,6 +73,39 @@ def result_text(name: str, reason: str, epochs_run: int, seconds, metrics: dict)
     else:
         lines.append("No test split, so no test metrics.")
     return "\n".join(lines)
+
+
+def not_resumable(run_dir: Path) -> str:
+    """Why the run in ``run_dir`` cannot be resumed ("" when it can: it has its settings and did
+    not finish, or was stopped)."""
+    if not RunPaths(run_dir).config.is_file():
+        return f"{run_dir}: not a run folder (no config.json)"
+    try:
+        metrics = RunRecords(run_dir).metrics
+    except StudioError as exc:
+        return str(exc)
+    if metrics is not None and metrics.get("status") != "cancelled":
+        return f"{run_dir}: the run finished; Run Again (Experiments) trains it anew"
+    return ""
+
+
+FALLBACKS = {"best": "Resume from the Best Epoch", "last": "Resume without the Best Weights",
+             "fresh": "Start Over from Epoch 1"}
+
+
+def ask_fallback(parent, error) -> str | None:
+    """How to go on with a run whose checkpoint is damaged (``error``, a CheckpointError): one
+    of its ``fallbacks``, or None when the user cancels."""
+    from PySide6.QtWidgets import QMessageBox
+
+    box = QMessageBox(QMessageBox.Icon.Warning, "The run's checkpoint is damaged",
+                      f"{error.path}: damaged ({error.reason}).", parent=parent)
+    box.setInformativeText("Resuming from the best epoch trains the epochs after it again; starting over "
+                           "discards the saved epochs.")
+    choices = {box.addButton(FALLBACKS[f], QMessageBox.ButtonRole.AcceptRole): f for f in error.fallbacks}
+    box.addButton(QMessageBox.StandardButton.Cancel)
+    box.exec()
+    return choices.get(box.clickedButton())
 
 
 class TrainPanel(QWidget):
@@ -172,8 +205,13 @@ class TrainPanel(QWidget):
         self.stop_button.setToolTip("Stop after the current batch; the model trained so far is kept.")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
+        self.resume_button = QPushButton("Resume\u2026")
+        self.resume_button.setToolTip("Continue a stopped or interrupted run from its folder, from its last saved "
+                                      "epoch, with its own settings")
+        self.resume_button.clicked.connect(self._choose_resume)
         buttons.addWidget(self.start_button, 1)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.resume_button)
         col.addLayout(buttons)
 
         self.ready_label = QLabel()
@@ -312,8 +350,61 @@ class TrainPanel(QWidget):
             errors.show_error(self, "Cannot start training", str(exc))
             return None
 
-        self.run_dir = run_dir
         worker = TrainWorker(s.index, split, s.spec, config, run_dir, s.registry)
+        return self._launch(worker, run_dir, config, f"\u2014 Run {run_dir.name} \u2014", [])
+
+    def resume(self, folder, fallback: str | None = None) -> TrainWorker | None:
+        """Continue the stopped or interrupted run in ``folder`` from its last saved epoch, with
+        its recorded settings, split and dataset (checked against the record, as
+        ``cnnstudio train --resume`` does). A damaged checkpoint is named, and the user chooses
+        how to go on (:func:`ask_fallback`) unless ``fallback`` says it."""
+        from cnnstudio.core.runs import checkpoint
+        from cnnstudio.core.runs.restore import restore
+        from cnnstudio.core.training.config import TrainConfig
+
+        if self.is_training():
+            return None
+        s = self.session
+        if s.job_refusal():
+            errors.show_error(self, "Cannot resume the run", s.job_refusal())
+            return None
+        run_dir = Path(folder)
+        try:
+            why = not_resumable(run_dir)
+            if why:
+                raise StudioError(why)
+            try:
+                checkpoint.resumable(RunPaths(run_dir), fallback)
+            except checkpoint.CheckpointError as exc:
+                fallback = ask_fallback(self, exc)
+                if fallback is None:
+                    return None
+            restored = restore(run_dir, purpose="the resumed run", new_classes="refuse")
+            restored.index.raise_for_errors()
+            config = TrainConfig.from_dict(restored.train).validate()
+            history = RunRecords(run_dir).history
+        except StudioError as exc:
+            errors.show_error(self, "Cannot resume the run", str(exc))
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            errors.show_error(self, "Cannot resume the run", f"{run_dir}: unreadable training settings ({exc})")
+            return None
+        worker = TrainWorker(restored.index, restored.split, restored.spec, config, run_dir, s.registry, resume=True,
+                             fallback=fallback)
+        return self._launch(worker, run_dir, config, f"\u2014 Run {run_dir.name}, resumed \u2014", history)
+
+    def _choose_resume(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        current = self.session.current_run
+        start = current if current and not not_resumable(Path(current)) else str(self.session.runs_folder())
+        folder = QFileDialog.getExistingDirectory(self, "Resume the run in", start)
+        if folder:
+            self.resume(folder)
+
+    def _launch(self, worker: TrainWorker, run_dir: Path, config, title: str, history: list[dict]) -> TrainWorker:
+        s = self.session
+        self.run_dir = run_dir
         s.start_job(worker, f"Training {run_dir.name}")  # first: the slot is free when this panel hears the end
         worker.started.connect(self._on_started)
         worker.begin.connect(self._on_begin)
@@ -334,12 +425,15 @@ class TrainPanel(QWidget):
         self._last_eta = (time.monotonic(), None)
         total = config.epochs + (config.finetune_epochs if self._fine_tuning(config) else 0)
         self._epochs = total
-        for curves in self.curves.values():
-            curves.reset(total)
+        for key, curves in self.curves.items():
+            curves.reset(max(total, len(history)))
+            for epoch, row in enumerate(history):  # a resumed run's saved epochs
+                curves.add_epoch(epoch, row.get(key), row.get(f"val_{key}"))
+            curves.flush()
         self.progress.setRange(0, 0)  # busy until the first batch
         self.notice.setVisible(False)
         self._set_running(True)
-        self.log.appendPlainText(f"\u2014 Run {run_dir.name} \u2014")
+        self.log.appendPlainText(title)
         self._log(f"Saving to {run_dir}")
         self._t_start = time.monotonic()
         self._refresh_timer.start()
@@ -377,6 +471,7 @@ class TrainPanel(QWidget):
         self._form_box.setEnabled(not running)
         self.stop_button.setEnabled(running)
         self.start_button.setEnabled(not running and self.session.index is not None)
+        self.resume_button.setEnabled(not running)
 
     # -- worker signals -------------------------------------------------------------------
 
@@ -446,9 +541,10 @@ class TrainPanel(QWidget):
         self._end_run()
         self.result = result
         m = result.metrics or {}
-        saved = (Path(result.run_dir) / "model").is_dir()
+        saved = result.bundle  # written by this run (an earlier stop's bundle may be there too)
         if result.reason == "cancelled" and not saved:
-            headline = "Training stopped before its first epoch; nothing was saved."
+            headline = (f"Training stopped after {result.epochs_run} saved epoch(s); Resume\u2026 continues it."
+                        if result.epochs_run else "Training stopped before its first epoch; nothing was saved.")
             self.result_label.setText(headline)
             self._log(headline)
             self._notify(headline)
@@ -457,6 +553,7 @@ class TrainPanel(QWidget):
                                               result.train_seconds, m))
         if result.reason == "cancelled":
             headline = f"Training stopped after {result.epochs_run} epoch(s); the model so far is saved."
+            self._log("Resume\u2026 continues the run from its last saved epoch")
         else:
             acc = m.get("test_accuracy")
             headline = "Training finished" + (f": test accuracy {acc:.1%}" if acc is not None else "")
@@ -486,7 +583,9 @@ class TrainPanel(QWidget):
             self.progress_label.setText(str(exc))  # a damaged record: say which, draw nothing
             return False
         if metrics is None:
-            return False  # still training elsewhere, or interrupted: nothing finished to show
+            if not not_resumable(Path(path)):  # interrupted, or training elsewhere: nothing finished to show
+                self.progress_label.setText(f"Run {Path(path).name} did not finish; Resume\u2026 continues it")
+            return False
         self.run_dir = Path(path)
         for key, curves in self.curves.items():
             curves.reset(len(history))
