@@ -205,7 +205,7 @@ def test_a_full_disk_ends_the_run_with_a_one_line_error(qtbot, panel, monkeypatc
         qtbot.waitUntil(lambda: bool(shown_errors), timeout=TIMEOUT)
         (title, message, details), = shown_errors
         assert title == "Training failed" and details == ""
-        assert re.fullmatch(re.escape(str(panel.run_dir / "checkpoints")) + r"/[\w.]+: no space left on device",
+        assert re.fullmatch(re.escape(str(panel.run_dir / "checkpoints")) + r"/[\w.-]+: no space left on device",
                             message), message
         qtbot.waitUntil(lambda: not panel.is_training(), timeout=TIMEOUT)
         assert panel.start_button.isEnabled() and panel.session.job == ""
