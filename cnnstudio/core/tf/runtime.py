@@ -8,13 +8,17 @@ custom layers.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import re
 import sys
+import tempfile
 import threading
 
 _lock = threading.RLock()
 _modules: dict = {}
+_DEFAULT_LEVEL = True  # whether TF_CPP_MIN_LOG_LEVEL is the studio's own, not the user's
 
 
 def tf():
@@ -27,24 +31,82 @@ def tf():
     if "tf" not in _modules:
         with _lock:
             if "tf" not in _modules:
+                global _DEFAULT_LEVEL
+                _DEFAULT_LEVEL = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
                 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-                _preload_libraries()
                 # The import makes millions of objects; the collector's full passes over them
                 # would hold the interpreter lock for hundreds of milliseconds each, freezing the
                 # window's event loop. Collect nothing until it is done, then leave them out.
                 collecting = gc.isenabled()
                 gc.disable()
                 try:
-                    import tensorflow
+                    with _startup_log():
+                        _preload_libraries()
+                        import tensorflow
 
-                    tensorflow.config.list_physical_devices()
-                    tensorflow.constant(0.0) + 1.0  # the eager context and its thread pools
+                        tensorflow.config.list_physical_devices()
+                        tensorflow.constant(0.0) + 1.0  # the eager context and its thread pools
                 finally:
                     gc.freeze()
                     if collecting:
                         gc.enable()
                 _modules["tf"] = tensorflow
     return _modules["tf"]
+
+
+# A line of TensorFlow's native log: severity letter, date, time, thread, file:line.
+_NATIVE_LINE = re.compile(rb"^([IWEF])\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [^\]]+\] ")
+_ABSL_NOTICE = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+@contextlib.contextmanager
+def _startup_log():
+    """While TensorFlow starts, keep its native log lines off the terminal.
+
+    TensorFlow's C++ logging writes whatever comes before its own initialisation straight to
+    standard error, whatever ``TF_CPP_MIN_LOG_LEVEL`` says (oneDNN notices, "could not find cuda
+    drivers", "failed call to cuInit" on every machine without a GPU). The studio says itself
+    which device it uses. Standard error is caught in a file for the while; afterwards every line
+    that is not such a notice goes back to it, in order (a level set in ``TF_CPP_MIN_LOG_LEVEL``
+    by the user is kept: 0 shows all of them). Where descriptors cannot be juggled, nothing changes.
+    """
+    keep_from = _startup_threshold()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        caught = tempfile.TemporaryFile()
+        os.dup2(caught.fileno(), 2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        caught.seek(0)
+        kept = [line for line in caught.read().splitlines(keepends=True) if not _noise(line, keep_from)]
+        caught.close()
+        if kept:
+            with contextlib.suppress(OSError):
+                os.write(2, b"".join(kept))
+
+
+def _startup_threshold() -> int:
+    """The least severe native line shown while TensorFlow starts, as an index into "IWEF"."""
+    if _DEFAULT_LEVEL:
+        return 3  # the studio's default: fatal lines only
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip()
+    return min(int(level), 3) if level.isdigit() else 0
+
+
+def _noise(line: bytes, keep_from: int) -> bool:
+    if line.rstrip(b"\r\n") == _ABSL_NOTICE:
+        return True
+    m = _NATIVE_LINE.match(line)
+    return bool(m) and "IWEF".index(m.group(1).decode()) < keep_from
 
 
 # TensorFlow's largest native libraries: loading them (relocations, op registration) takes about
