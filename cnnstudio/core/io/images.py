@@ -63,7 +63,7 @@ _PILLOW_SAYS = (
     ("Palette images with Transparency", "palette image with partial transparency; composited on white"),
     ("corrupt EXIF data", "damaged EXIF data; what cannot be read of it is ignored"),
     ("Tag data larger than file", "damaged EXIF data; what cannot be read of it is ignored"),
-    ("Truncated File Read", "the file ends early (truncated); what was read is used"),
+    ("Truncated File Read", "damaged metadata (it ends early); it is ignored"),
     ("AVIF support not installed", "an AVIF image, which this Pillow cannot read"),
 )
 
@@ -92,11 +92,9 @@ def _showwarning(message, category, filename, lineno, file=None, line=None):
     _passed_on(message, category, filename, lineno, file, line)
 
 
-def _always_filters() -> list[tuple]:
-    return [("always", None, Warning, re.compile(module), 0) for module in (r"PIL(\.|$)", re.escape(__name__))]
-
-
-_ALWAYS = _always_filters()
+# Pillow's modules and this one (a warning Pillow attributes to its caller): said every time.
+_LOUD_MODULES = (r"PIL(\.|$)", re.escape(__name__))
+_ALWAYS = [("always", None, Warning, re.compile(module), 0) for module in _LOUD_MODULES]
 
 
 def _install() -> None:
@@ -111,7 +109,7 @@ def _install() -> None:
         if current is not _showwarning:
             _passed_on = current
             warnings.showwarning = _showwarning
-        for module in (r"PIL(\.|$)", re.escape(__name__)):
+        for module in _LOUD_MODULES:
             warnings.filterwarnings("always", module=module, append=True)
 
 
