@@ -365,6 +365,13 @@ def test_control_characters_in_class_and_file_names_never_reach_the_terminal(tmp
     assert main(["evaluate", str(run)]) == 0
     assert "\\x1b[31mred" in said()
 
+    other = tmp_path / "other"
+    assert main(["train", str(data), "--out", str(other), "--epochs", "1", "--image-size", "16",
+                 "--model", "scratch", "--batch-size", "4", "--seed", "7", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["diff", str(run), str(other)]) == 0
+    said()
+
     missing = tmp_path / "no\x1b[2Jsuch\nbundle"
     assert main(["predict", str(missing), str(odd)]) == 1
     err = said()
