@@ -330,3 +330,77 @@ def test_class_names_with_terminal_escapes_are_shown_escaped(tmp_path, capsys):
     main(["scan", str(data)])
     out = capsys.readouterr().out
     assert "\x1b" not in out and "gr\\x1b[31meen" in out
+
+
+def test_control_characters_in_class_and_file_names_never_reach_the_terminal(tmp_path, capsys):
+    """A class folder named with an ANSI escape and file names with a newline: every command that
+    names them prints them escaped, and an error naming one stays one line."""
+    data = make_dataset(tmp_path / "data", classes=("red", "green"), per_class=8, size=16)
+    (data / "red").rename(data / "\x1b[31mred")
+    odd = data / "green" / "two\nlines.png"
+    sorted((data / "green").glob("*.png"))[0].rename(odd)
+    (data / "green" / "bad\nfile.png").write_bytes(b"")
+
+    def said() -> str:
+        captured = capsys.readouterr()
+        text = captured.out + captured.err
+        assert "\x1b" not in text
+        assert not any(line.startswith(("lines.png", "file.png")) for line in text.splitlines()), text
+        return text
+
+    assert main(["scan", str(data)]) == 0
+    text = said()
+    assert "\\x1b[31mred" in text and "bad\\nfile.png" in text
+
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(run), "--epochs", "1", "--image-size", "16",
+                 "--model", "scratch", "--batch-size", "4"]) == 0
+    assert "bad\\nfile.png" in said()
+
+    assert main(["predict", str(run / "model"), str(odd), str(data / "green" / "bad\nfile.png")]) == 0
+    lines = said().strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{str(odd)!r}"[1:-1] + ": ")
+    assert "\\x1b[31mred" in lines[0] or "green" in lines[0]
+    assert lines[1].startswith(str(data / "green" / "bad\\nfile.png") + ": error: empty file")
+
+    assert main(["evaluate", str(run)]) == 0
+    assert "\\x1b[31mred" in said()
+
+    other = tmp_path / "other"
+    assert main(["train", str(data), "--out", str(other), "--epochs", "1", "--image-size", "16",
+                 "--model", "scratch", "--batch-size", "4", "--seed", "7", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["diff", str(run), str(other)]) == 0
+    said()
+
+    missing = tmp_path / "no\x1b[2Jsuch\nbundle"
+    assert main(["predict", str(missing), str(odd)]) == 1
+    err = said()
+    assert len(err.strip().splitlines()) == 1 and "no\\x1b[2Jsuch\\nbundle" in err
+
+
+def test_pillows_warnings_reach_scan_and_predict_as_the_studios_line_naming_the_file(tmp_path, capsys):
+    from tinydata import damaged_exif_jpeg
+
+    data = make_dataset(tmp_path / "data", classes=("red", "green"), per_class=8, size=16)
+    bad = damaged_exif_jpeg(data / "red" / "bad_exif.jpg")
+    note = "damaged EXIF data; what cannot be read of it is ignored"
+
+    def no_raw_warning(text: str) -> None:
+        assert "UserWarning" not in text and "Warning:" not in text and "warnings.warn" not in text
+        assert "Tag data larger than file" not in text
+
+    scanned = run_cli("scan", data)
+    assert scanned.returncode == 0, scanned.stderr
+    no_raw_warning(scanned.stdout + scanned.stderr)
+    assert f"  warning: red/bad_exif.jpg: {note}" in scanned.stdout.splitlines()
+
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(run), "--epochs", "1", "--image-size", "16",
+                 "--model", "scratch", "--batch-size", "4", "--json"]) == 0
+    capsys.readouterr()
+    predicted = run_cli("predict", run / "model", bad)
+    assert predicted.returncode == 0, predicted.stderr
+    no_raw_warning(predicted.stdout + predicted.stderr)
+    assert predicted.stderr.splitlines().count(f"{bad}: {note}") == 1
+    assert predicted.stdout.startswith(f"{bad}: ")

@@ -270,3 +270,55 @@ def test_a_huge_image_is_refused_by_its_size_in_pixels_and_pillow_prints_no_warn
     assert done.stdout.strip().endswith(
         "image too large (12001x12001 = 144,024,001 pixels, above the limit of 144,000,000)")
     assert "DecompressionBomb" not in done.stderr  # Pillow's raw warning never reaches the terminal
+
+
+def test_pillows_warnings_become_notes_on_the_file_that_raised_them_on_each_thread(tmp_path):
+    """Files decoded at once on several threads: each file's notes are its own, none is lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tinydata import damaged_exif_jpeg
+
+    from cnnstudio.core.io.images import file_notes, inspect
+
+    paths = []
+    for i in range(16):
+        if i % 2:
+            paths.append(damaged_exif_jpeg(tmp_path / f"bad_{i}.jpg"))
+        else:
+            paths.append(tmp_path / f"good_{i}.jpg")
+            Image.new("RGB", (20, 20), (i, 0, 0)).save(paths[-1], "JPEG")
+
+    def notes_of(path):
+        with file_notes() as notes:
+            inspect(path)
+        return list(notes)
+
+    with ThreadPoolExecutor(4) as pool:
+        found = dict(zip(paths, pool.map(notes_of, paths * 3)))
+    for path, notes in found.items():
+        if path.name.startswith("bad"):
+            assert notes == ["damaged EXIF data; what cannot be read of it is ignored"], path
+        else:
+            assert notes == [], path
+
+
+def test_a_pillow_warning_reaches_the_terminal_as_one_line_naming_the_file(tmp_path):
+    import subprocess
+    import sys
+
+    from tinydata import damaged_exif_jpeg
+
+    bad = damaged_exif_jpeg(tmp_path / "bad.jpg")
+    code = ("import sys\n"
+            "from cnnstudio.core.io.images import load_array, load_rgb\n"
+            "for _ in range(3):\n"
+            "    load_array(sys.argv[1], 16); load_rgb(sys.argv[1])\n"
+            "import warnings; warnings.warn('an unrelated warning still shows')\n")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code, str(bad)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "bad.jpg" in line or "Warning" in line]
+    assert lines[0] == f"{bad}: damaged EXIF data; what cannot be read of it is ignored"
+    assert "Tag data larger than file" not in done.stderr and "TiffImagePlugin" not in done.stderr
+    assert [line for line in lines if "bad.jpg" in line] == lines[:1]  # said once, not per read
+    assert "UserWarning: an unrelated warning still shows" in done.stderr

@@ -98,3 +98,28 @@ def test_two_trainings_started_at_once_on_one_folder_leave_one_whole_run(tmp_pat
     metrics = json.loads((out / "metrics.json").read_text())
     history = (out / "history.csv").read_text().splitlines()
     assert config["train"]["seed"] == winner and metrics["epochs_run"] == 3 and len(history) == 4
+
+
+def test_two_searches_started_at_once_on_one_folder_leave_one_whole_search(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=8, size=16)
+    out = tmp_path / "search"
+    procs = [subprocess.Popen([sys.executable, "-m", "cnnstudio", "tune", str(data), "--out", str(out),
+                               "--trials", "2", "--epochs", "1", "--image-size", "16", "--model", "scratch",
+                               "--seed", str(seed)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (11, 22)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 1], results
+    (winner,) = [seed for seed, (code, _) in zip((11, 22), results) if code == 0]
+    (refusal,) = [err for code, err in results if code == 1]
+    said = refusal.strip().splitlines()[-1]
+    assert said.startswith(f"cnnstudio tune: error: {out}") and "being searched by process" in said
+    assert "Traceback" not in refusal
+    assert json.loads((out / "search.json").read_text())["settings"]["seed"] == winner
+    trials = json.loads((out / "trials.json").read_text())["trials"]
+    assert [(t["number"], t["status"]) for t in trials] == [(0, "complete"), (1, "complete")]
+    folders = sorted(p.name for p in (out / "trials").iterdir())
+    assert folders == ["trial-001", "trial-002"]
+    for folder in folders:
+        config = json.loads((out / "trials" / folder / "config.json").read_text())
+        assert config["train"]["epochs"] == 1
+        assert json.loads((out / "trials" / folder / "metrics.json").read_text())["epochs_run"] == 1

@@ -372,3 +372,124 @@ def test_cli_listing_says_each_plugin_error_once(install_plugin, tmp_path):
                          env=env, check=True)
     assert (out.stdout + out.stderr).count("boom in the hook") == 1
     assert "raises 0.1 [package] error" in out.stdout
+
+
+# Plugins that try to stop or stall the host.
+
+def test_keyboardinterrupt_and_systemexit_from_a_plugin_are_reported_and_the_rest_loads(install_plugin):
+    install_plugin("interrupts", "raise KeyboardInterrupt\n")
+    install_plugin("exits", "import sys\nsys.exit(3)\n")
+    install_plugin("hook-interrupts", """
+        from cnnstudio.plugins import hookimpl
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            raise KeyboardInterrupt
+    """)
+    install_plugin("hook-exits", """
+        from cnnstudio.plugins import hookimpl
+
+        @hookimpl
+        def cnnstudio_register_blocks(registry):
+            raise SystemExit("bye")
+    """)
+    install_plugin("tiny", TINY_PLUGIN)
+
+    manager_ = PluginManager()
+    registry = manager_.load()
+    errors = errors_by_plugin(manager_)
+    assert errors["interrupts"] == "failed to import cnnstudio_test_interrupts: KeyboardInterrupt"
+    assert errors["exits"] == "failed to import cnnstudio_test_exits: SystemExit: 3"
+    assert errors["hook-interrupts"] == "cnnstudio_register_backbones raised KeyboardInterrupt"
+    assert errors["hook-exits"] == "cnnstudio_register_blocks raised SystemExit: bye"
+    for name in ("interrupts", "exits", "hook-interrupts", "hook-exits"):
+        assert info(manager_, name).status == "error"
+    assert BUILTIN_BACKBONES | {"tiny"} <= set(registry.backbones) and "conv" in registry.blocks
+
+
+def test_the_users_ctrl_c_during_a_plugin_import_still_stops(install_plugin):
+    """Only a KeyboardInterrupt the plugin raises itself is recorded: a real SIGINT goes on."""
+    install_plugin("pressed", """
+        import os, signal, time
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the signal's handler interrupts this at once
+    """)
+    with pytest.raises(KeyboardInterrupt):
+        PluginManager().load()
+
+
+def test_a_slow_plugin_is_named_with_its_time(install_plugin, monkeypatch):
+    from cnnstudio.plugins import manager as host
+
+    monkeypatch.setattr(host, "SLOW_PLUGIN_SECONDS", 0.1)
+    install_plugin("slowpkg", "import time\ntime.sleep(0.3)\n" + TINY_PLUGIN)
+    install_plugin("slowhook", """
+        import time
+        from cnnstudio.plugins import hookimpl
+
+        @hookimpl
+        def cnnstudio_register_blocks(registry):
+            time.sleep(0.3)
+    """)
+    install_plugin("fast", "")
+    manager_ = PluginManager()
+    registry = manager_.load()
+    assert manager_.errors == []
+    assert len(manager_.warnings) == 2
+    hook, slow = manager_.warnings  # in the order of the plugins, sorted by name
+    assert slow.startswith("plugin 'slowpkg' (cnnstudio-test-slowpkg) took ") and " s to load" in slow
+    assert float(slow.split(" took ")[1].split(" s ")[0]) >= 0.3
+    assert "cnnstudio plugins --disable slowpkg" in slow
+    assert hook.startswith("plugin 'slowhook' (cnnstudio-test-slowhook) took ")
+    assert info(manager_, "slowpkg").warnings == [slow] and info(manager_, "fast").warnings == []
+    assert info(manager_, "slowpkg").status == "ok" and "tiny" in registry.backbones
+
+
+def test_discovery_on_another_thread_leaves_the_registry_in_use_until_adopted(install_plugin, monkeypatch):
+    import threading
+
+    install_plugin("tiny", TINY_PLUGIN)
+    monkeypatch.setattr(manager, "_default", None)
+    manager_ = default_manager(wait=False)
+    registry = manager_.registry
+    assert not manager_.complete and [p.name for p in manager_.plugins] == ["builtins"]
+    assert BUILTIN_BACKBONES <= set(registry.backbones) and "tiny" not in registry.backbones
+
+    found = []
+    thread = threading.Thread(target=lambda: found.append(manager_.discover()))
+    thread.start()
+    thread.join(60)
+    assert "tiny" not in registry.backbones and not manager_.complete  # nothing changed yet
+    assert manager_.adopt(found[0]) is registry
+    assert manager_.complete and "tiny" in registry.backbones and info(manager_, "tiny").status == "ok"
+    assert default_manager() is manager_
+
+
+def test_a_command_waits_for_a_manager_started_with_the_builtins_only(install_plugin, monkeypatch):
+    install_plugin("tiny", TINY_PLUGIN)
+    monkeypatch.setattr(manager, "_default", None)
+    started = default_manager(wait=False)
+    assert "tiny" not in started.registry.backbones
+    assert "tiny" in load_registry().backbones and started.complete
+
+
+def test_cli_names_a_slow_or_interrupting_plugin_in_one_line_each_and_goes_on(install_plugin, tmp_path):
+    """In a process of its own (the threshold lowered there), where warnings reach standard error."""
+    import os
+
+    install_plugin("slowpkg", "import time\ntime.sleep(0.5)\n")
+    install_plugin("interrupts", "raise KeyboardInterrupt\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    code = ("import sys; import cnnstudio.plugins.manager as m; m.SLOW_PLUGIN_SECONDS = 0.2\n"
+            "from cnnstudio.cli import main; sys.exit(main(['models']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    slow = [line for line in lines if "slowpkg" in line]
+    assert len(slow) == 1 and slow[0].startswith("plugin 'slowpkg' (cnnstudio-test-slowpkg) took ")
+    assert " s to load" in slow[0]
+    interrupted = [line for line in lines if "interrupts" in line]
+    assert interrupted == ["plugin 'interrupts' (cnnstudio-test-interrupts): failed to import "
+                           "cnnstudio_test_interrupts: KeyboardInterrupt"]
+    assert "Traceback" not in out.stderr and "interrupted" not in out.stderr
+    assert "vgg16" in out.stdout

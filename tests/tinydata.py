@@ -31,3 +31,15 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
     data = Path(path).read_bytes()
     Path(path).write_bytes(data[: int(len(data) * keep)])
     return Path(path)
+
+
+def damaged_exif_jpeg(path: Path, colour=(220, 40, 40), size: int = 20) -> Path:
+    """A good JPEG whose EXIF block names a tag with more data than the block holds: Pillow
+    decodes the pixels and warns ("Tag data larger than file") when it reads the EXIF."""
+    import struct
+
+    tiff = (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+            + struct.pack("<HHII", 0x010E, 2, 100, 26) + struct.pack("<I", 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), colour).save(path, "JPEG", exif=b"Exif\x00\x00" + tiff)
+    return path

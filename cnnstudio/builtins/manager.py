@@ -32,18 +32,27 @@ _default: PluginManager | None = None
 _default_lock = threading.Lock()
 
 
-def default_manager(disabled: Iterable[str] | None = None) -> PluginManager:
+def default_manager(disabled: Iterable[str] | None = None, *, wait: bool = True) -> PluginManager:
     """The process-wide manager the CLI and the window share, loaded on first use.
 
     ``disabled`` None keeps the current one (or loads one with the plugins the user disabled,
     :mod:`cnnstudio.plugins.settings`); a different set of disabled names loads a new one.
+    ``wait`` False (the window's start) returns at once: a manager loaded for the first time
+    then holds the built-ins only (``complete`` False), and the caller discovers the installed
+    plugins (:meth:`~cnnstudio.plugins.manager.PluginHost.discover`, in the background) and
+    adopts them.
     """
     global _default
     with _default_lock:
         if _default is None or (disabled is not None and frozenset(disabled) != _default.disabled):
             manager = PluginManager(load_disabled() if disabled is None else disabled)
-            manager.load()
+            if wait:
+                manager.load()
+            else:
+                manager.load_builtins()
             _default = manager
+        elif wait and not _default.complete:
+            _default.load()
         return _default
 
 

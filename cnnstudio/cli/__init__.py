@@ -13,6 +13,7 @@ import os
 import sys
 
 from cnnstudio.cli.parser import build_parser
+from cnnstudio.cli.terminal import printable
 from cnnstudio.core.errors import Cancelled, StudioError
 from cnnstudio.core.project import PROJECT_SUFFIX
 
@@ -32,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Cancelled as exc:  # the first Ctrl-C stopped work that had produced nothing yet
-        print(f"cnnstudio {args.command}: {exc}", file=sys.stderr)
+        print(f"cnnstudio {args.command}: {printable(str(exc))}", file=sys.stderr)
         return 130
-    except StudioError as exc:
-        print(f"cnnstudio {args.command}: error: {exc}", file=sys.stderr)
+    except StudioError as exc:  # one line: a file or class name in it may hold a newline or an escape
+        print(f"cnnstudio {args.command}: error: {printable(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"cnnstudio {args.command}: interrupted", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from cnnstudio.cli.terminal import print_json
+import dataclasses
+
+from cnnstudio.cli.terminal import print_json, printable
 
 
 def cmd_diff(args) -> int:
@@ -11,6 +13,8 @@ def cmd_diff(args) -> int:
     diff = diff_runs(args.run_a, args.run_b)
     if args.json:
         print_json(diff.to_dict())
-    else:
-        print(format_diff(diff))
+    else:  # a test image's file and class names may hold a newline or a terminal escape
+        shown = [{**p, **{key: printable(str(p[key])) for key in ("path", "true", "a", "b") if key in p}}
+                 for p in diff.changed_predictions]
+        print(format_diff(dataclasses.replace(diff, changed_predictions=shown)))
     return 0

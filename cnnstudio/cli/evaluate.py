@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnstudio.cli.common import CliError
-from cnnstudio.cli.terminal import TerminalTask, print_json, stop_on_ctrl_c
+from cnnstudio.cli.terminal import TerminalTask, print_json, printable, stop_on_ctrl_c
 
 
 def cmd_evaluate(args) -> int:
@@ -51,6 +51,12 @@ def cmd_evaluate(args) -> int:
         out["calibrate"] = calibration
     if args.json:
         print_json(out)
-    else:
-        print(format_evaluation(out))
+    else:  # class and file names escaped: a folder name may hold a newline or a terminal escape
+        shown = evaluation_report(raw.y_true, probs, [printable(n) for n in bundle.class_names], bins=args.bins)
+        print(format_evaluation({
+            **out, **shown,
+            "missing_files": [printable(str(p)) for p in ev.missing],
+            "skipped_files": [{**d, "path": printable(str(d["path"])), "reason": printable(str(d["reason"]))}
+                              for d in raw.skipped],
+        }))
     return 0

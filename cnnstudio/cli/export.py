@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cnnstudio.cli.common import plugin_registry
-from cnnstudio.cli.terminal import TerminalTask, print_json, stop_on_ctrl_c
+from cnnstudio.cli.terminal import TerminalTask, print_json, printable, stop_on_ctrl_c
 
 
 def cmd_export(args) -> int:
@@ -27,5 +27,5 @@ def cmd_export(args) -> int:
     if report.skipped:
         print(f"  {len(report.skipped)} test image(s) could not be read and were skipped:")
         for d in report.skipped:
-            print(f"    {d['path']}: {d['reason']}")
+            print(f"    {printable(str(d['path']))}: {printable(str(d['reason']))}")
     return 0

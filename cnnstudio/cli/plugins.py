@@ -28,7 +28,7 @@ def cmd_plugins(args) -> int:
     if args.json:
         print_json([
             {"name": i.name, "origin": i.origin, "distribution": i.distribution, "version": i.version,
-             "status": i.status, "provides": i.provides,
+             "status": i.status, "provides": i.provides, "warnings": i.warnings,
              "errors": [{"cause": e.cause, "traceback": e.traceback} for e in i.errors]}
             for i in infos
         ])
@@ -40,4 +40,6 @@ def cmd_plugins(args) -> int:
             print("  provides: " + ", ".join(i.provides))
         for e in i.errors:
             print(f"  error: {e.cause}")
+        for w in i.warnings:
+            print(f"  warning: {w}")
     return 0

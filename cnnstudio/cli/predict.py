@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from cnnstudio.cli.common import CliError, plugin_registry
-from cnnstudio.cli.terminal import TerminalTask, print_json
+from cnnstudio.cli.terminal import TerminalTask, print_json, printable
 
 
 class PredictState(TerminalTask):
@@ -52,11 +52,11 @@ def cmd_predict(args) -> int:
             for r in results
         ])
     else:
-        for r in results:
+        for r in results:  # file and class names may hold newlines or terminal escapes
             if r.error:
-                print(f"{r.path}: error: {r.error}")
+                print(f"{printable(r.path)}: error: {printable(r.error)}")
             else:
-                print(f"{r.path}: " + ", ".join(f"{c} {p * 100:.2f}%" for c, p in r.top))
+                print(f"{printable(r.path)}: " + ", ".join(f"{printable(c)} {p * 100:.2f}%" for c, p in r.top))
     return 1 if all(r.error for r in results) else 0
 
 
@@ -91,7 +91,7 @@ def cmd_predict_imagenet(args) -> int:
         note = "" if classifier.pretrained else " (random weights, not pretrained)"
         for r in results:
             if r.error:
-                print(f"{r.path}: error: {r.error}")
+                print(f"{printable(r.path)}: error: {printable(r.error)}")
             else:
-                print(f"{r.path}: " + ", ".join(f"{n} {p * 100:.2f}%" for n, _, p in r.top) + note)
+                print(f"{printable(r.path)}: " + ", ".join(f"{n} {p * 100:.2f}%" for n, _, p in r.top) + note)
     return 1 if all(r.error for r in results) else 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cnnstudio.cli.common import CliError
-from cnnstudio.cli.terminal import print_json
+from cnnstudio.cli.terminal import print_json, printable
 
 RUN_COLUMNS = (("name", "run"), ("model", "model"), ("status", "status"), ("epochs", "epochs"),
                ("val_accuracy", "val_acc"), ("val_loss", "val_loss"), ("test_accuracy", "test_acc"),
@@ -54,7 +54,7 @@ def cmd_runs(args) -> int:
         for key, _ in RUN_COLUMNS:
             v = getattr(r, key)
             row.append("-" if v is None else f"{v:.4f}" if isinstance(v, float) and key != "train_seconds"
-                       else f"{v:.1f}" if isinstance(v, float) else str(v))
+                       else f"{v:.1f}" if isinstance(v, float) else printable(str(v)))
         table.append(row)
     widths = [max(len(row[i]) for row in table) for i in range(len(RUN_COLUMNS))]
     for row in table:
@@ -62,5 +62,5 @@ def cmd_runs(args) -> int:
                         for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
     for r in found:
         if r.status == "unreadable":
-            print(f"{r.name}: {r.reason}")
+            print(f"{printable(r.name)}: {printable(str(r.reason))}")
     return 0

@@ -52,6 +52,7 @@ class TerminalTask:
         self._lock = threading.RLock()  # a download reports from a watcher thread
 
     def _say(self, text):
+        text = "\n".join(printable(line) for line in str(text).split("\n"))  # a status naming a file stays its lines
         if not self.quiet:
             with self._lock:
                 if self.bar is not None:

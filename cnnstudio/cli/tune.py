@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from cnnstudio.cli.common import dataset_dir, plugin_registry, spec_and_config
-from cnnstudio.cli.terminal import TerminalState, scan_folder, stop_on_ctrl_c
+from cnnstudio.cli.terminal import TerminalState, printable, scan_folder, stop_on_ctrl_c
 
 
 class TuneState(TerminalState):
@@ -32,7 +32,7 @@ class TuneState(TerminalState):
         self.records.append(record)
         best = best_trial(self.records, self.objective)
         if record.status == "failed":
-            outcome = f"{'failed':<8}  {record.error}"
+            outcome = f"{'failed':<8}  {printable(str(record.error))}"
         else:
             value = "-" if record.value is None else f"{record.value:.4f}"
             outcome = f"{record.status:<8}  {self.objective} {value}"

@@ -2,6 +2,12 @@
 
 Panels are created the first time they are shown, so the window appears quickly (pyqtgraph and
 TensorFlow load later). They share one :class:`Session` and never talk to each other.
+
+The window starts with the built-in plugin registered and looks for the installed plugins in a
+worker (an import may take seconds, or hang): every page works with the built-ins meanwhile,
+the status bar says "Loading plugins...", and the plugins' providers join the same registry when
+the search ends. A project opened meanwhile (its model may be a plugin's) and a plugin change
+asked for meanwhile wait for it.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QSize, Qt, QTimer, qVersion
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal, qVersion
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDialog,
@@ -85,16 +91,21 @@ def _load_tensorflow() -> dict:
 
 
 def _default_manager():
+    """The process-wide plugin manager at once: with the built-ins only if it had not loaded yet."""
     from cnnstudio.builtins.manager import default_manager
 
-    return default_manager()
+    return default_manager(wait=False)
 
 
 class MainWindow(QMainWindow):
+    pluginsLoaded = Signal()  # the installed plugins found at start-up are registered
+
     def __init__(self, manager=None, parent=None):
         super().__init__(parent)
         self.manager = manager if manager is not None else _default_manager()
         self.session = Session(self.manager.registry, self)
+        self._plugin_worker: Worker | None = None
+        self._after_plugins: list = []  # what waits for the installed plugins (opening a project)
         self.tf_info: dict | None = None
         self._tf_worker: Worker | None = None
         self.last_report: Path | None = None  # the last report File > Export Report wrote
@@ -118,6 +129,8 @@ class MainWindow(QMainWindow):
         self._update_title()
         self._refresh_recent()
         self.show_page("start")
+        if not getattr(self.manager, "complete", True):
+            self.discover_plugins()
 
     # ------------------------------------------------------------------ layout
 
@@ -236,10 +249,17 @@ class MainWindow(QMainWindow):
         self.device_label.setToolTip("The compute device training will use")
         bar.addWidget(self.job_label, 1)
         bar.addPermanentWidget(self.device_label)
-        plugin_errors = getattr(self.manager, "errors", [])
-        if plugin_errors:
-            n = len(plugin_errors)
-            bar.showMessage(f"{n} plugin error{'s' if n > 1 else ''}: see Help > Plugins", 10000)
+        self._say_plugin_problems()
+
+    def _say_plugin_problems(self) -> None:
+        """In the status bar: how many plugins failed, and which took seconds to load."""
+        parts = []
+        n = len(getattr(self.manager, "errors", []))
+        if n:
+            parts.append(f"{n} plugin error{'s' if n > 1 else ''}: see Help > Plugins")
+        parts += getattr(self.manager, "warnings", [])
+        if parts:
+            self.statusBar().showMessage("; ".join(parts), 15000)
 
     # ------------------------------------------------------------------ pages
 
@@ -404,8 +424,15 @@ class MainWindow(QMainWindow):
             self.open_project(path)
 
     def open_project(self, path) -> bool:
-        """Read ``path`` into the session and rescan its dataset; False (after a message) on error."""
+        """Read ``path`` into the session and rescan its dataset; False (after a message) on error.
+
+        While the installed plugins are being looked for (its model may be a plugin's), it is
+        opened once they are registered, and True is returned now."""
         path = Path(path)
+        if self.plugins_loading():
+            self.after_plugins(lambda: self.open_project(path))
+            self.statusBar().showMessage(f"Opening {path.name} once the plugins have loaded", 10000)
+            return True
         try:
             self.session.load_project(path)
         except Exception as exc:  # noqa: BLE001 - a bad file is a message, not a crash
@@ -681,13 +708,18 @@ class MainWindow(QMainWindow):
     def plugins_dialog(self):
         from cnnstudio.gui.dialogs.plugins import PluginsDialog
 
-        return PluginsDialog(self.manager, self, reload=self.reload_plugins)
+        dialog = PluginsDialog(self.manager, self, reload=self.reload_plugins)
+        self.pluginsLoaded.connect(dialog.refresh)
+        return dialog
 
     def reload_plugins(self, disabled=None) -> str:
         """Register the plugins again (after an install, uninstall, enable or disable); the
         panels refresh from the same registry, no restart needed. While a job trains, the
         change waits until it has ended (the job keeps the providers it started with anyway)
         and the returned line says so; "" when it applied now."""
+        if self.plugins_loading():
+            self.after_plugins(lambda: self.reload_plugins(disabled))
+            return "the change applies once the plugins have loaded"
         job = self.session.job
         if self.session.after_job(lambda: self._reload_now(disabled)):
             name = job.rstrip(".\u2026")
@@ -697,9 +729,49 @@ class MainWindow(QMainWindow):
     def _reload_now(self, disabled=None) -> None:
         self.manager.reload(disabled)
         self.session.registry_reloaded()
-        n = len(self.manager.errors)
-        if n:
-            self.statusBar().showMessage(f"{n} plugin error{'s' if n > 1 else ''}: see Help > Plugins", 10000)
+        self._say_plugin_problems()
+
+    # ------------------------------------------------------------------ plugins at start-up
+
+    def discover_plugins(self) -> Worker:
+        """Find and register the installed plugins in a worker; the built-ins are registered
+        already, so the window is usable meanwhile. Quitting does not wait for it."""
+        worker = Worker(self.manager.discover).describe("Loading plugins...")
+        worker.quit_waits = False
+        self._plugin_worker = worker
+        self.session.track(worker, worker.what)
+        worker.finished.connect(self._plugins_discovered)
+        worker.errored.connect(self._plugins_failed)
+        return worker.start()
+
+    def plugins_loading(self) -> bool:
+        """Whether the installed plugins are still being looked for."""
+        return self._plugin_worker is not None
+
+    def after_plugins(self, fn) -> bool:
+        """Run ``fn`` now, or once the installed plugins are registered; True when it waits."""
+        if not self.plugins_loading():
+            fn()
+            return False
+        self._after_plugins.append(fn)
+        return True
+
+    def _plugins_discovered(self, found) -> None:
+        self.manager.adopt(found)
+        self.session.registry_reloaded()
+        self._plugins_ended()
+        self._say_plugin_problems()  # after what waited (an opened project says so too)
+
+    def _plugins_failed(self, message: str, details: str) -> None:
+        errors.show_error(self, "Plugins could not be loaded", message, details)
+        self._plugins_ended()
+
+    def _plugins_ended(self) -> None:
+        self._plugin_worker = None
+        waiting, self._after_plugins = self._after_plugins, []
+        for fn in waiting:
+            fn()
+        self.pluginsLoaded.emit()
 
     # ------------------------------------------------------------------ settings and closing
 

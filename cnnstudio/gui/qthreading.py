@@ -60,7 +60,9 @@ class Worker(QObject):
     ``errored(message, details)`` or, when the job stopped on request before producing
     anything, ``aborted()``; then ``done()``. ``what`` names the job where the window lists what
     is running; ``writes`` marks a job that writes something the user asked for (an export, a
-    report), which quitting must not cut short without asking.
+    report), which quitting must not cut short without asking. ``quit_waits`` False marks a job
+    that quitting does not wait for (finding the installed plugins writes nothing, and a plugin
+    that hangs at import must not keep the window open).
     """
 
     started = Signal()
@@ -78,6 +80,7 @@ class Worker(QObject):
         self.kwargs = kwargs
         self.what = getattr(fn, "__name__", "job").strip("_").replace("_", " ")
         self.writes = False
+        self.quit_waits = True
         self._stop = threading.Event()
         self._last_progress: dict[str, float] = {}
         self.thread: threading.Thread | None = None
@@ -176,14 +179,15 @@ def _finish_on_quit() -> None:
 
 
 def pending() -> list[Worker]:
-    """The workers started and not yet delivered, oldest first."""
-    return list(_active)
+    """The workers started and not yet delivered that quitting waits for, oldest first."""
+    return [w for w in _active if w.quit_waits]
 
 
 def wait_for_all(timeout: float = 120.0) -> bool:
-    """Wait until every started worker's function has returned; False if ``timeout`` passed first."""
+    """Wait until every started worker's function that quitting waits for has returned; False
+    if ``timeout`` passed first."""
     deadline = time.monotonic() + timeout
-    for worker in list(_active):
+    for worker in pending():
         if not worker.wait(max(0.0, deadline - time.monotonic())):
             return False
     return True

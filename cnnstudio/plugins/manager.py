@@ -7,6 +7,13 @@ time, each in try/except, recording a :class:`PluginError` (napari-plugin-engine
 ``discover(ignore_errors=True)``, glue's ``load_plugins``). The built-in plugin goes through the
 same path, but its failure is a bug and raises.
 
+Plugin code can neither stop nor silently stall the host: ``KeyboardInterrupt`` and
+``SystemExit`` raised by a plugin's import or hook are recorded like any other failure (a
+Ctrl-C the user presses meanwhile still stops the command), and a plugin whose import and
+registration take longer than :data:`SLOW_PLUGIN_SECONDS` is named in a warning with its time.
+:meth:`PluginHost.discover` loads into a host of its own, so the window can look for the
+installed plugins off its thread and :meth:`PluginHost.adopt` the result when it is ready.
+
 :class:`PluginHost` knows no plugin of its own: it is given the built-in one. The studio's
 manager, with :mod:`cnnstudio.builtins` and one instance shared per process, is
 :mod:`cnnstudio.builtins.manager`.
@@ -14,12 +21,16 @@ manager, with :mod:`cnnstudio.builtins` and one instance shared per process, is
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import inspect
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,6 +53,13 @@ REGISTRATION_HOOKS = (
     "cnnstudio_register_exporters",
     "cnnstudio_register_presets",
 )
+
+# A plugin whose import and registration hooks together take longer (seconds) is named in a warning.
+SLOW_PLUGIN_SECONDS = 5.0
+
+# What plugin code may raise that the host records instead of stopping: a plugin that calls
+# sys.exit() or raises KeyboardInterrupt at import must not end every command.
+PLUGIN_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +89,8 @@ class PluginInfo:
     status: str = "ok"  # "ok" | "disabled" | "error"
     provides: list[str] = field(default_factory=list)  # e.g. "backbone:vgg16"
     errors: list[PluginError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. that it took seconds to load
+    load_seconds: float = 0.0  # its import and registration hooks
 
 
 class PluginHost:
@@ -88,12 +108,17 @@ class PluginHost:
         self.autoload = not os.environ.get(DISABLE_ENV) if autoload is None else autoload
         self.plugins: list[PluginInfo] = []
         self.errors: list[PluginError] = []
+        self.warnings: list[str] = []
         self.registry = Registry()
+        # True once the installed plugins were looked for (load, reload, adopt); False while
+        # only the built-ins are registered (load_builtins).
+        self.complete = False
         self._reset()
 
     def _reset(self) -> None:
         self.plugins = []
         self.errors = []
+        self.warnings = []
         self._pm = pluggy.PluginManager(PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self._infos: dict[str, PluginInfo] = {}
@@ -107,29 +132,51 @@ class PluginHost:
         restart. A module that was imported stays imported; an uninstalled plugin is simply no
         longer registered.
         """
-        if disabled is not None:
-            self.disabled = frozenset(disabled)
+        return self.adopt(self.discover(disabled))
+
+    def discover(self, disabled: Iterable[str] | None = None) -> PluginHost:
+        """Find and register the built-ins and the installed plugins into a new host, leaving
+        this one as it is, so it may run on another thread while this host's registry is in use
+        (the window's start-up); :meth:`adopt` takes the result."""
         importlib.invalidate_caches()  # packages installed since start-up are on disk, not in the finders' caches
-        # Registered into a fresh registry, then taken over whole: the live one is never empty.
-        live, self.registry = self.registry, Registry()
-        self._reset()
-        try:
-            self.load()
-            live.replace_with(self.registry)
-        finally:
-            self.registry = live
-        return live
+        found = PluginHost(self.builtin, self.disabled if disabled is None else disabled, self.autoload)
+        found.load()
+        return found
+
+    def adopt(self, found: PluginHost) -> Registry:
+        """Take what :meth:`discover` found: its plugins, errors and warnings, and its providers
+        into this host's :class:`Registry` (the same object, never empty, see
+        :meth:`Registry.replace_with`)."""
+        self.disabled = found.disabled
+        self.plugins, self.errors, self.warnings = found.plugins, found.errors, found.warnings
+        self._pm, self._infos = found._pm, found._infos
+        self._loaded = self.complete = True
+        self.registry.replace_with(found.registry)
+        return self.registry
+
+    def load_builtins(self) -> Registry:
+        """Register the built-in plugin only, at once; :attr:`complete` stays False until
+        :meth:`adopt` takes what :meth:`discover` found (the window discovers in the background)."""
+        if not self._loaded:
+            self._load(autoload=False)
+        return self.registry
 
     def load(self) -> Registry:
         """Register the built-ins, then every enabled plugin; errors end up in :attr:`errors`."""
-        if self._loaded:
+        if self.complete:
             return self.registry
-        self._loaded = True
+        if self._loaded:  # the built-ins only, so far
+            return self.adopt(self.discover())
+        self._load(self.autoload)
+        self.complete = True
+        return self.registry
 
+    def _load(self, autoload: bool) -> None:
+        self._loaded = True
         builtins = PluginInfo(BUILTINS, "built-in", "cnnstudio", cnnstudio.__version__)
         self._add_plugin(builtins)
         self._register(self.builtin, builtins)
-        if self.autoload:
+        if autoload:
             for entry_point in sorted(
                 importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name
             ):
@@ -141,7 +188,9 @@ class PluginHost:
 
         for info in self.plugins:
             info.provides = self.registry.provided_by(info.name)
-        return self.registry
+            if info.origin != "built-in" and info.load_seconds > SLOW_PLUGIN_SECONDS:
+                self._warn(info, f"took {info.load_seconds:.1f} s to load "
+                                 f"(cnnstudio plugins --disable {info.name} turns it off)")
 
     def _add_plugin(self, info: PluginInfo) -> None:
         self.plugins.append(info)
@@ -165,8 +214,10 @@ class PluginHost:
             info.status = "disabled"
             return
         try:
-            plugin = entry_point.load()
-        except (Exception, SystemExit) as exc:
+            with _timed(info), _users_ctrl_c() as pressed:
+                plugin = entry_point.load()
+        except PLUGIN_FAILURES as exc:
+            _reraise_if_pressed(exc, pressed)
             self._fail(info, f"failed to import {entry_point.value}: {_describe(exc)}", traceback.format_exc())
             return
         refusal = _api_refusal(plugin)
@@ -177,10 +228,12 @@ class PluginHost:
 
     def _register(self, plugin, info: PluginInfo) -> None:
         try:
-            self._pm.register(plugin, name=info.name)
-        except Exception as exc:
+            with _users_ctrl_c() as pressed:
+                self._pm.register(plugin, name=info.name)
+        except PLUGIN_FAILURES as exc:
             if info.origin == "built-in":
                 raise
+            _reraise_if_pressed(exc, pressed)
             self._fail(info, f"cannot be registered: {_describe(exc)}", traceback.format_exc())
             return
         for caller in self._pm.get_hookcallers(plugin) or ():
@@ -204,11 +257,12 @@ class PluginHost:
             return
         kwargs = {"registry": self.registry}
         try:
-            with self.registry.registering(info.name, on_error=refuse):
+            with _timed(info), _users_ctrl_c() as pressed, self.registry.registering(info.name, on_error=refuse):
                 impl.function(*(kwargs[name] for name in impl.argnames))
-        except (Exception, SystemExit) as exc:
+        except PLUGIN_FAILURES as exc:
             if builtin:
                 raise
+            _reraise_if_pressed(exc, pressed)
             self._fail(info, f"{hook_name} raised {_describe(exc)}", traceback.format_exc())
 
     def _fail(self, info: PluginInfo, cause: str, tb: str = "") -> None:
@@ -218,6 +272,54 @@ class PluginHost:
             info.status = "error"
         self.errors.append(error)
         log.warning("%s", error)
+
+    def _warn(self, info: PluginInfo, text: str) -> None:
+        source = f" ({info.distribution})" if info.distribution else ""
+        warning = f"plugin {info.name!r}{source} {text}"
+        info.warnings.append(warning)
+        self.warnings.append(warning)
+        log.warning("%s", warning)
+
+
+@contextlib.contextmanager
+def _timed(info: PluginInfo):
+    """Add the time the block takes to ``info.load_seconds``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        info.load_seconds += time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def _users_ctrl_c():
+    """Tell the user's Ctrl-C from a ``KeyboardInterrupt`` that plugin code raises itself.
+
+    On the main thread, a SIGINT while the block runs sets the yielded event before the
+    handler in place interrupts; on any other thread no signal arrives, so every
+    ``KeyboardInterrupt`` there is the plugin's own.
+    """
+    pressed = threading.Event()
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if not callable(previous):
+        yield pressed
+        return
+
+    def on_sigint(signum, frame):
+        pressed.set()
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _reraise_if_pressed(exc: BaseException, pressed: threading.Event) -> None:
+    """A Ctrl-C of the user's goes on stopping the command; the plugin's own is recorded."""
+    if isinstance(exc, KeyboardInterrupt) and pressed.is_set():
+        raise exc
 
 
 def _api_refusal(plugin) -> str | None:

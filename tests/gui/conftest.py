@@ -96,6 +96,7 @@ def window(qtbot, shown_errors, wait_for_workers):
     qtbot.addWidget(w)
     w.resize(1280, 800)
     w.show()
+    qtbot.waitUntil(lambda: not w.plugins_loading(), timeout=60_000)  # the first window of a process looks for them
     yield w
     wait_for_workers()
     import shiboken6

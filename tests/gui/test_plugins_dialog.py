@@ -110,6 +110,7 @@ def test_disabling_a_plugin_is_remembered_and_refreshes_the_model_panel(qtbot, i
     monkeypatch.setattr(manager, "_default", None)
     window = MainWindow()  # the process-wide manager, as the application starts
     qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: not window.plugins_loading(), timeout=60_000)
     assert "backbone:tiny" in _chooser_ids(window)
     dialog = window.plugins_dialog()
     qtbot.addWidget(dialog)
@@ -124,6 +125,7 @@ def test_disabling_a_plugin_is_remembered_and_refreshes_the_model_panel(qtbot, i
     monkeypatch.setattr(manager, "_default", None)  # a restart
     restarted = MainWindow()
     qtbot.addWidget(restarted)
+    qtbot.waitUntil(lambda: not restarted.plugins_loading(), timeout=60_000)
     assert "backbone:tiny" not in _chooser_ids(restarted)
     again = restarted.plugins_dialog()
     qtbot.addWidget(again)
@@ -209,3 +211,62 @@ def test_the_dialog_asks_before_uninstalling(qtbot, install_plugin, monkeypatch)
     assert not dialog.uninstall_selected() and dialog.process is None
     dialog.tree.setCurrentItem(dialog.item_for("builtins"))
     assert not dialog.uninstall_button.isEnabled() and not dialog.toggle_button.isEnabled()
+
+
+SLOW_IMPORT = """
+import time
+time.sleep(1.5)
+""" + TINY.replace('id="tiny"', 'id="slowbone"')
+
+
+def test_a_plugin_whose_import_hangs_does_not_freeze_the_window(qtbot, install_plugin, monkeypatch, tmp_path):
+    """The start-up search for plugins runs in a worker: the event loop goes on, the built-ins work,
+    a project opened meanwhile waits for it, and the slow plugin is named with its time."""
+    from PySide6.QtCore import QTimer
+
+    from cnnstudio.core.model.spec import resolve_spec
+    from cnnstudio.plugins import manager as host
+
+    monkeypatch.setattr(host, "SLOW_PLUGIN_SECONDS", 0.5)
+    install_plugin("slowpkg", SLOW_IMPORT)
+    monkeypatch.setattr(manager, "_default", None)  # a fresh start
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    assert window.plugins_loading()
+    assert "Loading plugins" in window.job_label.text()
+    assert {"backbone:vgg16", "backbone:scratch"} <= _chooser_ids(window)  # the built-ins at once
+    assert "backbone:slowbone" not in _chooser_ids(window)
+
+    # A project whose model is the slow plugin's, opened while it loads, opens once it is there.
+    from cnnstudio.gui.session import Session
+    from cnnstudio.plugins import BackboneProvider
+
+    registry = PluginManager(autoload=False).load()  # the plugin's module is not imported here
+    registry.add_backbone(BackboneProvider(id="slowbone", display_name="Slow", build=print,
+                                           default_input_size=16, min_input_size=8))
+    saved = Session(registry)
+    saved.set_spec(resolve_spec(registry, "slowbone"))
+    project = tmp_path / "slow.cnnstudio.json"
+    saved.save_project(project)
+    assert window.open_project(project)
+    assert window.session.project_path is None
+
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(window.plugins_loading()))
+    timer.start(20)
+    with qtbot.waitSignal(window.pluginsLoaded, timeout=60_000):
+        pass
+    timer.stop()
+    # The GUI thread handled its timer many times while the plugin's import slept.
+    assert ticks.count(True) >= 10
+    assert "backbone:slowbone" in _chooser_ids(window)
+    assert window.session.project_path == project and window.session.spec.backbone == "slowbone"
+    message = window.statusBar().currentMessage()
+    assert "plugin 'slowpkg' (cnnstudio-test-slowpkg) took " in message and " s to load" in message
+    assert "Loading plugins" not in window.job_label.text()
+    dialog = window.plugins_dialog()
+    qtbot.addWidget(dialog)
+    assert dialog.item_for("slowpkg").text(3) == "OK"
+    assert "took" in dialog.item_for("slowpkg").child(1).text(0)

@@ -442,13 +442,14 @@ def _verify_all(
     step = max(1, min(_BATCH, len(todo) // (workers * 4)))
     batches = [todo[start:start + step] for start in range(0, len(todo), step)]
 
-    def check(batch: list[int]) -> list[tuple[int, tuple[int, int, int, int] | ImageError]]:
+    def check(batch: list[int]) -> list[tuple[int, tuple[int, int, int, int] | ImageError, list[str]]]:
         results = []
         for i in batch:
-            try:
-                results.append((i, images.inspect(candidates[i][2])))
-            except ImageError as exc:
-                results.append((i, exc))
+            with images.file_notes() as notes:  # what Pillow warned about, in the studio's words
+                try:
+                    results.append((i, images.inspect(candidates[i][2]), notes))
+                except ImageError as exc:
+                    results.append((i, exc, notes))
         return results
 
     done = total - len(todo)
@@ -458,8 +459,11 @@ def _verify_all(
         try:
             for future in as_completed(futures):
                 results = future.result()
-                for i, result in results:
-                    memory.remember(candidates[i][1], stamps[i], result)
+                for i, result, notes in results:
+                    if notes:  # not remembered: the next scan says them again
+                        problems.extend(Problem(candidates[i][1], note, "warning", "file") for note in notes)
+                    else:
+                        memory.remember(candidates[i][1], stamps[i], result)
                     if isinstance(result, ImageError):
                         problems.append(Problem(candidates[i][1], result.reason, "error", "file"))
                     else:

@@ -12,8 +12,12 @@ arrays here are plain RGB ``uint8``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
+import logging
 import os
+import re
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,6 +50,22 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # below, which names the file and the size; a raw warning would reach the terminal otherwise.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# Every other warning Pillow raises about a file (a damaged EXIF block, a palette's transparency,
+# a format it lacks support for) is said by the studio, naming the file, once per file: never as
+# Pillow's raw text with a source line. warnings.catch_warnings is not thread-safe, and files are
+# decoded on many threads, so a warning raised while this module decodes a file goes to that
+# thread's list (see _showwarning); "always", so a second file with the same trouble says so too.
+
+log = logging.getLogger(__name__)
+
+# Pillow's wording -> the studio's; other warnings are quoted, as "Pillow: <first line>".
+_PILLOW_SAYS = (
+    ("Palette images with Transparency", "palette image with partial transparency; composited on white"),
+    ("corrupt EXIF data", "damaged EXIF data; what cannot be read of it is ignored"),
+    ("Tag data larger than file", "damaged EXIF data; what cannot be read of it is ignored"),
+    ("Truncated File Read", "damaged metadata (it ends early); it is ignored"),
+    ("AVIF support not installed", "an AVIF image, which this Pillow cannot read"),
+)
 
 # EXIF orientation -> the transposition that shows the image upright (as ImageOps.exif_transpose).
 _UPRIGHT = {
@@ -57,6 +77,109 @@ _UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+
+
+_thread = threading.local()  # .raw: a file's warnings while it is read; .collector: see file_notes
+_install_lock = threading.Lock()
+_passed_on = warnings.showwarning  # where warnings raised outside a file's reading still go
+
+
+def _showwarning(message, category, filename, lineno, file=None, line=None):
+    raw = getattr(_thread, "raw", None)
+    if raw is not None and not issubclass(category, (DeprecationWarning, PendingDeprecationWarning)):
+        raw.append(str(message))
+        return
+    _passed_on(message, category, filename, lineno, file, line)
+
+
+# Pillow's modules and this one (a warning Pillow attributes to its caller): said every time.
+_LOUD_MODULES = (r"PIL(\.|$)", re.escape(__name__))
+_ALWAYS = [("always", None, Warning, re.compile(module), 0) for module in _LOUD_MODULES]
+
+
+def _install() -> None:
+    """Route warnings through :func:`_showwarning`, and say Pillow's each time (again, where
+    something replaced them since, such as a test runner's record of warnings, which restores
+    the filters it found); what is not a file's goes on where it went."""
+    global _passed_on
+    if warnings.showwarning is _showwarning and all(f in warnings.filters for f in _ALWAYS):
+        return
+    with _install_lock:
+        current = warnings.showwarning
+        if current is not _showwarning:
+            _passed_on = current
+            warnings.showwarning = _showwarning
+        for module in _LOUD_MODULES:
+            warnings.filterwarnings("always", module=module, append=True)
+
+
+_install()
+
+
+def pillow_note(message: str) -> str:
+    """The studio's line for a warning Pillow raised about one file."""
+    for wording, said in _PILLOW_SAYS:
+        if wording.lower() in message.lower():
+            return said
+    first = message.strip().splitlines()
+    return f"Pillow: {first[0]}" if first else "Pillow warned about this file"
+
+
+@contextlib.contextmanager
+def file_notes():
+    """Collect in the yielded list the studio's notes on the files this thread reads inside the
+    block (one per kind of warning Pillow raised), instead of logging them.
+
+    The scan records them as the file's warnings; without such a block each note is logged as
+    one line naming the file.
+    """
+    outer = getattr(_thread, "collector", None)
+    collected: list[str] = []
+    _thread.collector = collected
+    try:
+        yield collected
+    finally:
+        _thread.collector = outer
+
+
+@contextlib.contextmanager
+def _warnings_of(path):
+    """While Pillow reads ``path`` on this thread, its warnings become the studio's notes on it."""
+    outer = getattr(_thread, "raw", None)
+    if outer is not None:  # nested: the outer reading of the same file says them
+        yield
+        return
+    _install()
+    raw: list[str] = []
+    _thread.raw = raw
+    try:
+        yield
+    finally:
+        _thread.raw = None
+        collector = getattr(_thread, "collector", None)
+        for note in dict.fromkeys(pillow_note(m) for m in raw):
+            if collector is None:
+                _log_once(str(path), note)
+            elif note not in collector:
+                collector.append(note)
+
+
+_logged: set[tuple[str, str]] = set()
+
+
+def _log_once(path: str, note: str) -> None:
+    """Log a file's note once per process (training reads the same files every epoch)."""
+    with _install_lock:
+        if (path, note) in _logged:
+            return
+        _logged.add((path, note))
+    log.warning("%s: %s", _printable(path), note)
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def open_checked(path: str | os.PathLike) -> Image.Image:
@@ -153,7 +276,8 @@ def load_rgb(path: str | os.PathLike, draft_size: int | None = None) -> Image.Im
     ``draft_size`` lets JPEG decode at a reduced scale (never below that size), which is
     much faster for large photos and still reads the whole stream, so truncation is found.
     """
-    return _decode(open_checked(path), path, draft_size)[0]
+    with _warnings_of(path):
+        return _decode(open_checked(path), path, draft_size)[0]
 
 
 def _decode(img: Image.Image, path, draft_size: int | None) -> tuple[Image.Image, int]:
@@ -183,16 +307,17 @@ def probe(path: str | os.PathLike) -> tuple[int, int]:
     Pillow, and ``KIND_PIL`` for everything else, including files that do not open (Pillow then
     names what is wrong). ``bytes`` is the file's size, which the pipeline checks again.
     """
-    try:
-        img = open_checked(path)
-    except ImageError:
-        return KIND_PIL, -1
-    try:
-        return _kind(img, path), os.stat(path).st_size
-    except Exception:  # Pillow decodes whatever the header cannot settle, and names what is wrong
-        return KIND_PIL, -1
-    finally:
-        img.close()
+    with _warnings_of(path):
+        try:
+            img = open_checked(path)
+        except ImageError:
+            return KIND_PIL, -1
+        try:
+            return _kind(img, path), os.stat(path).st_size
+        except Exception:  # Pillow decodes whatever the header cannot settle, and names what is wrong
+            return KIND_PIL, -1
+        finally:
+            img.close()
 
 
 def _kind(img: Image.Image, path) -> int:
@@ -233,6 +358,11 @@ def load_array(path: str | os.PathLike, size: int, resize: str = RESIZE) -> np.n
     The same pixels as the training pipeline gives for the file. ``resize`` is a bundle's
     recorded resize; :data:`RESIZE_PIL` is the one of bundles made before :data:`RESIZE`.
     """
+    with _warnings_of(path):
+        return _load_array(path, size, resize)
+
+
+def _load_array(path, size: int, resize: str) -> np.ndarray:
     if resize == RESIZE_PIL:
         img = load_rgb(path, draft_size=size)
         if img.size != (size, size):
@@ -251,13 +381,14 @@ def load_array(path: str | os.PathLike, size: int, resize: str = RESIZE) -> np.n
 
 def inspect(path: str | os.PathLike) -> tuple[int, int, int, int]:
     """:func:`verify` and :func:`probe` in one read: ``(width, height, kind, bytes)``."""
-    img = open_checked(path)
-    width, height = img.size
-    try:
-        kind, nbytes = _kind(img, path), os.stat(path).st_size
-    except Exception:  # how to decode is only a speed-up: Pillow decodes whatever this cannot tell
-        kind, nbytes = KIND_PIL, -1
-    _, orientation = _decode(img, path, draft_size=64)
+    with _warnings_of(path):
+        img = open_checked(path)
+        width, height = img.size
+        try:
+            kind, nbytes = _kind(img, path), os.stat(path).st_size
+        except Exception:  # how to decode is only a speed-up: Pillow decodes whatever this cannot tell
+            kind, nbytes = KIND_PIL, -1
+        _, orientation = _decode(img, path, draft_size=64)
     return (*((height, width) if orientation >= 5 else (width, height)), kind, nbytes)
 
 

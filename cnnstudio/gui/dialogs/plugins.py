@@ -187,6 +187,11 @@ class PluginsDialog(QDialog):
                 child = QTreeWidgetItem([provided.replace(":", " ", 1)])
                 child.setData(0, Qt.ItemDataRole.UserRole, info)
                 item.addChild(child)
+            for warning in info.warnings:
+                child = QTreeWidgetItem([f"warning: {warning}"])
+                child.setToolTip(0, warning)
+                child.setData(0, Qt.ItemDataRole.UserRole, info)
+                item.addChild(child)
             for error in info.errors:
                 child = QTreeWidgetItem([f"error: {error.cause}"])
                 child.setForeground(0, QColor(widgets.ERROR_RED))
@@ -194,7 +199,7 @@ class PluginsDialog(QDialog):
                 child.setData(0, Qt.ItemDataRole.UserRole, info)
                 item.addChild(child)
             self.tree.addTopLevelItem(item)
-            item.setExpanded(bool(info.errors))  # only takes effect once the item is in the tree
+            item.setExpanded(bool(info.errors or info.warnings))  # only takes effect once the item is in the tree
             for i in range(item.childCount()):  # a long error reads across the row
                 item.child(i).setFirstColumnSpanned(True)
             if info.name == current:
@@ -210,8 +215,10 @@ class PluginsDialog(QDialog):
             self.tree.setCurrentItem(self.tree.topLevelItem(0))
         failed = sum(1 for info in self.manager.plugins if info.status == "error")
         total = len(self.manager.plugins)
+        loading = not getattr(self.manager, "complete", True)
         self.status.setText(f"{total} plugin{'s' if total != 1 else ''}"
-                            + (f", {failed} with errors (select one for the traceback)" if failed else ""))
+                            + (f", {failed} with errors (select one for the traceback)" if failed else "")
+                            + ("; looking for the installed plugins\u2026" if loading else ""))
         self._update_buttons()
 
     @staticmethod
@@ -245,6 +252,7 @@ class PluginsDialog(QDialog):
         if info.provides:
             lines.append("adds:")
             lines += [f"  {p.replace(':', ' ', 1)}" for p in info.provides]
+        lines += [f"warning: {w}" for w in info.warnings]
         for error in info.errors:
             lines += ["", f"error: {error.cause}"]
             if error.traceback:
