@@ -296,6 +296,22 @@ def test_a_plugin_format_that_fails_to_reload_leaves_no_file_and_names_the_forma
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("raised, named", [(KeyboardInterrupt, "KeyboardInterrupt"),
+                                            (SystemExit(2), "SystemExit: 2")])
+def test_a_plugin_format_that_raises_keyboardinterrupt_or_exits_is_named_not_taken_for_a_stop(
+        run, tmp_path, raised, named):
+    """On the export's thread no Ctrl-C arrives: a KeyboardInterrupt there is the plugin's own, and
+    sys.exit() in a plugin must not end the window or the command."""
+    def write(model, path, context):
+        raise raised
+
+    exporter = _keras_exporter(write=write)
+    with pytest.raises(ExportError) as caught:
+        export_run(run, "plugin-keras", tmp_path / "m.keras", exporters={exporter.id: exporter})
+    assert str(caught.value) == f"export format 'plugin-keras': write failed ({named})"
+    assert not list(tmp_path.iterdir())
+
+
 def test_tflite_without_litert_uses_tensorflows_interpreter(run, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # the package is not installed
     report = export_run(run, "tflite", tmp_path / "m.tflite")

@@ -408,6 +408,78 @@ def test_keyboardinterrupt_and_systemexit_from_a_plugin_are_reported_and_the_res
     assert BUILTIN_BACKBONES | {"tiny"} <= set(registry.backbones) and "conv" in registry.blocks
 
 
+def test_a_backbone_or_block_that_raises_keyboardinterrupt_or_exits_is_named_and_the_command_goes_on(
+        install_plugin, tmp_path, capsys, monkeypatch):
+    """Raised while a model is built, on the command's own thread: named like any plugin error,
+    never "interrupted" and never the end of the process."""
+    from tinydata import make_dataset
+
+    from cnnstudio.cli import main
+    from cnnstudio.core.model.models import build_model
+
+    install_plugin("quits", """
+        import sys
+        from cnnstudio.plugins import BackboneProvider, BlockProvider, hookimpl
+
+        def build(params, input_size, registry):
+            raise KeyboardInterrupt
+
+        def apply(x, params, name):
+            sys.exit(4)
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            registry.add_backbone(BackboneProvider(id="quitter", display_name="Quitter", build=build,
+                                                   default_input_size=16, min_input_size=8))
+
+        @hookimpl
+        def cnnstudio_register_blocks(registry):
+            registry.add_block(BlockProvider(id="exits", display_name="Exits", apply=apply))
+    """)
+    monkeypatch.setattr(manager, "_default", None)
+    data = make_dataset(tmp_path / "data", per_class=6)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal gives it
+    try:
+        code = main(["train", str(data), "--model", "quitter", "--epochs", "1", "--out", str(tmp_path / "r")])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "backbone 'quitter' from plugin 'quits' failed to build: KeyboardInterrupt" in err
+    assert "cnnstudio train: interrupted" not in err and err.count("error:") == 1 and "Traceback" not in err
+
+    spec = ModelSpec("scratch", params={"blocks": [{"type": "exits"}]}, input_size=8)
+    with pytest.raises(BuildError) as caught:
+        build_model(spec, 2, manager.default_manager().registry)
+    assert str(caught.value) == "block 'exits' from plugin 'quits' failed to build: SystemExit: 4"
+
+
+def test_the_users_ctrl_c_while_a_backbone_builds_still_stops(install_plugin, monkeypatch):
+    from cnnstudio.core.model.models import build_model
+
+    install_plugin("pressed-build", """
+        import os, signal, time
+        from cnnstudio.plugins import BackboneProvider, hookimpl
+
+        def build(params, input_size, registry):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the signal's handler interrupts this at once
+
+        @hookimpl
+        def cnnstudio_register_backbones(registry):
+            registry.add_backbone(BackboneProvider(id="pressed", display_name="Pressed", build=build,
+                                                   default_input_size=16, min_input_size=8))
+    """)
+    registry = PluginManager().load()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build_model(ModelSpec("pressed"), 2, registry)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_the_users_ctrl_c_during_a_plugin_import_still_stops(install_plugin):
     """Only a KeyboardInterrupt the plugin raises itself is recorded: a real SIGINT goes on."""
     install_plugin("pressed", """

@@ -32,6 +32,7 @@ import numpy as np
 
 from cnnstudio.core.errors import ImageError, StudioError
 from cnnstudio.core.io.atomic import disk_failure, write_failure
+from cnnstudio.core.plugincode import PLUGIN_FAILURES, reraise_if_pressed, users_ctrl_c
 from cnnstudio.core.tasks import TaskState, check_stop, quiet
 from cnnstudio.plugins import ExportContext, ExporterProvider
 
@@ -214,14 +215,16 @@ def _output_path(exporter: ExporterProvider, out: Path, folder: bool = False) ->
 def _guarded(exporter: ExporterProvider, step: str, function, *args):
     """Run an exporter's step; what a plugin's code raises becomes one line naming the format."""
     try:
-        return function(*args)
+        with users_ctrl_c() as pressed:
+            return function(*args)
     except StudioError:
         raise
-    except Exception as exc:
+    except PLUGIN_FAILURES as exc:
+        reraise_if_pressed(exc, pressed)
         if step == "write" and write_failure("", exc) is not None:
             raise  # a full or read-only disk: the atomic write names the file and the cause
-        raise ExportError(f"export format {exporter.id!r}: {step} failed ({type(exc).__name__}: "
-                          f"{_one_line(exc)})") from exc
+        cause = type(exc).__name__ + (f": {_one_line(exc)}" if str(exc).strip() else "")
+        raise ExportError(f"export format {exporter.id!r}: {step} failed ({cause})") from exc
 
 
 def _size_of(path: Path) -> int:

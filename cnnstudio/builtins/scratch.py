@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cnnstudio.core.errors import StudioError
+from cnnstudio.core.plugincode import PLUGIN_FAILURES, describe, reraise_if_pressed, users_ctrl_c
 from cnnstudio.plugins import BackboneProvider, BuildError, Param
 
 
@@ -18,13 +19,15 @@ def build_scratch(params: dict, input_size: int, registry):
         provider = registry.blocks[block_id]
         block_params = {k: v for k, v in block.items() if k != "type"}
         try:
-            x = provider.apply(x, block_params, f"block{index}")
+            with users_ctrl_c() as pressed:
+                x = provider.apply(x, block_params, f"block{index}")
         except StudioError:
             raise
-        except Exception as exc:
+        except PLUGIN_FAILURES as exc:
+            reraise_if_pressed(exc, pressed)
             raise BuildError(
                 f"block {block_id!r} from plugin {registry.origin('block', block_id)!r} "
-                f"failed to build: {type(exc).__name__}: {exc}"
+                f"failed to build: {describe(exc)}"
             ) from exc
     return keras.Model(inputs, x, name="backbone")
 

@@ -712,31 +712,34 @@ class MainWindow(QMainWindow):
         self.pluginsLoaded.connect(dialog.refresh)
         return dialog
 
-    def reload_plugins(self, disabled=None) -> str:
+    def reload_plugins(self, disabled=None, then=None) -> str:
         """Register the plugins again (after an install, uninstall, enable or disable); the
-        panels refresh from the same registry, no restart needed. While a job trains, the
-        change waits until it has ended (the job keeps the providers it started with anyway)
-        and the returned line says so; "" when it applied now."""
+        panels refresh from the same registry, no restart needed. The plugins are imported in a
+        worker, as at start-up, so a slow plugin never freezes the window; ``then`` runs on the
+        GUI thread once the new registry is in place. While a job trains, the change waits until
+        it has ended (the job keeps the providers it started with anyway) and the returned line
+        says so; "" when it is applying now."""
         if self.plugins_loading():
-            self.after_plugins(lambda: self.reload_plugins(disabled))
+            self.after_plugins(lambda: self.reload_plugins(disabled, then))
             return "the change applies once the plugins have loaded"
         job = self.session.job
-        if self.session.after_job(lambda: self._reload_now(disabled)):
+        if self.session.after_job(lambda: self._reload_now(disabled, then)):
             name = job.rstrip(".\u2026")
             return f"the change applies once the running job ({name}) has ended"
         return ""
 
-    def _reload_now(self, disabled=None) -> None:
-        self.manager.reload(disabled)
-        self.session.registry_reloaded()
-        self._say_plugin_problems()
+    def _reload_now(self, disabled=None, then=None) -> None:
+        self.discover_plugins(disabled, "Reloading plugins...")
+        if then is not None:
+            self._after_plugins.append(then)
 
     # ------------------------------------------------------------------ plugins at start-up
 
-    def discover_plugins(self) -> Worker:
-        """Find and register the installed plugins in a worker; the built-ins are registered
-        already, so the window is usable meanwhile. Quitting does not wait for it."""
-        worker = Worker(self.manager.discover).describe("Loading plugins...")
+    def discover_plugins(self, disabled=None, what: str = "Loading plugins...") -> Worker:
+        """Find and register the installed plugins in a worker; the built-ins (or, on a reload,
+        the plugins found before) stay registered meanwhile, so the window is usable. Quitting
+        does not wait for it."""
+        worker = Worker(lambda: self.manager.discover(disabled)).describe(what)
         worker.quit_waits = False
         self._plugin_worker = worker
         self.session.track(worker, worker.what)

@@ -27,9 +27,7 @@ import importlib.metadata
 import inspect
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Iterable
@@ -39,6 +37,10 @@ import pluggy
 
 import cnnstudio
 import cnnstudio.plugins.hookspecs as hookspecs
+from cnnstudio.core.plugincode import PLUGIN_FAILURES
+from cnnstudio.core.plugincode import describe as _describe
+from cnnstudio.core.plugincode import reraise_if_pressed as _reraise_if_pressed
+from cnnstudio.core.plugincode import users_ctrl_c as _users_ctrl_c
 from cnnstudio.plugins.hookspecs import API_VERSION, PROJECT
 from cnnstudio.plugins.providers import Registry
 
@@ -57,9 +59,6 @@ REGISTRATION_HOOKS = (
 # A plugin whose import and registration hooks together take longer (seconds) is named in a warning.
 SLOW_PLUGIN_SECONDS = 5.0
 
-# What plugin code may raise that the host records instead of stopping: a plugin that calls
-# sys.exit() or raises KeyboardInterrupt at import must not end every command.
-PLUGIN_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
 
 log = logging.getLogger(__name__)
 
@@ -291,37 +290,6 @@ def _timed(info: PluginInfo):
         info.load_seconds += time.perf_counter() - start
 
 
-@contextlib.contextmanager
-def _users_ctrl_c():
-    """Tell the user's Ctrl-C from a ``KeyboardInterrupt`` that plugin code raises itself.
-
-    On the main thread, a SIGINT while the block runs sets the yielded event before the
-    handler in place interrupts; on any other thread no signal arrives, so every
-    ``KeyboardInterrupt`` there is the plugin's own.
-    """
-    pressed = threading.Event()
-    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
-    if not callable(previous):
-        yield pressed
-        return
-
-    def on_sigint(signum, frame):
-        pressed.set()
-        previous(signum, frame)
-
-    signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield pressed
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _reraise_if_pressed(exc: BaseException, pressed: threading.Event) -> None:
-    """A Ctrl-C of the user's goes on stopping the command; the plugin's own is recorded."""
-    if isinstance(exc, KeyboardInterrupt) and pressed.is_set():
-        raise exc
-
-
 def _api_refusal(plugin) -> str | None:
     """Why a plugin written for another plugin API cannot load, or None."""
     module = plugin if inspect.ismodule(plugin) else sys.modules.get(getattr(plugin, "__module__", ""))
@@ -337,7 +305,3 @@ def _api_refusal(plugin) -> str | None:
         )
     return None
 
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -92,7 +92,9 @@ def test_a_worker_stopped_on_request_says_aborted_not_failed(qtbot):
 
 def test_plugin_changes_asked_for_during_a_job_apply_after_it(qtbot, window, monkeypatch):
     reloads = []
-    monkeypatch.setattr(window.manager, "reload", lambda disabled=None: reloads.append(disabled))
+    discover = window.manager.discover
+    monkeypatch.setattr(window.manager, "discover", lambda disabled=None: reloads.append(disabled)
+                        or discover(disabled))
     gate = threading.Event()
     job = Worker(_blocking(gate))
     window.session.start_job(job, "Training run-1")
@@ -102,7 +104,10 @@ def test_plugin_changes_asked_for_during_a_job_apply_after_it(qtbot, window, mon
     with qtbot.waitSignal(window.session.registryChanged, timeout=10_000):
         gate.set()
     assert reloads == [{"example"}]
-    assert window.reload_plugins(set()) == "" and reloads[-1] == set()  # no job: now
+    applied = []
+    with qtbot.waitSignal(window.pluginsLoaded, timeout=10_000):
+        assert window.reload_plugins(set(), then=lambda: applied.append(True)) == ""  # no job: now
+    assert reloads[-1] == set() and applied == [True]
 
 
 def test_quitting_waits_for_a_report_being_written(qtbot, window, questions, tmp_path):

@@ -116,7 +116,8 @@ def test_disabling_a_plugin_is_remembered_and_refreshes_the_model_panel(qtbot, i
     qtbot.addWidget(dialog)
     dialog.tree.setCurrentItem(dialog.item_for("tiny"))
     assert dialog.toggle_button.text() == "Disable"
-    dialog.toggle_button.click()
+    with qtbot.waitSignal(window.pluginsLoaded, timeout=60_000):
+        dialog.toggle_button.click()  # imported again in a worker
 
     assert dialog.item_for("tiny").text(3) == "Disabled" and dialog.toggle_button.text() == "Enable"
     assert "backbone:tiny" not in _chooser_ids(window)
@@ -130,7 +131,8 @@ def test_disabling_a_plugin_is_remembered_and_refreshes_the_model_panel(qtbot, i
     again = restarted.plugins_dialog()
     qtbot.addWidget(again)
     again.tree.setCurrentItem(again.item_for("tiny"))
-    again.toggle_button.click()
+    with qtbot.waitSignal(restarted.pluginsLoaded, timeout=60_000):
+        again.toggle_button.click()
     assert "backbone:tiny" in _chooser_ids(restarted)
 
 
@@ -141,10 +143,12 @@ def test_a_model_whose_plugin_is_disabled_stays_and_says_why(qtbot, install_plug
     window = _window(qtbot)
     window.session.set_spec(resolve_spec(window.session.registry, "tiny"))
     model = window.panel("model")
-    window.reload_plugins(disabled=["tiny"])
+    with qtbot.waitSignal(window.pluginsLoaded, timeout=60_000):
+        assert window.reload_plugins(disabled=["tiny"]) == ""
     assert window.session.spec.backbone == "tiny"  # nothing the user set is lost
     assert "'tiny' is not available" in model.error.text() and not model.error.isHidden()
-    window.reload_plugins(disabled=[])
+    with qtbot.waitSignal(window.pluginsLoaded, timeout=60_000):
+        window.reload_plugins(disabled=[])
     assert model.error.isHidden()
 
 
@@ -270,3 +274,42 @@ def test_a_plugin_whose_import_hangs_does_not_freeze_the_window(qtbot, install_p
     qtbot.addWidget(dialog)
     assert dialog.item_for("slowpkg").text(3) == "OK"
     assert "took" in dialog.item_for("slowpkg").child(1).text(0)
+
+
+SLOW_REGISTRATION = TINY.replace("def cnnstudio_register_backbones(registry):\n",
+                                 "def cnnstudio_register_backbones(registry):\n    import time\n    time.sleep(1.5)\n"
+                                 ).replace('id="tiny"', 'id="slowreg"')
+
+
+def test_enabling_a_plugin_whose_registration_is_slow_does_not_freeze_the_window(qtbot, install_plugin):
+    """A reload (enable, disable, install, uninstall) registers the plugins in a worker as start-up
+    does: the dialog and the window go on while a plugin's hook sleeps."""
+    from PySide6.QtCore import QTimer
+
+    assert "time.sleep(1.5)" in SLOW_REGISTRATION
+    install_plugin("slowreg", SLOW_REGISTRATION)
+    window = _window(qtbot)
+    dialog = window.plugins_dialog()
+    qtbot.addWidget(dialog)
+    dialog.tree.setCurrentItem(dialog.item_for("slowreg"))
+    with qtbot.waitSignal(window.pluginsLoaded, timeout=60_000):
+        dialog.toggle_button.click()  # disable: quick, the hook is not called
+    assert "backbone:slowreg" not in _chooser_ids(window)
+
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(window.plugins_loading()))
+    timer.start(20)
+    dialog.tree.setCurrentItem(dialog.item_for("slowreg"))
+    dialog.toggle_button.click()  # enable: the hook sleeps
+    assert window.plugins_loading() and "reloading the plugins" in dialog.status.text()
+    assert not dialog.busy.isHidden()
+    assert "Reloading plugins" in window.job_label.text()
+    assert {"backbone:vgg16", "backbone:scratch"} <= _chooser_ids(window)  # usable meanwhile
+    with qtbot.waitSignal(window.pluginsLoaded, timeout=60_000):
+        pass
+    timer.stop()
+    assert ticks.count(True) >= 10  # the GUI thread handled its timer while the hook slept
+    assert "backbone:slowreg" in _chooser_ids(window)
+    assert dialog.status.text().endswith("slowreg enabled; remembered across restarts") and dialog.busy.isHidden()
+    assert dialog.item_for("slowreg").text(3) == "OK"

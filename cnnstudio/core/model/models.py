@@ -14,6 +14,7 @@ import math
 
 from cnnstudio.core.errors import BuildError, SpecError, StudioError
 from cnnstudio.core.model.spec import AugmentSpec, ModelSpec
+from cnnstudio.core.plugincode import PLUGIN_FAILURES, describe, reraise_if_pressed, users_ctrl_c
 from cnnstudio.core.tf import keras as load_keras
 from cnnstudio.core.tf.layers import Preprocess
 from cnnstudio.core.tf.seeding import BUILD_LOCK
@@ -97,7 +98,13 @@ def _freeze_batch_norm(layer) -> None:
 
 def _apply_backbone(provider, spec: ModelSpec, registry, x):
     """Build the provider's base (a registry's backbone provider) and call it on ``x``; a plugin's
-    failure names the plugin."""
+    failure names the plugin, a ``KeyboardInterrupt`` or ``SystemExit`` it raises too (the user's
+    Ctrl-C meanwhile still stops)."""
+    with users_ctrl_c() as pressed:
+        return _call_backbone(provider, spec, registry, x, pressed)
+
+
+def _call_backbone(provider, spec: ModelSpec, registry, x, pressed):
     try:
         base = provider.build(dict(spec.params), spec.input_size, registry)
         if not isinstance(base, keras.Model):
@@ -115,10 +122,11 @@ def _apply_backbone(provider, spec: ModelSpec, registry, x):
         return features
     except StudioError:
         raise
-    except Exception as exc:
+    except PLUGIN_FAILURES as exc:
+        reraise_if_pressed(exc, pressed)
         raise BuildError(
             f"backbone {provider.id!r} from plugin {_origin(registry, provider.id)!r} "
-            f"failed to build: {type(exc).__name__}: {_first_line(exc)}"
+            f"failed to build: {describe(exc)}"
         ) from exc
 
 
@@ -152,8 +160,3 @@ def _origin(registry, backbone_id: str) -> str:
         return registry.origin("backbone", backbone_id)
     except KeyError:
         return "unknown"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else ""

@@ -13,6 +13,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import shiboken6
 from PySide6.QtCore import QProcess, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontDatabase
 from PySide6.QtWidgets import (
@@ -80,6 +81,7 @@ class PluginsDialog(QDialog):
         self.python = python or sys.executable
         self.process: QProcess | None = None
         self._pip_action = ""
+        self._summary = self._note = ""
         self.setWindowTitle("Plugins")
         self.resize(900, 560)
 
@@ -216,10 +218,19 @@ class PluginsDialog(QDialog):
         failed = sum(1 for info in self.manager.plugins if info.status == "error")
         total = len(self.manager.plugins)
         loading = not getattr(self.manager, "complete", True)
-        self.status.setText(f"{total} plugin{'s' if total != 1 else ''}"
-                            + (f", {failed} with errors (select one for the traceback)" if failed else "")
-                            + ("; looking for the installed plugins\u2026" if loading else ""))
+        self._summary = (f"{total} plugin{'s' if total != 1 else ''}"
+                         + (f", {failed} with errors (select one for the traceback)" if failed else "")
+                         + ("; looking for the installed plugins\u2026" if loading else ""))
+        self._show_status()
         self._update_buttons()
+
+    def _say(self, note: str) -> None:
+        """Show what the last action did (kept when the list refreshes), after the summary."""
+        self._note = note
+        self._show_status()
+
+    def _show_status(self) -> None:
+        self.status.setText(f"{self._summary} \u2014 {self._note}" if self._note else self._summary)
 
     @staticmethod
     def _origin(info) -> str:
@@ -278,24 +289,41 @@ class PluginsDialog(QDialog):
             return
         enable = info.status == "disabled"
         disabled = set_enabled(info.name, enable)
-        later = self._do_reload(disabled)
-        self.status.setText(f"{info.name} {'enabled' if enable else 'disabled'}; remembered across restarts"
-                            + (f"; {later}" if later else ""))
+        done = f"{info.name} {'enabled' if enable else 'disabled'}; remembered across restarts"
+        self._say(f"{done}; reloading the plugins\u2026")
+        later = self._do_reload(disabled, then=lambda: self._say(done))
+        if later:
+            self._say(f"{done}; {later}")
 
-    def _do_reload(self, disabled=None) -> str:
-        """Reload the plugins; returns the line saying when the change applies, if not now
-        (the window defers it while a job trains)."""
+    def _do_reload(self, disabled=None, then=None) -> str:
+        """Reload the plugins, then refresh the list and call ``then``; returns the line saying
+        when the change applies, if not now (the window defers it while a job trains or the
+        plugins are still loading). The window imports them in a worker, so ``then`` may run
+        later, once the dialog is gone: it is skipped then."""
         name = self.selected().name if self.selected() else None
+
+        def applied() -> None:
+            if not shiboken6.isValid(self):
+                return
+            self.busy.hide()
+            self.refresh(select=name)
+            self.reloaded.emit()
+            if then is not None:
+                then()
+
         later = ""
         try:
             if self._reload is not None:
-                later = self._reload(disabled) or ""
+                self.busy.show()
+                later = self._reload(disabled, applied) or ""
+                if later:
+                    self.busy.hide()
             else:
                 self.manager.reload(disabled)
+                applied()
         except Exception as exc:  # a bug in the studio's own plugin code: say so, keep the dialog
             errors.show_error(self, "Plugins could not be reloaded", str(exc))
-        self.refresh(select=name)
-        self.reloaded.emit()
+            applied()
         return later
 
     # ------------------------------------------------------------------ pip
@@ -353,7 +381,7 @@ class PluginsDialog(QDialog):
         process.errorOccurred.connect(self._pip_error)
         self.process = process
         self.busy.show()
-        self.status.setText(f"{title}\u2026")
+        self._say(f"{title}\u2026")
         self._update_buttons()
         process.start(command[0], command[1:])
         return True
@@ -380,21 +408,28 @@ class PluginsDialog(QDialog):
         action = self._pip_action
         before = {info.name for info in self.manager.plugins}
         if code == 0:
-            later = self._do_reload()
-            after = {info.name for info in self.manager.plugins}
+            def applied() -> None:
+                after = {info.name for info in self.manager.plugins}
+                if action == "install":
+                    added = sorted(after - before)
+                    self._say(
+                        f"Installed: new plugin{'s' if len(added) != 1 else ''} {', '.join(added)}" if added
+                        else "Installed; it adds no new plugin (was it installed already, or is it not a "
+                             "CNN Studio plugin?)")
+                else:
+                    self._say("Uninstalled; its backbones and formats are gone")
+                if not later:  # else said so already
+                    self.pipFinished.emit(code)
+
+            self._say("Reloading the plugins\u2026")
+            later = ""
+            later = self._do_reload(then=applied)
             if later:
-                self.status.setText(f"{'Installed' if action == 'install' else 'Uninstalled'}; {later}")
-            elif action == "install":
-                added = sorted(after - before)
-                self.status.setText(
-                    f"Installed: new plugin{'s' if len(added) != 1 else ''} {', '.join(added)}" if added
-                    else "Installed; it adds no new plugin (was it installed already, or is it not a "
-                         "CNN Studio plugin?)")
-            else:
-                self.status.setText("Uninstalled; its backbones and formats are gone")
-        else:
-            self._update_buttons()
-            tail = "\n".join(self.log.toPlainText().splitlines()[-12:])
-            self.status.setText(f"pip {action} failed (exit code {code}); see its output")
-            errors.show_error(self, f"pip {action} failed", f"pip exited with code {code}.", tail)
+                self._say(f"{'Installed' if action == 'install' else 'Uninstalled'}; {later}")
+                self.pipFinished.emit(code)
+            return
+        self._update_buttons()
+        tail = "\n".join(self.log.toPlainText().splitlines()[-12:])
+        self._say(f"pip {action} failed (exit code {code}); see its output")
+        errors.show_error(self, f"pip {action} failed", f"pip exited with code {code}.", tail)
         self.pipFinished.emit(code)
