@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the epochs after it are trained again), or from the last epoch without the best weights")
     p.add_argument("--fresh", action="store_true",
                    help="with --resume: discard the run's checkpoint and train it from epoch 1 with its settings")
+    p.add_argument("--cluster", default=None, metavar="FILE",
+                   help="train on several machines: a TF_CONFIG JSON file for this machine (TF_CONFIG in the "
+                        "environment works too); every machine runs the same command, the chief writes RUN_DIR "
+                        "(see docs/cluster.md)")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.set_defaults(func=cmd_train, train_parser=p)
 

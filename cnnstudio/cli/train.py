@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from cnnstudio.cli.common import (
@@ -66,7 +67,10 @@ def cmd_train(args) -> int:
 
     out = Path(args.out)
     paths = RunPaths(out)
-    refuse_if_held(out, "trained")  # before reading what another process is writing there
+    cluster, strategy = join_cluster(args)
+    worker = cluster is not None and not cluster.is_chief  # writes nothing in RUN_DIR, the chief does
+    if not worker:
+        refuse_if_held(out, "trained")  # before reading what another process is writing there
     registry = plugin_registry()
     state = TerminalState(quiet=args.json)  # the scan's and the training's
 
@@ -92,7 +96,7 @@ def cmd_train(args) -> int:
         if args.epochs is not None:
             config.epochs = args.epochs
     else:
-        if paths.config.exists():
+        if paths.config.exists() and not worker:
             raise CliError(_held_run(out))
         # the settings first: a value TrainConfig refuses is named before the dataset is scanned
         spec, config = configured_spec_and_config(args, registry) if args.config else spec_and_config(args, registry)
@@ -102,12 +106,20 @@ def cmd_train(args) -> int:
         index.raise_for_errors()
         split = make_split(index, val_fraction=args.val_split, test_fraction=args.test_split, seed=config.seed)
 
-    trainer = Trainer(index, split, spec, config, out, registry, state=state)  # refuses bad settings first
+    trainer = Trainer(index, split, spec, config, out, registry, state=state,  # refuses bad settings first
+                      cluster=cluster, strategy=strategy)
     say_left_out(index, state, f"{paths.config} (dataset.problems)")
     fallback = "fresh" if args.fresh else args.resume_from
     with stop_on_ctrl_c(state):
         result = trainer.run(resume=args.resume, fallback=fallback)
 
+    if worker:
+        if args.json:
+            print_json({"run_dir": str(out), "status": result.reason, "epochs_run": result.epochs_run,
+                         "train_seconds": result.train_seconds, "saved": "nothing", "worker": cluster.rank})
+        else:
+            print(f"Trained {result.epochs_run} epoch(s) as {cluster.name()}; the chief saves the run in {out}")
+        return 130 if result.reason == "cancelled" else 0
     metrics = result.metrics or {}
     saved = "bundle" if result.bundle else "checkpoint" if result.history else "nothing"
     if args.json:
@@ -123,6 +135,19 @@ def cmd_train(args) -> int:
                 print(f"  {printable(d['path'])}: {printable(d['reason'])}")
         print(saved_line(out, result))
     return 130 if result.reason == "cancelled" else 0
+
+
+def join_cluster(args):
+    """``(cluster, strategy)`` of ``--cluster FILE`` or ``TF_CONFIG``, joined before anything
+    else starts TensorFlow in this process; ``(None, None)`` on one machine."""
+    from cnnstudio.core.training import cluster as clusters
+
+    cluster = clusters.read_cluster(args.cluster)
+    if cluster is None:
+        return None, None
+    if cluster.size > 1:
+        print(f"joining a cluster of {cluster.size} machines as {cluster.name()}", file=sys.stderr, flush=True)
+    return cluster, clusters.start(cluster)
 
 
 def _resume_command(out: Path) -> str:

@@ -341,6 +341,7 @@ class ImagePipeline:
         name: str = "data",
         with_index: bool = False,
         cache: bool = True,
+        shard: tuple[int, int, int] | None = None,
     ):
         """A batched dataset of ``(images, labels)`` (or ``(images, labels, index)``).
 
@@ -348,6 +349,13 @@ class ImagePipeline:
         ``shuffle`` visits the images in a new order each epoch, the same orders for the same
         ``seed`` whatever the cache. ``index`` is each image's position in ``paths``, so
         predictions can be matched to files even when a bad file was skipped.
+
+        ``shard=(first, count, total)`` (``total`` replicas training one model, ``batch_size``
+        each): of each run of ``batch_size * total`` images in the visiting order, this dataset
+        keeps the ``count`` slices of ``batch_size`` from slice ``first`` on, and decodes only
+        those, up to the last whole global batch; the replicas together see the batches one
+        device would (a file that fails to decode shifts the slices by one image), the same
+        order for the same ``seed``.
         """
         T = tf()
         n = len(paths)
@@ -367,6 +375,16 @@ class ImagePipeline:
                 images = _Images(self, paths, labels, mode, name)
             self._lists[key] = images
         order = visiting_order(n, shuffle, seed)
+        if shard is not None:
+            first, count, total = shard
+            group = T.constant(batch_size, T.int64)
+            limit = T.constant(n // (batch_size * total) * batch_size * total, T.int64)  # whole global batches
+
+            def mine(position, _index):
+                replica = (position // group) % total
+                return (replica >= first) & (replica < first + count) & (position < limit)
+
+            order = order.enumerate().filter(mine).map(lambda _position, index: index)
         size = self.image_size
         rows = images.rows
         if rows is None:
@@ -406,7 +424,8 @@ class ImagePipeline:
         closing = T.data.Dataset.from_tensors(
             (T.zeros((0, side, side, 3), T.uint8), T.zeros([0], T.int32), T.zeros([0], T.int32))
         ).filter(at_end)
-        ds = ds.concatenate(closing)
+        if shard is None:  # a shard leaves the other replicas' images unseen on purpose
+            ds = ds.concatenate(closing)
         ds = ds.map(lambda image, label, index: (image, label, index) if with_index else (image, label))
         return ds.prefetch(T.data.AUTOTUNE)
 

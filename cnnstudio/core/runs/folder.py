@@ -91,7 +91,8 @@ def versions() -> dict:
     }
 
 
-def write_config(p: RunPaths, index, split, spec, config, device: str, weights: dict | None = None) -> None:
+def write_config(p: RunPaths, index, split, spec, config, device: str, weights: dict | None = None,
+                 extra: dict | None = None) -> None:
     """Everything needed to train the run again: the split's files with a fingerprint of their
     contents (so changed data is noticed), the seeds, the spec and hyper-parameters, versions."""
     from cnnstudio.core.data.fingerprint import dataset_fingerprint
@@ -115,6 +116,7 @@ def write_config(p: RunPaths, index, split, spec, config, device: str, weights: 
             "weights": weights,
             "device": device,
             "versions": versions(),
+            **(extra or {}),
         },
     )
 

@@ -21,13 +21,23 @@ _modules: dict = {}
 _DEFAULT_LEVEL = True  # whether TF_CPP_MIN_LOG_LEVEL is the studio's own, not the user's
 
 
-def tf():
+class TensorFlowStarted(RuntimeError):
+    """Something had to come before TensorFlow's runtime started, and it had started."""
+
+
+def tf(setup=None):
     """TensorFlow, imported and its runtime started once, by one thread.
 
     The window imports TensorFlow in the background while a worker may already want it; two
     threads starting TensorFlow's runtime at the same time can leave eager ops hanging, so
     the first use holds a lock until the devices are set up.
+
+    ``setup(tensorflow)`` runs after the import and before the runtime starts, for what must
+    come first (joining a cluster's collectives, splitting devices); when TensorFlow has
+    started already it raises :class:`TensorFlowStarted`.
     """
+    if setup is not None and "tf" in _modules:
+        raise TensorFlowStarted("TensorFlow has started already in this process")
     if "tf" not in _modules:
         with _lock:
             if "tf" not in _modules:
@@ -44,6 +54,8 @@ def tf():
                         _preload_libraries()
                         import tensorflow
 
+                        if setup is not None:
+                            setup(tensorflow)
                         tensorflow.config.list_physical_devices()
                         tensorflow.constant(0.0) + 1.0  # the eager context and its thread pools
                 finally:

@@ -68,7 +68,12 @@ class Trainer:
         run_dir: str | Path,
         registry,
         state: TrainState | None = None,
+        cluster=None,
+        strategy=None,
     ):
+        """``cluster`` (a :class:`~cnnstudio.core.training.cluster.Cluster`) with the
+        ``strategy`` that joined it trains one run on several machines: every machine builds
+        the same Trainer; the chief writes ``run_dir``, the others a temporary folder."""
         from cnnstudio.core.model.transfer import apply_mode
 
         self.index = index
@@ -82,6 +87,16 @@ class Trainer:
         index.raise_for_errors()
         if not split.train:
             raise StudioError("the training split is empty; lower the validation and test fractions")
+        self.cluster = cluster
+        self.strategy = strategy
+        if cluster is not None:
+            replicas = strategy.num_replicas_in_sync
+            if self.config.batch_size % replicas:
+                raise StudioError(f"--batch-size {self.config.batch_size} does not split over the cluster's "
+                                  f"{replicas} replicas; use a multiple of {replicas}")
+            if len(split.train) < self.config.batch_size:
+                raise StudioError(f"the training split ({len(split.train)} images) is smaller than one batch "
+                                  f"({self.config.batch_size}) of the cluster; lower --batch-size")
 
     # The run folder's layout lives in core.runs.folder; these are shortcuts.
     @property
@@ -118,8 +133,36 @@ class Trainer:
         without the best weights, ``"fresh"`` from epoch 1."""
         if fallback not in (None, "best", "last", "fresh"):
             raise ValueError(f"unknown fallback {fallback!r}")
+        if self.cluster is not None and not self.cluster.is_chief:
+            return self._run_as_worker(resume, fallback)
         with hold_folder(self.run_dir, "trained"):
             return self._train(resume, fallback)
+
+    def _run_as_worker(self, resume: bool, fallback: str | None) -> RunResult:
+        """A worker other than the chief trains into a temporary folder, from a copy of the
+        chief's checkpoint on a resume (read where every machine sees the run folder), and
+        removes it at the end: it writes nothing the user keeps."""
+        import shutil
+        import tempfile
+
+        chief_dir = self.run_dir
+        with tempfile.TemporaryDirectory(prefix="cnnstudio-worker-") as private:
+            self.run_dir = Path(private) / "run"
+            self.run_dir.mkdir()
+            if resume and fallback != "fresh":
+                source = runs.RunPaths(chief_dir)
+                if not source.train_state.exists() and not source.config.exists():
+                    raise StudioError(f"{chief_dir}: {self.cluster.name()} cannot read the chief's run folder; "
+                                      "--resume on a cluster needs it on a file system every machine reads")
+                for path in (source.config, source.checkpoints):
+                    if path.is_dir():
+                        shutil.copytree(path, self.paths.root / path.name)
+                    elif path.exists():
+                        shutil.copy2(path, self.paths.root / path.name)
+            try:
+                return self._train(resume, fallback)
+            finally:
+                self.run_dir = chief_dir
 
     def _saved_checkpoint(self, resume: bool, fallback: str | None):
         """The committed checkpoint to go on from (None: train from epoch 1), after removing what
@@ -147,9 +190,16 @@ class Trainer:
             saved = checkpoint.read(p)
         return saved
 
+    def _scope(self):
+        """Where models are built, loaded and compiled: the strategy's scope on a cluster."""
+        import contextlib
+
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
     def _load_last(self, saved):
         try:
-            return load_model(saved.last)
+            with self._scope():
+                return load_model(saved.last)
         except Exception as exc:  # noqa: BLE001 - a damaged model file, whatever Keras says about it
             raise checkpoint.damaged(saved, "last", _one_line(exc, saved.last)) from None
 
@@ -189,10 +239,13 @@ class Trainer:
         phase = state.get("phase", "train") if state else ("head" if c.mode == "finetune" else "train")
         use_bottleneck = self._bottleneck_allowed() and phase in ("train", "head")
         self._saved = saved
+        if self.cluster is not None:
+            self._check_cluster(state)
 
         if state is None:
             if not (resume and p.config.exists()):  # a resume keeps the run's record
-                runs.write_config(p, self.index, self.split, self.spec, c, device, weights=self.weights_record())
+                runs.write_config(p, self.index, self.split, self.spec, c, device, weights=self.weights_record(),
+                                  extra=self._cluster_record())
             with seeded(c.seed):
                 model = self._build()
             history: list[dict] = []
@@ -260,7 +313,8 @@ class Trainer:
                     f"fine-tuning {len(unfrozen)} layers of the base from {unfrozen[0] if unfrozen else '-'} up, "
                     f"{c.finetune_optimizer} at learning rate {c.finetune_learning_rate:g}"
                 )
-                self._compile(model, c.finetune_optimizer, c.finetune_learning_rate)
+                with self._scope():
+                    self._compile(model, c.finetune_optimizer, c.finetune_learning_rate)
                 phase_start = len(history)
             else:
                 phase_start = state.get("phase_start", 0)
@@ -275,6 +329,9 @@ class Trainer:
             model.load_weights(best)
         epochs_run = len(history)
         self.state.on_end(EndEvent(reason, epochs_run, train_seconds))
+        if self.cluster is not None and not self.cluster.is_chief:  # the chief evaluates and writes
+            return RunResult(self.run_dir, reason, epochs_run, history, None, train_seconds, pipe.recorder.as_list())
+        model = self._plain(model)
 
         metrics = None
         if reason != "cancelled" and self.split.test:
@@ -285,7 +342,7 @@ class Trainer:
             metrics = result.metrics()
             runs.write_predictions(p, result)
         skipped = pipe.recorder.as_list()
-        extra = {"weights": self.weights_record(), "mode": c.mode}
+        extra = {"weights": self.weights_record(), "mode": c.mode, **self._cluster_record()}
         if self._bottleneck_info:
             extra["bottleneck"] = self._bottleneck_info
         from cnnstudio.core.model.transfer import parameter_split
@@ -346,12 +403,13 @@ class Trainer:
         """Fit on images up to ``epochs`` (a total over the run); returns the end reason."""
         c = self.config
         initial_epoch = state["epochs_done"] if state else len(history)
-        train_ds = pipe.dataset(
-            self.index.paths(self.split.train), self.index.labels(self.split.train),
-            batch_size=c.batch_size, shuffle=True, seed=c.seed, name="train",
-        )
-        val_ds = None
-        if self.split.val:
+        train_ds = val_ds = None
+        if self.cluster is None:  # a cluster's workers make their shares in _fit_on_cluster
+            train_ds = pipe.dataset(
+                self.index.paths(self.split.train), self.index.labels(self.split.train),
+                batch_size=c.batch_size, shuffle=True, seed=c.seed, name="train",
+            )
+        if self.split.val and self.cluster is None:
             val_ds = pipe.dataset(
                 self.index.paths(self.split.val), self.index.labels(self.split.val),
                 batch_size=c.batch_size, name="val",
@@ -360,6 +418,8 @@ class Trainer:
             self.state.on_status(note)
         pipe.notes.clear()
         steps = math.ceil(len(self.split.train) / c.batch_size)
+        if self.cluster is not None:
+            steps = len(self.split.train) // c.batch_size  # whole global batches (see loop.py)
         relay, stopper, callbacks = self._callbacks(
             history, state, prior_seconds, epochs, steps, self._monitor(), phase, phase_start,
         )
@@ -368,11 +428,53 @@ class Trainer:
             phase=phase, summary=self._summary(model, phase),
         ))
         if initial_epoch < epochs:
-            model.fit(
-                train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                class_weight=self._class_weight(), callbacks=callbacks, verbose=0, shuffle=False,
-            )
+            if self.cluster is not None:
+                self._fit_on_cluster(model, pipe, epochs, initial_epoch, callbacks)
+            else:
+                model.fit(
+                    train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+                    class_weight=self._class_weight(), callbacks=callbacks, verbose=0, shuffle=False,
+                )
         return self._reason(relay, stopper)
+
+    def _fit_on_cluster(self, model, pipe, epochs, initial_epoch, callbacks) -> None:
+        """The studio's own step under the cluster's strategy (Keras' fit cannot run under it);
+        each worker decodes only its replicas' slices of each batch."""
+        from cnnstudio.core.training.cluster import lost_worker
+        from cnnstudio.core.training.loop import Loop
+
+        c = self.config
+        strategy = self.strategy
+        per_replica = c.batch_size // strategy.num_replicas_in_sync
+
+        def shards(items, shuffle, name):
+            paths, labels = self.index.paths(items), self.index.labels(items)
+
+            def make(context):
+                local = strategy.num_replicas_in_sync // context.num_input_pipelines
+                first = context.input_pipeline_id * local
+                return pipe.dataset(paths, labels, batch_size=per_replica, shuffle=shuffle, seed=c.seed, name=name,
+                                    shard=(first, local, strategy.num_replicas_in_sync)).repeat()
+
+            return strategy.distribute_datasets_from_function(make)
+
+        train = shards(self.split.train, True, "train")
+        val = None
+        if self.split.val and self.cluster.is_chief:  # the chief validates, the others get its figures
+            val = pipe.dataset(self.index.paths(self.split.val), self.index.labels(self.split.val),
+                               batch_size=c.batch_size, name="val")
+        with self._scope():
+            loop = Loop(model, strategy, self._class_weight(), len(self.index.class_names),
+                        chief=self.cluster.is_chief)
+        self._loop = loop
+        try:
+            loop.fit(train, len(self.split.train) // c.batch_size, val, validation=bool(self.split.val),
+                     epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks)
+        except Exception as exc:
+            failure = lost_worker(self.cluster, exc)
+            if failure is None:
+                raise
+            raise failure from None
 
     def _fit_on_features(self, model, pipe, history, state, prior_seconds, phase) -> str:
         """Feature extraction's fast path: the base's features once (cached on disk), the head on them."""
@@ -473,9 +575,9 @@ class Trainer:
             self._bottleneck_info = {"cache": "built", "key": cache.key}
         return features["train"], features.get("val")
 
-    @staticmethod
-    def _reason(relay, stopper) -> str:
-        if relay.cancelled:
+    def _reason(self, relay, stopper) -> str:
+        loop = getattr(self, "_loop", None)
+        if relay.cancelled or (loop is not None and loop.stopped):
             return "cancelled"
         if stopper is not None and stopper.stopped_epoch > 0:
             return "early_stopped"
@@ -486,6 +588,10 @@ class Trainer:
     def _bottleneck_allowed(self) -> bool:
         c = self.config
         if not c.bottleneck:
+            return False
+        if self.cluster is not None:
+            if c.mode in ("extract", "finetune"):
+                self.state.on_status("bottleneck features are off on a cluster: every worker trains the whole model")
             return False
         if c.mode not in ("extract", "finetune") and self.spec.params.get("trainable") is not False:
             self.state.on_status("bottleneck features are off: they need a frozen base (feature extraction)")
@@ -528,9 +634,40 @@ class Trainer:
 
         self._fetch_weights()
         self.state.on_status(f"building {self.spec.backbone}")
-        model = build_model(self.spec, len(self.index.class_names), self.registry)
-        self._compile(model)
+        with self._scope():
+            model = build_model(self.spec, len(self.index.class_names), self.registry)
+            self._compile(model)
         return model
+
+    def _check_cluster(self, state: dict | None) -> None:
+        """Every worker has the chief's files and was asked for the chief's run, or all stop."""
+        from dataclasses import asdict
+
+        from cnnstudio.core.data.fingerprint import dataset_fingerprint
+        from cnnstudio.core.training import cluster as clusters
+
+        self.state.on_status(f"training on {self.cluster.size} machines as {self.cluster.name()}; "
+                             "checking that every machine has the same data")
+        asked = clusters.run_digest(self.split.train, self.split.val, self.split.test, self.spec.to_dict(),
+                                    asdict(self.config), state and state.get("epochs_done"),
+                                    state and state.get("phase"))
+        clusters.check_same_run(self.strategy, self.cluster, dataset_fingerprint(self.index, self.split), asked)
+
+    def _cluster_record(self) -> dict:
+        """``{"cluster": {...}}`` for the run's config and metrics; {} on one machine."""
+        if self.cluster is None:
+            return {}
+        return {"cluster": {**self.cluster.record(), "replicas": self.strategy.num_replicas_in_sync,
+                            "strategy": "MultiWorkerMirroredStrategy"}}
+
+    def _plain(self, model):
+        """On a cluster, a copy of ``model`` outside the strategy, for evaluation and the bundle."""
+        if self.strategy is None:
+            return model
+        K = keras()
+        plain = K.models.clone_model(model)
+        plain.set_weights(model.get_weights())
+        return plain
 
 
 def _one_line(exc: BaseException, path=None) -> str:
