@@ -205,3 +205,32 @@ def test_a_killed_worker_ends_the_run_with_one_line_and_resume_goes_on_from_the_
     assert f"resuming from epoch {done + 1}" in err0 + out0
     history = [int(row["epoch"]) for row in csv.DictReader(open(out / "history.csv", newline=""))]
     assert history == list(range(1, done + 3))  # every epoch once: none lost, none trained twice
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_chief_stops_every_worker_after_the_same_epoch(data, tmp_path):
+    files = _cluster_files(tmp_path, 2)
+    out = tmp_path / "run"
+    worker = _start(data, out, files[1], "--epochs", "200")
+    env = dict(os.environ)
+    chief = subprocess.Popen(  # with Python's own Ctrl-C handler, as a terminal gives it
+        [sys.executable, "-c", "import signal, sys, runpy; signal.signal(signal.SIGINT, signal.default_int_handler); "
+         "sys.argv = ['cnnstudio', *sys.argv[1:]]; runpy.run_module('cnnstudio', run_name='__main__')",
+         "train", str(data), "--out", str(out), *TRAIN, "--cluster", str(files[0]), "--epochs", "200"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    state = out / "checkpoints" / "state.json"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and chief.poll() is None:
+        try:
+            if json.loads(state.read_text())["epochs_done"] >= 2:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    chief.send_signal(signal.SIGINT)
+    (code0, out0, err0), (code1, out1, err1) = _finish([chief, worker])
+    assert code0 == 130 and code1 == 130, (err0[-2000:], err1[-2000:])
+    done = json.loads(state.read_text())["epochs_done"]
+    assert f"Stopped after {done} epoch" in out0 and "--cluster FILE` on every machine" in out0
+    assert f"Trained {done} epoch(s) as worker 1" in out1  # the same epochs: the stop reached it
+    assert json.loads((out / "metrics.json").read_text())["status"] == "cancelled"

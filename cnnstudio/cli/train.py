@@ -133,7 +133,7 @@ def cmd_train(args) -> int:
             print(f"{len(result.skipped_files)} file(s) could not be read and were skipped:")
             for d in result.skipped_files:
                 print(f"  {printable(d['path'])}: {printable(d['reason'])}")
-        print(saved_line(out, result))
+        print(saved_line(out, result, cluster=cluster is not None))
     return 130 if result.reason == "cancelled" else 0
 
 
@@ -150,13 +150,16 @@ def join_cluster(args):
     return cluster, clusters.start(cluster)
 
 
-def _resume_command(out: Path) -> str:
+def _resume_on(out: Path, cluster: bool = False) -> str:
+    if cluster:
+        return f"`cnnstudio train --resume --out {out} --cluster FILE` on every machine"
     return f"`cnnstudio train --resume --out {out}`"
 
 
-def saved_line(out: Path, result) -> str:
+def saved_line(out: Path, result, cluster: bool = False) -> str:
     """The last line of `cnnstudio train`: what is on disk now, and how to go on where it can."""
     from cnnstudio.core.runs.folder import RunPaths
+
 
     n = len(result.history)
     epochs = f"{n} epoch{'s' if n != 1 else ''}"
@@ -164,13 +167,13 @@ def saved_line(out: Path, result) -> str:
         return f"Run saved in {out}; model bundle in {RunPaths(out).bundle}"
     if result.bundle and n:
         return (f"Stopped after {epochs}: the model so far is in {RunPaths(out).bundle}; "
-                f"resume with {_resume_command(out)}")
+                f"resume with {_resume_on(out, cluster)}")
     if result.bundle:
         return (f"Stopped before the first epoch ended: no epoch was saved (the bundle in {RunPaths(out).bundle} "
-                f"is the untrained model); {_resume_command(out)} trains the run from epoch 1")
+                f"is the untrained model); {_resume_on(out, cluster)} trains the run from epoch 1")
     if n:
-        return f"{epochs} checkpointed in {out}; resume with {_resume_command(out)}"
-    return (f"Nothing was saved: no epoch ended; {_resume_command(out)} trains the run from epoch 1")
+        return f"{epochs} checkpointed in {out}; resume with {_resume_on(out, cluster)}"
+    return (f"Nothing was saved: no epoch ended; {_resume_on(out, cluster)} trains the run from epoch 1")
 
 
 def _held_run(out: Path) -> str:
