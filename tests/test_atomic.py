@@ -231,3 +231,24 @@ def test_tensorflow_errors_of_a_full_or_read_only_disk_are_failed_writes(tmp_pat
     # a file TensorFlow could not read is no failed write, nor is the studio's own refusal
     assert atomic.disk_failure(tmp_path, tf().errors.PermissionDeniedError(None, None, "Permission denied")) is None
     assert atomic.disk_failure(tmp_path, DatasetError("x: No space left on device")) is None
+
+
+def test_weights_built_in_memory_restore_exactly_what_keras_saves(tmp_path):
+    """The best epoch's weights are written from bytes built in memory (a full disk cannot crash
+    HDF5 then): they load back into the same weights, through Keras' private saving API and
+    through the public save_weights that stands in when that API changes."""
+    import numpy as np
+
+    from cnnstudio.core.tf import keras, savefile
+
+    K = keras()
+    inputs = K.Input((4,))
+    model = K.Model(inputs, K.layers.Dense(3)(K.layers.Dense(5, activation="relu")(inputs)))
+    assert any(np.any(w != 0) for w in model.get_weights())
+    for name, build in (("memory", savefile.weights_h5_bytes), ("file", savefile._through_a_file)):
+        path = tmp_path / f"{name}.weights.h5"
+        path.write_bytes(build(model))
+        other = K.models.clone_model(model)
+        other.load_weights(path)
+        for a, b in zip(model.get_weights(), other.get_weights()):
+            np.testing.assert_array_equal(a, b)
