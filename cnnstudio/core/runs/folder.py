@@ -92,9 +92,10 @@ def versions() -> dict:
 
 
 def write_config(p: RunPaths, index, split, spec, config, device: str, weights: dict | None = None,
-                 extra: dict | None = None) -> None:
+                 extra: dict | None = None, fingerprint: dict | None = None) -> None:
     """Everything needed to train the run again: the split's files with a fingerprint of their
-    contents (so changed data is noticed), the seeds, the spec and hyper-parameters, versions."""
+    contents (so changed data is noticed; ``fingerprint`` when the caller has just computed it),
+    the seeds, the spec and hyper-parameters, versions."""
     from cnnstudio.core.data.fingerprint import dataset_fingerprint
 
     atomic_write_json(
@@ -109,7 +110,7 @@ def write_config(p: RunPaths, index, split, spec, config, device: str, weights: 
                              for q in index.problems],
             },
             "split": split.to_dict(index),
-            "fingerprint": dataset_fingerprint(index, split),
+            "fingerprint": fingerprint or dataset_fingerprint(index, split),
             "seeds": {"split": split.seed, "training": config.seed},
             "spec": spec.to_dict(),
             "train": config.to_dict(),

@@ -160,7 +160,9 @@ def check_same_run(strategy, cluster: Cluster, fingerprint: dict, run: str) -> N
     mine = [fingerprint["files"], *_halves(fingerprint["sha256"]), *_halves(run)]
     local = T.constant([mine], dtype=T.int64)
     try:
-        rows = strategy.gather(strategy.run(lambda: local), axis=0).numpy().tolist()
+        # In a tf.function: the collective run eagerly costs more and says so on the terminal.
+        gather = T.function(lambda: strategy.gather(strategy.run(lambda: local), axis=0), autograph=False)
+        rows = gather().numpy().tolist()
     except Exception as exc:  # noqa: BLE001 - a worker that went away before the first step
         raise lost_worker(cluster, exc) or exc
     per_worker = max(1, len(rows) // cluster.size)
@@ -178,6 +180,19 @@ def check_same_run(strategy, cluster: Cluster, fingerprint: dict, run: str) -> N
         if row[3:5] != chief[3:5]:
             raise ClusterError(f"{who} was asked for another run than the chief (other options, split or "
                                "model): run the same command on every machine")
+
+
+def barrier(strategy, cluster: Cluster) -> None:
+    """Return when every worker has reached this call; :class:`ClusterError` when one went away."""
+    from cnnstudio.core.tf import tf
+
+    T = tf()
+    try:
+        meet = T.function(lambda: strategy.reduce("SUM", strategy.run(lambda: T.constant(1.0)), axis=None),
+                          autograph=False)
+        meet().numpy()
+    except Exception as exc:  # noqa: BLE001 - a worker that died while the chief wrote the run
+        raise lost_worker(cluster, exc) or exc
 
 
 def lost_worker(cluster: Cluster, exc: BaseException) -> ClusterError | None:

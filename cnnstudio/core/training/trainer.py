@@ -134,9 +134,17 @@ class Trainer:
         if fallback not in (None, "best", "last", "fresh"):
             raise ValueError(f"unknown fallback {fallback!r}")
         if self.cluster is not None and not self.cluster.is_chief:
-            return self._run_as_worker(resume, fallback)
-        with hold_folder(self.run_dir, "trained"):
-            return self._train(resume, fallback)
+            result = self._run_as_worker(resume, fallback)
+        else:
+            with hold_folder(self.run_dir, "trained"):
+                result = self._train(resume, fallback)
+        if self.cluster is not None:
+            # The workers wait while the chief evaluates and writes the run, then all leave
+            # together: a worker gone first reads as a crash in the chief's log.
+            from cnnstudio.core.training.cluster import barrier
+
+            barrier(self.strategy, self.cluster)
+        return result
 
     def _run_as_worker(self, resume: bool, fallback: str | None) -> RunResult:
         """A worker other than the chief trains into a temporary folder, from a copy of the
@@ -239,13 +247,14 @@ class Trainer:
         phase = state.get("phase", "train") if state else ("head" if c.mode == "finetune" else "train")
         use_bottleneck = self._bottleneck_allowed() and phase in ("train", "head")
         self._saved = saved
+        self._fingerprint = None
         if self.cluster is not None:
             self._check_cluster(state)
 
         if state is None:
             if not (resume and p.config.exists()):  # a resume keeps the run's record
                 runs.write_config(p, self.index, self.split, self.spec, c, device, weights=self.weights_record(),
-                                  extra=self._cluster_record())
+                                  extra=self._cluster_record(), fingerprint=self._fingerprint)
             with seeded(c.seed):
                 model = self._build()
             history: list[dict] = []
@@ -446,6 +455,8 @@ class Trainer:
         c = self.config
         strategy = self.strategy
         per_replica = c.batch_size // strategy.num_replicas_in_sync
+        # Each pass is whole global batches, one epoch each: no decoding runs on past the last one.
+        passes = epochs - initial_epoch
 
         def shards(items, shuffle, name):
             paths, labels = self.index.paths(items), self.index.labels(items)
@@ -454,7 +465,7 @@ class Trainer:
                 local = strategy.num_replicas_in_sync // context.num_input_pipelines
                 first = context.input_pipeline_id * local
                 return pipe.dataset(paths, labels, batch_size=per_replica, shuffle=shuffle, seed=c.seed, name=name,
-                                    shard=(first, local, strategy.num_replicas_in_sync)).repeat()
+                                    shard=(first, local, strategy.num_replicas_in_sync)).repeat(passes)
 
             return strategy.distribute_datasets_from_function(make)
 
@@ -651,7 +662,8 @@ class Trainer:
         asked = clusters.run_digest(self.split.train, self.split.val, self.split.test, self.spec.to_dict(),
                                     asdict(self.config), state and state.get("epochs_done"),
                                     state and state.get("phase"))
-        clusters.check_same_run(self.strategy, self.cluster, dataset_fingerprint(self.index, self.split), asked)
+        self._fingerprint = dataset_fingerprint(self.index, self.split)  # config.json takes it too
+        clusters.check_same_run(self.strategy, self.cluster, self._fingerprint, asked)
 
     def _cluster_record(self) -> dict:
         """``{"cluster": {...}}`` for the run's config and metrics; {} on one machine."""
