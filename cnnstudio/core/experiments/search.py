@@ -1176,26 +1176,50 @@ def records_of(trials) -> list[TrialRecord]:
     return out
 
 
-def read_study(url: str, study_name: str = STUDY_NAME, objective: str | None = None) -> SearchResult:
-    """The trials of a shared search as its storage holds them now (for a window that shows a
-    search other processes run). A :class:`StorageError` when the storage or the study cannot be read."""
-    optuna = _optuna()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = storages.open_storage(url, Path("study.db"), heartbeat=None)
+class StudyReader:
+    """Reads a shared search's trials from its storage, again and again (a window showing a search
+    other processes run polls it); the storage stays open between reads. Not for two threads at once."""
+
+    def __init__(self, url: str, study_name: str = STUDY_NAME):
+        storages.kind(url)
+        self.url = url
+        self.study_name = study_name
+        self._storage = None
+
+    def read(self) -> SearchResult:
+        """The trials as the storage holds them now; a :class:`StorageError` (naming the URL) when the
+        storage cannot be read or holds no such study yet."""
+        optuna = _optuna()
+        shown = storages.masked(self.url)
+        if self._storage is None:
+            self._storage = storages.open_storage(self.url, Path("study.db"), heartbeat=None)
         try:
-            try:
-                study = optuna.load_study(study_name=study_name, storage=storage)
-            except KeyError:
-                raise storages.StorageError(f"{storages.masked(url)}: no study named {study_name!r}") from None
-            except Exception as exc:
-                raise storages.StorageError(f"{storages.masked(url)}: {storages._reason(exc)}") from None
-            objective = objective or (study.user_attrs.get("search") or {}).get("objective", "val_accuracy")
-            records = records_of(study.get_trials(deepcopy=False))
-        finally:
-            storages.close(storage)
-    done = records and all(r.status in FINISHED for r in records)
-    return SearchResult(records, best_trial(records, objective), "completed" if done else "running", objective)
+            study = optuna.load_study(study_name=self.study_name, storage=self._storage)
+            trials = study.get_trials(deepcopy=False)
+            settings = study.user_attrs.get("search") or {}
+        except KeyError:
+            raise storages.StorageError(f"{shown}: no study named {self.study_name!r} (yet)") from None
+        except Exception as exc:
+            self.close()  # a dropped connection: open afresh next time
+            raise storages.StorageError(f"{shown}: {storages._reason(exc)}") from None
+        objective = settings.get("objective", "val_accuracy")
+        records = records_of(trials)
+        done = bool(records) and all(r.status in FINISHED for r in records)
+        return SearchResult(records, best_trial(records, objective), "completed" if done else "running", objective)
+
+    def close(self) -> None:
+        if self._storage is not None:
+            storages.close(self._storage)
+            self._storage = None
+
+
+def read_study(url: str, study_name: str = STUDY_NAME) -> SearchResult:
+    """The trials of a shared search as its storage holds them now."""
+    reader = StudyReader(url, study_name)
+    try:
+        return reader.read()
+    finally:
+        reader.close()
 
 
 def _finite(row: dict | None, key: str):
