@@ -184,3 +184,65 @@ def test_cli_tune_with_an_unreachable_server_says_so_in_one_line(data, space, tm
     assert code == 1 and err[-1].startswith("cnnstudio tune: error: postgresql://ann:***@127.0.0.1:1/studio: ")
     assert "secret" not in "\n".join(err) and "Traceback" not in "\n".join(err)
     assert not os.path.exists(tmp_path / "s" / "trials")
+
+
+# ----------------------------------------------------------------------------- in one process
+
+
+@pytest.fixture(scope="module")
+def parts(data):
+    from coretrain import tiny_spec
+
+    from cnnstudio.builtins.manager import load_registry
+    from cnnstudio.core.data.dataset import make_split, scan_dataset
+    from cnnstudio.core.training.config import TrainConfig
+
+    index = scan_dataset(data)
+    return index, make_split(index, 0.25, 0.2, seed=0), tiny_spec(16), \
+        TrainConfig(epochs=2, batch_size=8, learning_rate=0.01, patience=0, seed=1), load_registry()
+
+
+def shared_search(parts, out, storage, space=SPACE, **kwargs):
+    from cnnstudio.core.experiments.search import Search, SearchSpace
+
+    index, split, spec, config, registry = parts
+    return Search(index, split, spec, config, SearchSpace.from_dict(space), out, registry, storage=storage,
+                  prune=False, **kwargs)
+
+
+def test_a_shared_trial_stopped_by_the_user_is_given_back_and_run_again_in_its_own_folder(parts, tmp_path):
+    from coretrain import RecordingState
+
+    class StopAfterOneEpoch(RecordingState):
+        def on_trial_start(self, number, params):
+            pass
+
+        def on_trial_end(self, record):
+            pass
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = shared_search(parts, tmp_path / "a", storage, trials=2,
+                          state=StopAfterOneEpoch(stop_after_epochs=1)).run()
+    assert first.reason == "cancelled" and [(r.number, r.status) for r in first.trials] == [(0, "failed")]
+    # Another process (here, a second search object) takes it up as a trial of its own.
+    second = shared_search(parts, tmp_path / "b", storage, trials=2).run()
+    assert second.reason == "completed"
+    assert [(r.number, r.status) for r in second.trials] == [(0, "failed"), (1, "complete"), (2, "complete")]
+    assert second.trials[1].params == first.trials[0].params and second.trials[1].epochs == 2
+    assert second.trials[0].error == "stopped before it ended; run again as trial 2"
+    assert Path(second.trials[1].run_dir) == tmp_path / "b" / "trials" / "trial-002"
+    assert json.loads((tmp_path / "b" / "trials.json").read_text())["reason"] == "completed"
+
+
+def test_a_process_with_other_settings_is_refused_from_a_shared_search_in_one_line(parts, tmp_path):
+    from cnnstudio.core.experiments.search import SearchError
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    shared_search(parts, tmp_path / "a", storage, trials=1).run()
+    other = shared_search(parts, tmp_path / "b", storage, space={"train.learning_rate": {"choices": [0.1, 0.2]}},
+                          trials=1)
+    with pytest.raises(SearchError, match=r"^sqlite:///.*shared\.db: study 'cnnstudio' is a search with other "
+                                          r"settings \(space differ\); give the same ones to join it, or another "
+                                          r"--study$"):
+        other.run()
+    assert not (tmp_path / "b" / "trials").exists() and not (tmp_path / "b" / "trials.json").exists()

@@ -335,11 +335,10 @@ class CrossValidation:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         splits, record = self._plan()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path, record)
         shown = storages.masked(self.storage_url)
         storage = storages.open_storage(self.storage_url, self.out_dir / "study.db", self.heartbeat)
         reason = "running"
-        study = None
+        joined = None
         try:
             try:
                 study = optuna.create_study(storage=storage, study_name=self.study_name, load_if_exists=True,
@@ -357,10 +356,12 @@ class CrossValidation:
                 differ = [key for key in plan if saved.get(key) != plan[key]]
                 raise StudioError(f"{shown}: study {self.study_name!r} is a cross-validation with other settings "
                                   f"({', '.join(differ)} differ); give the same ones to join it, or another --study")
+            joined = study
+            atomic_write_json(self.path, record)
             reason = self._shared_loop(optuna, study, splits, record)
         finally:
-            if study is not None:
-                self._record_shared(study, record, reason)
+            if joined is not None:  # a refused process writes nothing
+                self._record_shared(joined, record, reason)
             storages.close(storage)
         return _result(self.out_dir, record)
 

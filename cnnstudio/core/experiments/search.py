@@ -926,7 +926,7 @@ class Search:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = storages.open_storage(self.storage_url, self.paths("study.db"), self.heartbeat)
             reason = "running"
-            study = None
+            joined = None
             try:
                 try:
                     study = optuna.create_study(
@@ -938,14 +938,15 @@ class Search:
                 except Exception as exc:
                     raise storages.StorageError(f"{shown}: {storages._reason(exc)}") from None
                 self._join(study)
+                joined = study
                 self._write_search()
                 for params in self._queued:
                     study.enqueue_trial(params, skip_if_exists=True)
                 self._queued.clear()
                 reason = self._shared_loop(optuna, study)
             finally:
-                if study is not None:
-                    self._write_shared(study, reason)
+                if joined is not None:  # a refused process writes nothing
+                    self._write_shared(joined, reason)
                 storages.close(storage)
         return SearchResult(list(self.records), best_trial(self.records, self.objective), reason, self.objective)
 
