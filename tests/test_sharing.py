@@ -246,3 +246,14 @@ def test_a_process_with_other_settings_is_refused_from_a_shared_search_in_one_li
                                           r"--study$"):
         other.run()
     assert not (tmp_path / "b" / "trials").exists() and not (tmp_path / "b" / "trials.json").exists()
+
+
+def test_a_search_shared_through_a_journal_file_records_its_trials_there(parts, tmp_path):
+    from cnnstudio.core.experiments.search import read_study
+
+    journal = tmp_path / "shared" / "search.log"
+    result = shared_search(parts, tmp_path / "a", f"journal:{journal}", trials=1).run()
+    assert result.reason == "completed" and [r.status for r in result.trials] == ["complete"]
+    assert journal.stat().st_size > 0
+    # What another machine reading the same file sees (the window's Watch reads it so).
+    assert read_study(str(journal)).trials == result.trials

@@ -346,7 +346,7 @@ class CrossValidation:
             except StudioError:
                 raise
             except Exception as exc:
-                raise storages.StorageError(f"{shown}: {storages._reason(exc)}") from None
+                raise storages.StorageError(f"{shown}: {storages.reason_of(exc)}") from None
             plan = _plain({key: record[key] for key in ("k", "seed", "test_fraction", "class_names", "spec", "train")}
                           | {"data": record["fingerprint"]["sha256"]})
             saved = study.user_attrs.get("cv")

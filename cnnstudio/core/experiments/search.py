@@ -936,7 +936,7 @@ class Search:
                 except StudioError:
                     raise
                 except Exception as exc:
-                    raise storages.StorageError(f"{shown}: {storages._reason(exc)}") from None
+                    raise storages.StorageError(f"{shown}: {storages.reason_of(exc)}") from None
                 self._join(study)
                 joined = study
                 self._write_search()
@@ -1202,7 +1202,7 @@ class StudyReader:
             raise storages.StorageError(f"{shown}: no study named {self.study_name!r} (yet)") from None
         except Exception as exc:
             self.close()  # a dropped connection: open afresh next time
-            raise storages.StorageError(f"{shown}: {storages._reason(exc)}") from None
+            raise storages.StorageError(f"{shown}: {storages.reason_of(exc)}") from None
         objective = settings.get("objective", "val_accuracy")
         records = records_of(trials)
         done = bool(records) and all(r.status in FINISHED for r in records)

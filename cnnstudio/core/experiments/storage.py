@@ -125,7 +125,7 @@ def _open(optuna, url: str | None, default_file: Path, heartbeat: float | None):
             raise StorageError(f"{shown}: the {name} driver ({module}) is not installed; "
                                "pip install \"cnnstudio[cluster]\"") from None
         except Exception as exc:  # SQLAlchemy's errors: unreachable, refused, bad database, bad URL
-            reason = _reason(exc)
+            reason = reason_of(exc)
             if attempt < 2 and _schema_race(reason):
                 time.sleep(0.5 + attempt)
                 continue
@@ -146,7 +146,8 @@ def _with_driver(url: str, what: str) -> str:
     return url
 
 
-def _reason(exc: Exception) -> str:
+def reason_of(exc: Exception) -> str:
+    """The first lines of what a database driver (or SQLAlchemy) said, on one line."""
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip() or type(exc).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
