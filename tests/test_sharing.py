@@ -66,8 +66,9 @@ def assert_shared_once(results, out: Path, storage: str):
         assert code == 0, stderr[-3000:]
         assert "Traceback" not in stderr and "Warning" not in stderr
     ran = [trial_lines(stdout) for _, stdout, _ in results]
-    # Both processes took trials, no trial was run by both, and together they ran the four.
-    assert all(ran) and not set(ran[0]) & set(ran[1]) and sorted(ran[0] + ran[1]) == [1, 2, 3, 4]
+    # No trial was run by both, and together they ran the four (each one's share depends on which
+    # started first).
+    assert not set(ran[0]) & set(ran[1]) and sorted(ran[0] + ran[1]) == [1, 2, 3, 4]
     trials = trials_of(storage)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
     folders = sorted(p.name for p in (out / "trials").iterdir())
