@@ -215,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "normal run folder (DIR/fold-1 ... DIR/fold-K) and DIR/cv.json holds the folds and the summary "
                     "(mean ± sample standard deviation, ddof=1). Here --test-split defaults to 0: every image is "
                     "validated on once; give it to hold out one test split, the same for every fold. --val-split "
-                    "does not apply. Ctrl-C stops after the current batch; the same command again resumes.",
+                    "does not apply. Ctrl-C stops after the current batch; the same command again resumes. With "
+                    "--storage, every process given the same storage and --study takes the next fold not yet "
+                    "taken, and each prints the summary of all folds.",
     )
     p.add_argument("data_dir", metavar="DATA_DIR", nargs="?", help="folder with one sub-folder per class")
     p.add_argument("--sample", action="store_true", help="use the built-in sample dataset instead of DATA_DIR")
@@ -260,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search a space of hyperparameters (Optuna: TPE or random sampling, median pruning after each "
                     "epoch). Every trial is a normal run folder in OUT/trials; OUT/best.json holds the best "
                     "configuration, for 'cnnstudio train --config OUT/best.json'. Ctrl-C stops after the current "
-                    "epoch; the same command again resumes the search.",
+                    "epoch; the same command again resumes the search. With --storage, every process given the "
+                    "same storage and --study shares the search: each takes the next trial, the count stops at "
+                    "--trials, and a trial whose process died is run again by another.",
     )
     p.add_argument("data_dir", metavar="DATA_DIR", nargs="?", help="folder with one sub-folder per class")
     p.add_argument("--sample", action="store_true", help="use the built-in sample dataset instead of DATA_DIR")
