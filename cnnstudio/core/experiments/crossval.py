@@ -254,6 +254,8 @@ class CrossValidation:
         if storage is not None:
             storages.kind(storage)
         self.study_name = study_name
+        if isinstance(heartbeat, bool) or not isinstance(heartbeat, (int, float)) or not 0 < heartbeat < float("inf"):
+            raise StudioError(f"the heartbeat must be a positive number of seconds, not {heartbeat!r}")
         self.heartbeat = float(heartbeat)
         self.index = index
         self.spec = spec.validate(registry)
