@@ -27,7 +27,7 @@ class CrossValidationState(TerminalState):
 
 
 def cmd_cv(args) -> int:
-    from cnnstudio.core.experiments.crossval import CrossValidation
+    from cnnstudio.core.experiments.crossval import CV_STUDY, CrossValidation
     from cnnstudio.core.io.lock import refuse_if_held
 
     if args.val_split is not None:
@@ -42,7 +42,8 @@ def cmd_cv(args) -> int:
     index.raise_for_errors()
     with stop_on_ctrl_c(state):
         result = CrossValidation(index, spec, config, args.folds, args.out, registry, seed=args.seed,
-                                 test_fraction=args.test_split, state=state).run()
+                                 test_fraction=args.test_split, state=state, storage=args.storage,
+                                 study_name=args.study or CV_STUDY, heartbeat=args.heartbeat).run()
     if args.json:
         print_json({"out_dir": str(result.out_dir), "k": result.k, "status": result.reason,
                      "folds": result.folds, "summary": result.summary,

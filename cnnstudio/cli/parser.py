@@ -25,6 +25,20 @@ from cnnstudio.core.data import CACHE_MODES
 from cnnstudio.core.training.config import CLASS_WEIGHTS, MODES, MONITORS, OPTIMIZERS, TrainConfig
 
 
+def add_sharing_options(p, what: str) -> None:
+    """--storage, --study and --heartbeat: one search or cross-validation shared by many processes."""
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help=f"share the {what} among every process given the same URL and --study: each takes the "
+                        "next trial; sqlite:///FILE (one machine), postgresql://USER:PASSWORD@HOST/DB or "
+                        "mysql://... (several machines; pip install \"cnnstudio[cluster]\"), journal:FILE "
+                        "(a file on a shared file system). Default: OUT/study.db, this process alone")
+    p.add_argument("--study", default=None, metavar="NAME",
+                   help="the study in the storage (default: cnnstudio for tune, cnnstudio-cv for cv)")
+    p.add_argument("--heartbeat", type=float, default=60.0, metavar="S",
+                   help="with --storage: a running trial beats every S seconds; one silent for 2*S (its process "
+                        "died) is run again by another process (default: %(default)s)")
+
+
 def add_training_options(p: argparse.ArgumentParser) -> None:
     """The model, hyper-parameter and split options of 'train', shared by 'tune' and 'cv'. The
     hyper-parameters' defaults and choices are :class:`TrainConfig`'s, which also checks them."""
@@ -201,12 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "normal run folder (DIR/fold-1 ... DIR/fold-K) and DIR/cv.json holds the folds and the summary "
                     "(mean ± sample standard deviation, ddof=1). Here --test-split defaults to 0: every image is "
                     "validated on once; give it to hold out one test split, the same for every fold. --val-split "
-                    "does not apply. Ctrl-C stops after the current batch; the same command again resumes.",
+                    "does not apply. Ctrl-C stops after the current batch; the same command again resumes. With "
+                    "--storage, every process given the same storage and --study takes the next fold not yet "
+                    "taken, and each prints the summary of all folds.",
     )
     p.add_argument("data_dir", metavar="DATA_DIR", nargs="?", help="folder with one sub-folder per class")
     p.add_argument("--sample", action="store_true", help="use the built-in sample dataset instead of DATA_DIR")
     p.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for cv.json and the fold runs")
+    add_sharing_options(p, "cross-validation")
     add_training_options(p)
     p.set_defaults(test_split=0.0, val_split=None)
     p.add_argument("--json", action="store_true", help="print the folds and the summary as JSON")
@@ -245,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search a space of hyperparameters (Optuna: TPE or random sampling, median pruning after each "
                     "epoch). Every trial is a normal run folder in OUT/trials; OUT/best.json holds the best "
                     "configuration, for 'cnnstudio train --config OUT/best.json'. Ctrl-C stops after the current "
-                    "epoch; the same command again resumes the search.",
+                    "epoch; the same command again resumes the search. With --storage, every process given the "
+                    "same storage and --study shares the search: each takes the next trial, the count stops at "
+                    "--trials, and a trial whose process died is run again by another.",
     )
     p.add_argument("data_dir", metavar="DATA_DIR", nargs="?", help="folder with one sub-folder per class")
     p.add_argument("--sample", action="store_true", help="use the built-in sample dataset instead of DATA_DIR")
@@ -261,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prune", action="store_true", help="let every trial run all its epochs")
     p.add_argument("--objective", choices=["val_accuracy", "val_loss"], default="val_accuracy",
                    help="what the best epoch of a trial is judged by (default: %(default)s)")
+    add_sharing_options(p, "search")
     add_training_options(p)
     p.set_defaults(func=cmd_tune)
     return parser

@@ -45,10 +45,14 @@ class TuneState(TerminalState):
 
 def cmd_tune(args) -> int:
     from cnnstudio.core.data.dataset import make_split
-    from cnnstudio.core.experiments.search import Search, SearchSpace, format_params
+    from cnnstudio.core.experiments.search import STUDY_NAME, Search, SearchSpace, format_params
     from cnnstudio.core.io.lock import refuse_if_held
 
     refuse_if_held(args.out, "searched")  # before reading what another search is writing there
+    if args.storage is not None:
+        from cnnstudio.core.experiments.storage import kind
+
+        kind(args.storage)  # a malformed URL fails before the scan
     registry = plugin_registry()
     spec, config = spec_and_config(args, registry)  # the settings first: a refused value before the scan
     trials = 10 if args.trials is None and args.timeout is None else args.trials
@@ -61,10 +65,16 @@ def cmd_tune(args) -> int:
     space = SearchSpace.load(args.space) if args.space else None
     search = Search(index, split, spec, config, space, args.out, registry, trials=trials, timeout=args.timeout,
                     sampler=args.sampler, prune=not args.no_prune, objective=args.objective, seed=args.seed,
-                    state=state)
+                    state=state, storage=args.storage, study_name=args.study or STUDY_NAME,
+                    heartbeat=args.heartbeat)
     state.objective = search.objective  # a resumed search keeps its own
     state.records = [r for r in search.records if r.status != "running"]
-    if search.resumed:
+    if args.storage is not None:
+        from cnnstudio.core.experiments.storage import masked
+
+        print(f"Sharing the search {search.study_name!r} in {masked(args.storage)}: this process takes the next "
+              "trial each time", file=sys.stderr)
+    elif search.resumed:
         print(f"Resuming the search in {args.out}: {len(state.records)} trial(s) finished", file=sys.stderr)
     print(f"Searching {', '.join(d.describe() for d in search.space.dimensions)}", file=sys.stderr)
 

@@ -159,3 +159,42 @@ def test_run_again_reproduces_a_run_and_shows_the_diff(qtbot, data):
     assert tab.diff.run_b.endswith("original-rerun")
     assert not [k for k, _, _ in tab.diff.settings if k.startswith(("train.", "spec."))]
     assert set(tab.selected_runs()) == {str(runs / "original"), str(runs / "original-rerun")}
+
+
+def test_the_search_tab_shows_the_trials_another_process_runs_as_they_run(qtbot, data, tmp_path):
+    """A search run by 'cnnstudio tune --storage' elsewhere appears in the tab, trial by trial, with
+    its state and value, while it runs: nothing is reopened."""
+    import subprocess
+    import sys
+
+    tab = _panel(qtbot, make_session(data, epochs=1)).search
+    tab.poll_ms = 100
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"train.learning_rate": {"choices": [0.05, 0.01]}}))
+    proc = subprocess.Popen([sys.executable, "-m", "cnnstudio", "tune", str(data), "--out", str(tmp_path / "s"),
+                             "--storage", url, "--trials", "2", "--space", str(space), "--epochs", "3",
+                             "--image-size", "16", "--model", "scratch", "--no-prune"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tab.watch(url, "cnnstudio") and tab.is_watching()
+
+        def statuses():
+            if tab.table.columnCount() < 2 or tab.table.horizontalHeaderItem(1) is None:
+                return []
+            column = _column(tab.table, "Status")
+            return [tab.table.item(r, column).text() for r in range(tab.table.rowCount())]
+
+        qtbot.waitUntil(lambda: "running" in statuses(), timeout=120_000)  # seen while it runs
+        qtbot.waitUntil(lambda: statuses() == ["complete", "complete"], timeout=180_000)
+    finally:
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    value, lr = _column(tab.table, "val_accuracy"), _column(tab.table, "learning_rate")
+    for row in range(2):
+        assert 0.0 <= float(tab.table.item(row, value).text()) <= 1.0
+        assert float(tab.table.item(row, lr).text()) in (0.05, 0.01)
+    assert tab.best_label.text().startswith("Best: trial ")
+    assert "2 trials, 0 running" in tab.watch_label.text()
+    tab.stop_watching()
+    assert not tab.is_watching() and not tab.watch_button.isChecked()

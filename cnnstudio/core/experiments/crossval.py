@@ -12,6 +12,10 @@ from its last checkpoint.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +25,7 @@ import numpy as np
 from cnnstudio.core.data.dataset import DatasetIndex, Split, deal_folds, make_split
 from cnnstudio.core.data.fingerprint import dataset_fingerprint
 from cnnstudio.core.errors import StudioError
+from cnnstudio.core.experiments import storage as storages
 from cnnstudio.core.io.atomic import atomic_write_json, read_json
 from cnnstudio.core.io.lock import hold_folder
 from cnnstudio.core.model.spec import ModelSpec
@@ -36,6 +41,7 @@ CV_FORMAT = 1
 # Per-fold numbers summarised over the folds, in the order they are shown.
 METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
 FINISHED = ("completed", "early_stopped")
+CV_STUDY = "cnnstudio-cv"
 
 
 def fold_name(fold: int) -> str:
@@ -194,6 +200,22 @@ def _read_record(path: Path) -> dict | None:
     return record
 
 
+class _Spare(Exception):
+    """A trial asked for when every fold was already taken."""
+
+
+class _FoldFailed(Exception):
+    """A shared fold that trained but gave no result to summarise."""
+
+
+class _FoldStopped(Exception):
+    """A shared fold stopped before it ended (Ctrl-C)."""
+
+    def __init__(self, number: int):
+        super().__init__(f"trial {number} stopped")
+        self.number = number
+
+
 def _plain(obj):
     """``obj`` as it reads back from JSON, so a saved plan compares equal to a new one."""
     return json.loads(json.dumps(obj))
@@ -221,8 +243,20 @@ class CrossValidation:
         seed: int = 0,
         test_fraction: float = 0.0,
         state: CVState | None = None,
+        storage: str | None = None,
+        study_name: str = CV_STUDY,
+        heartbeat: float = storages.DEFAULT_HEARTBEAT,
     ):
         index.raise_for_errors()
+        # With a storage URL the folds are shared: every process given the same storage and study
+        # takes the next fold not yet taken (see run).
+        self.storage_url = storage
+        if storage is not None:
+            storages.kind(storage)
+        self.study_name = study_name
+        if isinstance(heartbeat, bool) or not isinstance(heartbeat, (int, float)) or not 0 < heartbeat < float("inf"):
+            raise StudioError(f"the heartbeat must be a positive number of seconds, not {heartbeat!r}")
+        self.heartbeat = float(heartbeat)
         self.index = index
         self.spec = spec.validate(registry)
         self.config = config.validate()
@@ -286,9 +320,139 @@ class CrossValidation:
         return splits, record
 
     def run(self) -> CVResult:
-        """Train the folds, holding the folder: a second cross-validation on it is refused at once."""
+        """Train the folds, holding the folder: a second cross-validation on it is refused at once.
+
+        A shared cross-validation (one given a storage URL) holds only the fold it trains: the
+        folds are the trials of an Optuna study, numbered 0..k-1, each taken by one process."""
+        if self.storage_url is not None:
+            return self._shared()
         with hold_folder(self.out_dir, "cross-validated"):
             return self._folds()
+
+    # -- folds shared by many processes ----------------------------------------------------
+
+    def _shared(self) -> CVResult:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        splits, record = self._plan()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        shown = storages.masked(self.storage_url)
+        storage = storages.open_storage(self.storage_url, self.out_dir / "study.db", self.heartbeat)
+        reason = "running"
+        joined = None
+        try:
+            try:
+                study = optuna.create_study(storage=storage, study_name=self.study_name, load_if_exists=True,
+                                            direction="minimize")
+            except StudioError:
+                raise
+            except Exception as exc:
+                raise storages.StorageError(f"{shown}: {storages.reason_of(exc)}") from None
+            plan = _plain({key: record[key] for key in ("k", "seed", "test_fraction", "class_names", "spec", "train")}
+                          | {"data": record["fingerprint"]["sha256"]})
+            saved = study.user_attrs.get("cv")
+            if saved is None:
+                study.set_user_attr("cv", plan)
+            elif saved != plan:
+                differ = [key for key in plan if saved.get(key) != plan[key]]
+                raise StudioError(f"{shown}: study {self.study_name!r} is a cross-validation with other settings "
+                                  f"({', '.join(differ)} differ); give the same ones to join it, or another --study")
+            joined = study
+            atomic_write_json(self.path, record)
+            reason = self._shared_loop(optuna, study, splits, record)
+        finally:
+            if joined is not None:  # a refused process writes nothing
+                self._record_shared(joined, record, reason)
+            storages.close(storage)
+        return _result(self.out_dir, record)
+
+    def _left(self, optuna, study) -> bool:
+        """Whether a fold is still to be taken: fewer than k trials, or a fold queued to run again."""
+        trials = study.get_trials(deepcopy=False)
+        return len(trials) < self.k or any(t.state == optuna.trial.TrialState.WAITING for t in trials)
+
+    def _shared_loop(self, optuna, study, splits, record) -> str:
+        def after_fold(study, frozen):
+            self._record_shared(study, record, "running")
+            if self.state.should_stop() or not self._left(optuna, study):
+                study.stop()
+
+        said = None
+        while True:
+            if self.state.should_stop():
+                return "cancelled"
+            if self._left(optuna, study):
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        study.optimize(self._objective(optuna, splits), callbacks=[after_fold],
+                                       catch=(_Spare, _FoldFailed), gc_after_trial=False)
+                except _FoldStopped as stop:
+                    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == stop.number)
+                    # Queued again for whichever process comes next; it goes on from the checkpoint.
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=storages.RETRIES)(study, frozen)
+                    return "cancelled"
+                continue
+            running = sorted(t.user_attrs.get("fold", t.number + 1)
+                             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+            if not running or not storages.has_heartbeat(self.storage_url):
+                return "completed" if all(f.get("status") in FINISHED for f in record["folds"]) else "running"
+            if said != running:
+                self.state.on_status(f"waiting for fold(s) {', '.join(map(str, running))}, run by other processes")
+                said = running
+            deadline = time.monotonic() + min(self.heartbeat, 5.0)
+            while time.monotonic() < deadline and not self.state.should_stop():
+                time.sleep(0.2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            self._record_shared(study, record, "running")
+
+    def _objective(self, optuna, splits):
+        def objective(trial):
+            # Trial n is fold n+1; a fold run again (its process stopped) keeps its fold.
+            fold = trial.user_attrs.get("fold")
+            if fold is None:
+                if trial.number >= self.k:
+                    trial.set_user_attr("spare", True)  # every fold was taken meanwhile
+                    raise _Spare()
+                fold = trial.number + 1
+                trial.set_user_attr("fold", fold)
+            trial.set_user_attr("metrics", None)
+            trial.set_user_attr("worker", f"{socket.gethostname()} pid {os.getpid()}")
+            run_dir = self.out_dir / fold_name(fold)
+            self.state.on_fold_start(fold, self.k)
+            resume = runs.RunPaths(run_dir).train_state.exists()
+            trainer = Trainer(self.index, splits[fold - 1], self.spec, self.config, run_dir, self.registry,
+                              state=self.state)
+            trainer.run(resume=resume)
+            metrics = {"fold": fold, **fold_metrics(run_dir, self.config.monitor), "run_dir": fold_name(fold)}
+            if metrics["status"] == "cancelled":
+                raise _FoldStopped(trial.number)
+            trial.set_user_attr("metrics", _plain(metrics))
+            self.state.on_fold_end(fold, {**metrics, "run_dir": str(run_dir)})
+            if metrics["status"] not in FINISHED or metrics.get(self.config.monitor) is None:
+                raise _FoldFailed()
+            return float(metrics[self.config.monitor])
+
+        return objective
+
+    def _record_shared(self, study, record: dict, reason: str) -> None:
+        """cv.json from the storage: every process's folds, their summary, and the status."""
+        for t in study.get_trials(deepcopy=False):
+            fold, metrics = t.user_attrs.get("fold"), t.user_attrs.get("metrics")
+            if fold is None or not 1 <= fold <= self.k:
+                continue
+            entry = record["folds"][fold - 1]
+            if metrics and (entry.get("status") not in FINISHED or metrics.get("status") in FINISHED):
+                record["folds"][fold - 1] = {**entry, **metrics}
+            elif not metrics and entry.get("status") == "pending" and t.state.name == "RUNNING":
+                record["folds"][fold - 1] = {**entry, "status": "running"}
+        record["summary"] = summarise(record["folds"])
+        done = all(f.get("status") in FINISHED for f in record["folds"])
+        record["status"] = "completed" if done else ("cancelled" if reason == "cancelled" else "running")
+        atomic_write_json(self.path, record)
 
     def _folds(self) -> CVResult:
         splits, record = self._plan()

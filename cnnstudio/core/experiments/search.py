@@ -34,7 +34,11 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import socket
 import time
+import warnings
+import zlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
@@ -44,6 +48,7 @@ import numpy as np
 from cnnstudio.core.data.dataset import DatasetIndex, Split
 from cnnstudio.core.data.fingerprint import dataset_fingerprint
 from cnnstudio.core.errors import StudioError, WriteFailed
+from cnnstudio.core.experiments import storage as storages
 from cnnstudio.core.io.atomic import atomic_write_json, read_json
 from cnnstudio.core.io.lock import hold_folder
 from cnnstudio.core.model.spec import AugmentSpec, ModelSpec
@@ -632,8 +637,22 @@ class Search:
         objective: str = "val_accuracy",
         seed: int = 0,
         state: SearchState | None = None,
+        storage: str | None = None,
+        study_name: str = STUDY_NAME,
+        heartbeat: float = storages.DEFAULT_HEARTBEAT,
     ):
         self.out_dir = Path(out_dir).absolute()
+        # With a storage URL the search is shared: every process given the same storage and study
+        # works on it (see run); without one it is this folder's own, one process at a time.
+        self.storage_url = storage
+        if storage is not None:
+            storages.kind(storage)  # a malformed URL fails now, in one line
+        if not isinstance(study_name, str) or not study_name.strip():
+            raise SearchError(f"the study name must be a non-empty string, not {study_name!r}")
+        self.study_name = study_name
+        if not (_number(heartbeat) and heartbeat > 0):
+            raise SearchError(f"the heartbeat must be a positive number of seconds, not {heartbeat!r}")
+        self.heartbeat = float(heartbeat)
         self.index = index
         self.registry = registry.snapshot()  # kept for every trial, whatever a reload does meanwhile
         self.state = state or QuietSearchState()
@@ -735,7 +754,8 @@ class Search:
             "space": self.space.to_dict(),
             "settings": {"trials": self.trials, "timeout": self.timeout, "sampler": self.sampler,
                          "prune": self.prune, "objective": self.objective, "seed": self.seed},
-            "storage": "study.db",
+            "storage": "study.db" if self.storage_url is None else storages.masked(self.storage_url),
+            "study": self.study_name,
         })
 
     def _write_trials(self, reason: str) -> None:
@@ -768,7 +788,12 @@ class Search:
         self._queued.append(dict(params))
 
     def run(self) -> SearchResult:
-        """Run the trials, holding the search folder: a second search on it is refused at once."""
+        """Run the trials, holding the search folder: a second search on it is refused at once.
+
+        A shared search (one given a storage URL) holds only the folder of the trial it runs:
+        any number of processes with the same storage and study take the next trial each."""
+        if self.storage_url is not None:
+            return self._shared()
         with hold_folder(self.out_dir, "searched"):
             return self._search()
 
@@ -835,6 +860,17 @@ class Search:
             self.state.on_trial_end(copy.deepcopy(record))
 
     def _run_trial(self, optuna, study, trial, record: TrialRecord, rerun: bool) -> None:
+        self._train(trial, record, rerun)
+        if record.status == "complete":
+            study.tell(trial, record.value)
+        elif record.status == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif record.status == "failed":
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    def _train(self, trial, record: TrialRecord, rerun: bool) -> None:
+        """Train one trial into its folder and fill ``record``; the caller tells Optuna the outcome.
+        A failed write propagates (with the record left running)."""
         relay = _TrialRelay(self.state, trial, self.objective, self.prune)
         t0 = time.perf_counter()
         prior = record.seconds  # an interrupted trial's time counts on
@@ -857,7 +893,6 @@ class Search:
             record.status = "failed"
             text = str(exc) if isinstance(exc, StudioError) else f"{type(exc).__name__}: {exc}"
             record.error = (text.strip().splitlines() or [type(exc).__name__])[0]
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return
         record.seconds = prior + time.perf_counter() - t0
         record.epochs = result.epochs_run
@@ -871,17 +906,202 @@ class Search:
             record.metrics["test_accuracy"] = result.metrics["test_accuracy"]
         if relay.pruned:
             record.status = "pruned"
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             _mark_pruned(runs.RunPaths(run_dir))
         elif result.reason == "cancelled":
             record.status = "running"  # interrupted: re-run on resume
         elif record.value is None:
             record.status = "failed"
             record.error = f"no epoch gave a finite {self.objective} (the training diverged)"
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             record.status = "complete"
-            study.tell(trial, record.value)
+
+    # -- a search shared by many processes ----------------------------------------------------
+
+    def _shared(self) -> SearchResult:
+        optuna = _optuna()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        shown = storages.masked(self.storage_url)
+        with warnings.catch_warnings():
+            # Heartbeats and retries are marked experimental in Optuna; they are what sharing needs.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = storages.open_storage(self.storage_url, self.paths("study.db"), self.heartbeat)
+            reason = "running"
+            joined = None
+            try:
+                try:
+                    study = optuna.create_study(
+                        storage=storage, study_name=self.study_name, direction=OBJECTIVES[self.objective],
+                        load_if_exists=True, pruner=self._pruner(optuna), sampler=self._shared_sampler(optuna),
+                    )
+                except StudioError:
+                    raise
+                except Exception as exc:
+                    raise storages.StorageError(f"{shown}: {storages.reason_of(exc)}") from None
+                self._join(study)
+                joined = study
+                self._write_search()
+                for params in self._queued:
+                    study.enqueue_trial(params, skip_if_exists=True)
+                self._queued.clear()
+                reason = self._shared_loop(optuna, study)
+            finally:
+                if joined is not None:  # a refused process writes nothing
+                    self._write_shared(joined, reason)
+                storages.close(storage)
+        return SearchResult(list(self.records), best_trial(self.records, self.objective), reason, self.objective)
+
+    def _settings(self) -> dict:
+        """What every process of a shared search must agree on."""
+        if self._fingerprint is None:
+            self._fingerprint = dataset_fingerprint(self.index, self.split)
+        return json.loads(json.dumps({
+            "space": self.space.to_dict(), "spec": self.spec.to_dict(), "train": self.config.to_dict(),
+            "objective": self.objective, "sampler": self.sampler, "prune": self.prune, "seed": self.seed,
+            "classes": list(self.index.class_names),
+            "split": {"seed": self.split.seed, "val_fraction": self.split.val_fraction,
+                      "test_fraction": self.split.test_fraction},
+            "data": self._fingerprint["sha256"],
+        }))
+
+    def _join(self, study) -> None:
+        """The first process records the search's settings in the study; a later one must match them."""
+        mine = self._settings()
+        saved = study.user_attrs.get("search")
+        if saved is None:
+            study.set_user_attr("search", mine)
+            return
+        differ = [key for key in mine if saved.get(key) != mine[key]]
+        if differ:
+            names = {"data": "the dataset's files", "split": "the split"}
+            raise SearchError(
+                f"{storages.masked(self.storage_url)}: study {self.study_name!r} is a search with other settings "
+                f"({', '.join(names.get(k, k) for k in differ)} differ); give the same ones to join it, "
+                "or another --study"
+            )
+
+    def _shared_sampler(self, optuna):
+        # Each process its own stream (the same seed would propose the same trials in every one);
+        # TPE's constant liar keeps parallel workers off the parameters the others are trying.
+        seed = int(np.random.SeedSequence([self.seed, os.getpid(), zlib.crc32(socket.gethostname().encode())])
+                   .generate_state(1)[0])
+        if self.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        startup = 10 if self.trials is None else max(2, min(10, self.trials // 3))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
+
+    def _counted(self, optuna):
+        s = optuna.trial.TrialState
+        return (s.COMPLETE, s.PRUNED, s.FAIL, s.RUNNING, s.WAITING)
+
+    def _retried(self, optuna, study) -> int:
+        """Trials run again after their worker died: the dead one and its retry count once."""
+        retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number
+        return sum(retried(t) is not None for t in study.get_trials(deepcopy=False))
+
+    def _spent(self, optuna, study) -> str | None:
+        """"completed" or "timeout" once the budget is taken (running trials included), else None."""
+        trials = study.get_trials(deepcopy=False)
+        if self.timeout is not None and sum(t.user_attrs.get("seconds", 0.0) for t in trials) >= self.timeout:
+            return "timeout"
+        if any(t.state == optuna.trial.TrialState.WAITING for t in trials):
+            return None  # queued (a retry among them) trials still to run
+        if self.trials is not None:
+            counted = len(study.get_trials(deepcopy=False, states=self._counted(optuna)))
+            if counted >= self.trials + self._retried(optuna, study):
+                return "completed"
+        return None
+
+    def _shared_loop(self, optuna, study) -> str:
+        def after_trial(study, frozen):
+            self._write_shared(study, "running")
+            if self.state.should_stop() or self._spent(optuna, study) == "timeout":
+                study.stop()
+            elif self.trials is not None:
+                optuna.study.MaxTrialsCallback(self.trials + self._retried(optuna, study),
+                                               states=self._counted(optuna))(study, frozen)
+
+        said = None
+        while True:
+            if self.state.should_stop():
+                return "cancelled"
+            spent = self._spent(optuna, study)
+            if spent is None:
+                try:
+                    study.optimize(self._objective(optuna, study), callbacks=[after_trial], catch=(_TrialFailed,),
+                                   gc_after_trial=False)
+                except _TrialStopped as stop:
+                    # Stopped by the user or a failed write: another worker (or this one, later) runs
+                    # it again as a new trial, in its own folder.
+                    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == stop.number)
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=storages.RETRIES)(study, frozen)
+                    if stop.cause is not None:
+                        raise stop.cause from None
+                    return "cancelled"
+                continue
+            running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+            if not running:
+                return spent
+            if not storages.has_heartbeat(self.storage_url):
+                self.state.on_status(f"trial(s) {', '.join(str(n + 1) for n in running)} still run in other "
+                                     "processes")
+                return spent
+            # The budget is taken, but other processes still run trials: wait for them, and retry
+            # any whose worker stops beating.
+            if said != running:
+                self.state.on_status(f"waiting for trial(s) {', '.join(str(n + 1) for n in running)}, "
+                                     "run by other processes")
+                said = running
+            deadline = time.monotonic() + min(self.heartbeat, 5.0)
+            while time.monotonic() < deadline and not self.state.should_stop():
+                time.sleep(0.2)
+            optuna.storages.fail_stale_trials(study)
+            self._write_shared(study, "running")
+
+    def _objective(self, optuna, study):
+        retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number
+
+        def objective(trial):
+            record = TrialRecord(trial.number, {})
+            record.params = {d.target: d.suggest(trial) for d in self.space.dimensions}
+            record.run_dir = str(self.trial_dir(trial.number))
+            for key in ("record", "seconds"):  # a retry starts with its own record
+                trial.set_user_attr(key, None if key == "record" else 0.0)
+            trial.set_user_attr("run_dir", record.run_dir)
+            trial.set_user_attr("worker", f"{socket.gethostname()} pid {os.getpid()}")
+            frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+            again = retried(frozen)
+            if again is not None:
+                self.state.on_status(f"trial {trial.number + 1} runs trial {again + 1} again "
+                                     "(its process stopped before it ended)")
+            self.state.on_trial_start(record.number, dict(record.params))
+            try:
+                self._train(trial, record, rerun=False)
+            except WriteFailed as exc:
+                raise _TrialStopped(trial.number, exc) from None
+            trial.set_user_attr("seconds", record.seconds)
+            trial.set_user_attr("record", {"status": record.status, "error": record.error, "value": record.value,
+                                           "epochs": record.epochs, "metrics": record.metrics})
+            if record.status == "running":
+                raise _TrialStopped(trial.number)
+            self.state.on_trial_end(copy.deepcopy(record))
+            if record.status == "pruned":
+                raise optuna.TrialPruned()
+            if record.status == "failed":
+                raise _TrialFailed(record.error)
+            return record.value
+
+        return objective
+
+    def _write_shared(self, study, reason: str) -> None:
+        """trials.json and best.json of this folder, from the storage: every process's trials."""
+        try:
+            self.records = records_of(study.get_trials(deepcopy=False))
+            self._write_trials(reason)
+            self._write_best()
+        except WriteFailed:
+            raise
+        except StudioError:
+            pass
 
     def _best_row(self, history: list[dict]) -> dict | None:
         return runs.best_row(history, self.objective)
@@ -904,6 +1124,105 @@ class Search:
         return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=1)
 
 
+class _TrialFailed(Exception):
+    """A shared trial that could not train (recorded failed; the search goes on)."""
+
+
+class _TrialStopped(Exception):
+    """A shared trial stopped before it ended: by the user, or by ``cause`` (a failed write)."""
+
+    def __init__(self, number: int, cause: Exception | None = None):
+        super().__init__(f"trial {number + 1} stopped")
+        self.number = number
+        self.cause = cause
+
+
+def records_of(trials) -> list[TrialRecord]:
+    """The :class:`TrialRecord` of each trial of a shared study (queued ones left out), as the
+    processes that ran them recorded them; a trial whose process stopped says so, and by which
+    trial it was run again."""
+    retried_as = {}
+    for t in trials:
+        failed = t.system_attrs.get("failed_trial")
+        if failed is not None:
+            retried_as.setdefault(failed, t.number)
+    out = []
+    for t in trials:
+        state = t.state.name
+        if state == "WAITING":
+            continue
+        saved = t.user_attrs.get("record") or {}
+        record = TrialRecord(t.number, dict(t.params), run_dir=str(t.user_attrs.get("run_dir") or ""),
+                             seconds=float(t.user_attrs.get("seconds") or 0.0),
+                             epochs=int(saved.get("epochs") or len(t.intermediate_values)),
+                             metrics=dict(saved.get("metrics") or {}))
+        if state == "COMPLETE":
+            record.status, record.value = "complete", t.value
+        elif state == "PRUNED":
+            record.status, record.value = "pruned", saved.get("value")
+        elif state == "FAIL":
+            record.status = "failed"
+            if saved.get("status") == "failed":
+                record.error = saved.get("error") or "failed"
+            elif saved.get("status") == "running":
+                record.error = "stopped before it ended"
+            else:
+                record.error = "its process stopped before the trial ended (no heartbeat)"
+            if t.number in retried_as:
+                record.error += f"; run again as trial {retried_as[t.number] + 1}"
+        else:  # RUNNING: the last epoch's objective so far
+            values = t.intermediate_values
+            record.value = values[max(values)] if values else None
+        out.append(record)
+    return out
+
+
+class StudyReader:
+    """Reads a shared search's trials from its storage, again and again (a window showing a search
+    other processes run polls it); the storage stays open between reads. Not for two threads at once."""
+
+    def __init__(self, url: str, study_name: str = STUDY_NAME):
+        storages.kind(url)
+        self.url = url
+        self.study_name = study_name
+        self._storage = None
+
+    def read(self) -> SearchResult:
+        """The trials as the storage holds them now; a :class:`StorageError` (naming the URL) when the
+        storage cannot be read or holds no such study yet."""
+        optuna = _optuna()
+        shown = storages.masked(self.url)
+        if self._storage is None:
+            self._storage = storages.open_storage(self.url, Path("study.db"), heartbeat=None)
+        try:
+            study = optuna.load_study(study_name=self.study_name, storage=self._storage)
+            trials = study.get_trials(deepcopy=False)
+            settings = study.user_attrs.get("search") or {}
+        except KeyError:
+            raise storages.StorageError(f"{shown}: no study named {self.study_name!r} (yet)") from None
+        except Exception as exc:
+            self.close()  # a dropped connection: open afresh next time
+            raise storages.StorageError(f"{shown}: {storages.reason_of(exc)}") from None
+        objective = settings.get("objective", "val_accuracy")
+        records = records_of(trials)
+        done = bool(records) and all(r.status in FINISHED for r in records)
+        return SearchResult(records, best_trial(records, objective), "completed" if done else "running", objective)
+
+    def close(self) -> None:
+        if self._storage is not None:
+            storages.close(self._storage)
+            self._storage = None
+
+
+def read_study(url: str, study_name: str = STUDY_NAME) -> SearchResult:
+    """The trials of a shared search as its storage holds them now."""
+    reader = StudyReader(url, study_name)
+    try:
+        return reader.read()
+    finally:
+        reader.close()
+
+
 def _finite(row: dict | None, key: str):
     value = (row or {}).get(key)
     return float(value) if _number(value) else None
@@ -913,7 +1232,8 @@ def _optuna():
     import optuna
 
     # Optuna logs every trial on its own; the studio's state reports them instead.
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # (ERROR: a shared trial that fails is one line of the studio's, not Optuna's traceback.)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna
 
 

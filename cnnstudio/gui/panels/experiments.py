@@ -10,11 +10,12 @@ from their folder.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QFontDatabase, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -80,6 +81,12 @@ def _param_text(value) -> str:
     if value is None:
         return ""
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _masked(url: str) -> str:
+    from cnnstudio.core.experiments.storage import masked
+
+    return masked(url)
 
 
 def _plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
@@ -168,10 +175,23 @@ class _ExperimentTab(QWidget):
 
 
 class SearchTab(_ExperimentTab):
-    """A hyperparameter search: a live table of trials, the best so far, and Apply best."""
+    """A hyperparameter search: a live table of trials, the best so far, and Apply best.
+
+    With a storage URL the search is shared (``cnnstudio tune --storage`` processes on this or
+    other machines take trials of it too), and the tab watches the storage: every
+    ``poll_ms`` a thread reads the trials, so those other processes run appear, with their state
+    and value, as they start and end. Watch shows a shared search without running trials here."""
+
+    _polled = Signal(object)  # (reader, SearchResult or StudioError), from the reading thread
+    poll_ms = 2000
 
     def __init__(self, session, parent=None):
         super().__init__(session, parent)
+        self._reader = None
+        self._reading = False
+        self._poll_timer = QTimer(self)
+        self._poll_timer.timeout.connect(self._poll)
+        self._polled.connect(self._on_polled)
         self.space = None
         self.space_file: Path | None = None
         self.records: dict[int, object] = {}
@@ -221,6 +241,20 @@ class SearchTab(_ExperimentTab):
         self.folder_button = QPushButton("Show in Folder")
         self.folder_button.clicked.connect(lambda: self.out_dir and widgets.show_in_folder(self.out_dir))
         self.folder_button.setEnabled(False)
+        self.storage_edit = QLineEdit()
+        self.storage_edit.setPlaceholderText("none: this search alone, in its folder")
+        self.storage_edit.setToolTip(
+            "Share the search through an Optuna storage: sqlite:///FILE (this machine), "
+            "postgresql://USER:PASSWORD@HOST/DB or mysql://\u2026 (several machines), journal:FILE (a shared file "
+            "system). Every 'cnnstudio tune --storage URL --study NAME' takes trials of it too.")
+        self.study_edit = QLineEdit("cnnstudio")
+        self.study_edit.setMaximumWidth(160)
+        self.watch_button = QPushButton("Watch")
+        self.watch_button.setCheckable(True)
+        self.watch_button.setToolTip("Show the trials of the shared search in this storage, as other processes "
+                                     "run them")
+        self.watch_button.toggled.connect(self._on_watch_toggled)
+        self.watch_label = widgets.hint_label()
 
         self.space_table = QTableWidget(0, 1)
         self.space_table.setHorizontalHeaderLabels(["Searched"])
@@ -251,6 +285,12 @@ class SearchTab(_ExperimentTab):
             form.addWidget(widget)
         form.addWidget(self.prune)
         form.addStretch(1)
+        shared = QHBoxLayout()
+        shared.addWidget(QLabel("Shared storage"))
+        shared.addWidget(self.storage_edit, 1)
+        shared.addWidget(QLabel("Study"))
+        shared.addWidget(self.study_edit)
+        shared.addWidget(self.watch_button)
         buttons = QHBoxLayout()
         for button in (self.start_button, self.stop_button, self.resume_button):
             buttons.addWidget(button)
@@ -269,9 +309,11 @@ class SearchTab(_ExperimentTab):
         body.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addLayout(shared)
         layout.addLayout(buttons)
         layout.addWidget(self.best_label)
         layout.addWidget(self.progress_label)
+        layout.addWidget(self.watch_label)
         layout.addWidget(body, 1)
         session.specChanged.connect(self._refresh_space)
         self.objective.currentIndexChanged.connect(self._redraw_best)
@@ -379,18 +421,110 @@ class SearchTab(_ExperimentTab):
         trials, minutes = self.trials.value(), self.minutes.value()
         sampler, prune, objective = self.sampler.currentData(), self.prune.isChecked(), self.objective.currentData()
         index, spec, registry, seed = s.index, s.spec, s.registry, s.seed
+        storage, study = self.storage_edit.text().strip() or None, self.study_edit.text().strip() or "cnnstudio"
 
         def job(state):
             return Search(index, split, spec, config, space, out_dir, registry, trials=trials,
                           timeout=minutes * 60 if minutes else None, sampler=sampler, prune=prune,
-                          objective=objective, seed=seed, state=state).run()
+                          objective=objective, seed=seed, state=state, storage=storage, study_name=study).run()
 
+        if storage is not None:  # the other processes' trials show up as they run
+            self.watch(storage, study, clear=False)
         worker = self._start(job)
         worker.trial_started.connect(self._on_trial_started)
         worker.trial_ended.connect(self._on_trial_ended)
         self.progress_label.setText(f"Search in {out_dir}")
         self.folder_button.setEnabled(True)
         return worker
+
+    # -- watching a shared search ------------------------------------------------------------
+
+    def watch(self, url: str, study: str = "cnnstudio", clear: bool = True) -> bool:
+        """Show the trials of the shared search ``study`` in storage ``url`` and keep them current."""
+        from cnnstudio.core.experiments.search import StudyReader
+
+        try:
+            reader = StudyReader(url, study)
+        except StudioError as exc:
+            errors.show_error(self, "Cannot watch the search", str(exc))
+            return False
+        self.stop_watching()
+        self._reader = reader
+        if clear:
+            self.records = {}
+            self._set_columns([])
+            self._redraw_best()
+        self.storage_edit.setText(url)
+        self.study_edit.setText(study)
+        self.watch_button.blockSignals(True)
+        self.watch_button.setChecked(True)
+        self.watch_button.blockSignals(False)
+        self.watch_label.setText(f"Watching {study!r} in {_masked(url)}\u2026")
+        self._poll_timer.start(self.poll_ms)
+        self._poll()
+        return True
+
+    def stop_watching(self) -> None:
+        self._poll_timer.stop()
+        reader, self._reader = self._reader, None
+        if reader is not None and not self._reading:
+            reader.close()
+        self.watch_button.blockSignals(True)
+        self.watch_button.setChecked(False)
+        self.watch_button.blockSignals(False)
+
+    def is_watching(self) -> bool:
+        return self._reader is not None
+
+    def _on_watch_toggled(self, on: bool) -> None:
+        url = self.storage_edit.text().strip()
+        if on and url:
+            self.watch(url, self.study_edit.text().strip() or "cnnstudio", clear=not self.is_running())
+        else:
+            self.stop_watching()
+            self.watch_label.setText("" if on else self.watch_label.text())
+            if on:
+                errors.show_error(self, "Cannot watch the search", "Give the storage URL of a shared search first.")
+
+    def _poll(self) -> None:
+        """Read the storage on a thread of its own (a server may be slow); one read at a time."""
+        if self._reading or self._reader is None:
+            return
+        self._reading = True
+        threading.Thread(target=self._read, args=(self._reader,), name="search-watch", daemon=True).start()
+
+    def _read(self, reader) -> None:
+        try:
+            result = reader.read()
+        except StudioError as exc:
+            result = exc
+        except Exception as exc:  # noqa: BLE001 - shown in the tab, the polling goes on
+            result = StudioError(f"{_masked(reader.url)}: {type(exc).__name__}: {exc}")
+        try:
+            self._polled.emit((reader, result))
+        except RuntimeError:  # the tab is gone
+            reader.close()
+
+    def _on_polled(self, polled) -> None:
+        reader, result = polled
+        self._reading = False
+        if reader is not self._reader:  # watching stopped or moved on meanwhile
+            reader.close()
+            return
+        if isinstance(result, StudioError):
+            self.watch_label.setText(f"Watching: {result}")
+            return
+        for record in result.trials:
+            self._put(record)
+        self._redraw_best()
+        running = sum(r.status == "running" for r in result.trials)
+        self.watch_label.setText(f"Watching {reader.study_name!r} in {_masked(reader.url)}: "
+                                 f"{len(result.trials)} trial{'s' if len(result.trials) != 1 else ''}, "
+                                 f"{running} running")
+
+    def closeEvent(self, event) -> None:
+        self.stop_watching()
+        super().closeEvent(event)
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running and self.space is not None)
