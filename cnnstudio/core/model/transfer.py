@@ -351,7 +351,7 @@ def extract_features(extractor, pipe, paths, labels, batch_size: int, *, state: 
 
 def features_dataset(features: Features, batch_size: int, shuffle: bool = False, seed: int = 0, passes=None):
     """A batched ``(features, labels)`` dataset, shuffled each epoch when asked (``passes``:
-    :func:`cnnstudio.core.data.pipeline.visiting_order`'s)."""
+    :func:`cnnstudio.core.tf.order.visiting_order`'s)."""
     from cnnstudio.core.tf.order import visiting_order
     from cnnstudio.core.tf import tf
 

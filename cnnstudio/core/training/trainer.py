@@ -576,8 +576,8 @@ class Trainer:
             self._bottleneck_info = {"cache": "reused", "key": cache.key}
             features = {part: cache.load(part) for part in parts}
         else:
-            with self._scope():
-                extractor = transfer.feature_extractor(model)
+            # Outside the strategy's scope: predict_on_batch would run the whole batch on every replica.
+            extractor = transfer.feature_extractor(model)
             features = {}
             unsaved = None
             for part, items in parts.items():
