@@ -204,7 +204,9 @@ def test_precision_and_jit_are_recorded_and_the_output_stays_float32(data, tmp_p
     assert config["compute"]["precision"] == metrics["compute"]["precision"] == "mixed_float16"
     assert metrics["compute"]["jit"] is False
     assert keras().mixed_precision.global_policy().name == "float32"  # the process's policy is put back
+    # The bundle computes in float32: the same predictions on a machine without float16 arithmetic.
     model = keras().models.load_model(run / "model" / "model.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     probabilities = np.asarray(model(np.zeros((1, 16, 16, 3), "float32")))
     assert probabilities.dtype == np.float32 and abs(float(probabilities.sum()) - 1) < 1e-5
 

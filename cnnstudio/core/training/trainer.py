@@ -684,12 +684,21 @@ class Trainer:
                             "strategy": "MultiWorkerMirroredStrategy"}}
 
     def _plain(self, model):
-        """Under a strategy (a cluster, several devices), a copy of ``model`` outside it, for
-        evaluation and the bundle: a plain single-device model."""
-        if self.strategy is None:
+        """Under a strategy (a cluster, several devices) or in mixed precision, a copy of ``model``
+        outside the strategy, computing in float32, for evaluation and the bundle: a plain
+        single-device model that predicts the same on any machine."""
+        if self.strategy is None and self.compute.precision == "float32":
             return model
         K = keras()
-        plain = K.models.clone_model(model)
+        if self.compute.precision == "float32":
+            plain = K.models.clone_model(model)
+        else:
+            def float32(layer):
+                config = layer.get_config()
+                config["dtype"] = "float32"
+                return layer.__class__.from_config(config)
+
+            plain = K.models.clone_model(model, clone_function=float32, recursive=True)
         plain.set_weights(model.get_weights())
         return plain
 
