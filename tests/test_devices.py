@@ -210,8 +210,21 @@ def test_precision_and_jit_are_recorded_and_the_output_stays_float32(data, tmp_p
     probabilities = np.asarray(model(np.zeros((1, 16, 16, 3), "float32")))
     assert probabilities.dtype == np.float32 and abs(float(probabilities.sum()) - 1) < 1e-5
 
+    # Resumed where "auto" or another choice means float32, it goes on in the precision it trained in.
+    again = train(data, run, epochs=2, precision="float32", resume=True)
+    assert again.reason == "completed" and again.epochs_run == 2
+    assert json.loads((run / "metrics.json").read_text())["compute"]["precision"] == "mixed_float16"
+
     plain = tmp_path / "plain"
     train(data, plain, epochs=1, precision="float32", jit="on")
     metrics = json.loads((plain / "metrics.json").read_text())
     assert metrics["compute"]["precision"] == "float32" and metrics["compute"]["jit"] is True
     assert metrics["compute"]["asked"] == {"devices": "auto", "precision": "float32", "jit": "on"}
+
+
+@pytest.mark.slow
+def test_a_resume_keeps_the_runs_precision_and_says_so_in_one_line(two_devices, capsys):
+    two = two_devices[0]
+    assert main(["train", "--resume", "--out", str(two), "--precision", "mixed"]) == 1
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "--precision mixed: the run trains in precision auto; a resume keeps it" in line

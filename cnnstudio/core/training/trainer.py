@@ -249,6 +249,11 @@ class Trainer:
         device = self._device
         saved = self._saved_checkpoint(resume, fallback)
         state = saved.state if saved else None
+        if state is not None:
+            self._keep_precision()
+        if self.compute.precision != "float32" and self.compute.kind == "CPU":
+            self.state.on_status(f"{self.compute.precision} on the CPU: far slower than float32 (the CPU has no "
+                                 "fast float16 arithmetic); mixed precision is for GPUs")
         phase = state.get("phase", "train") if state else ("head" if c.mode == "finetune" else "train")
         use_bottleneck = self._bottleneck_allowed() and phase in ("train", "head")
         self._saved = saved
@@ -661,6 +666,19 @@ class Trainer:
             model = build_model(self.spec, len(self.index.class_names), self.registry)
             self._compile(model)
         return model
+
+    def _keep_precision(self) -> None:
+        """A resumed run goes on in the precision it trained in ("auto" may mean another one on
+        this machine): its checkpoint's layers and optimizer are that precision's."""
+        from cnnstudio.core.io.atomic import read_json
+
+        try:
+            recorded = (read_json(self.paths.config).get("compute") or {}).get("precision")
+        except (OSError, ValueError, StudioError, AttributeError):
+            recorded = None
+        if recorded in ("float32", "mixed_float16") and recorded != self.compute.precision:
+            self.state.on_status(f"going on in {recorded}, the precision the run trained in")
+            self.compute.precision = recorded
 
     def _check_cluster(self, state: dict | None) -> None:
         """Every worker has the chief's files and was asked for the chief's run, or all stop."""

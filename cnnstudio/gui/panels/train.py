@@ -466,7 +466,9 @@ class TrainPanel(QWidget):
                     return None
             restored = restore(run_dir, purpose="the resumed run", new_classes="refuse")
             restored.index.raise_for_errors()
-            config = TrainConfig.from_dict(restored.train).validate()
+            # The run's own settings, on the devices this page says now (the run's may be another machine's).
+            config = dataclasses.replace(TrainConfig.from_dict(restored.train), devices=s.train_config.devices,
+                                         jit=s.train_config.jit).validate()
             history = RunRecords(run_dir).history
         except StudioError as exc:
             errors.show_error(self, "Cannot resume the run", str(exc))
