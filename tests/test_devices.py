@@ -180,6 +180,13 @@ def test_the_command_line_names_a_bad_devices_value_in_one_line(data, tmp_path, 
     assert not (tmp_path / "run" / "config.json").exists()
 
 
+def test_devices_with_a_cluster_are_one_line(data, tmp_path, capsys):
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--devices", "2",
+                 "--cluster", str(tmp_path / "cluster.json")]) == 1
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "--devices 2: a cluster trains on every GPU of each machine" in line
+
+
 def test_gpus_asked_of_a_machine_without_them_are_one_line(data, tmp_path, capsys):
     from cnnstudio.core.tf import tf
 
