@@ -157,7 +157,7 @@ def test_a_batch_that_does_not_split_over_the_devices_is_one_line(data, tmp_path
     result = _cli("train", str(data), "--out", str(tmp_path / "run"), *args, "--devices", "2", "--epochs", "1")
     assert result.returncode == 1
     (line,) = _error_lines(result.stderr)
-    assert "--batch-size 5 does not split over the 2 devices' 2 replicas; use a multiple of 2" in line
+    assert "--batch-size 5 does not split over the 2 devices; use a multiple of 2" in line
     assert "Traceback" not in result.stderr
 
 

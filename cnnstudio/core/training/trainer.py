@@ -99,9 +99,8 @@ class Trainer:
         self.strategy = strategy
         replicas = self.compute.replicas
         if replicas > 1 and c.batch_size % replicas:
-            over = "the cluster's" if cluster is not None else f"the {replicas} devices'"
-            raise StudioError(f"--batch-size {c.batch_size} does not split over {over} {replicas} replicas; "
-                              f"use a multiple of {replicas}")
+            over = f"the cluster's {replicas} replicas" if cluster is not None else f"the {replicas} devices"
+            raise StudioError(f"--batch-size {c.batch_size} does not split over {over}; use a multiple of {replicas}")
         if cluster is not None:
             if len(split.train) < self.config.batch_size:
                 raise StudioError(f"the training split ({len(split.train)} images) is smaller than one batch "
