@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
 from dataclasses import dataclass, field
 
 from cnnstudio.core.errors import StudioError
@@ -31,7 +30,6 @@ JIT_MODES = ("auto", "on", "off")
 DEVICE_HELP = "auto, cpu, a number of devices N, or GPU indices such as 0,2 (one GPU: gpu:1)"
 
 _LIST = re.compile(r"^(gpu:)?\d+(,\d+)*,?$")
-_policy_lock = threading.RLock()
 
 
 class DeviceError(StudioError):
@@ -124,14 +122,15 @@ class Compute:
     @contextlib.contextmanager
     def policy(self):
         """Keras' dtype policy of this run while its models are built or loaded (the process's
-        global policy is put back afterwards)."""
+        global policy is put back afterwards), under the build lock: no other build sees it."""
         if self.precision == "float32":
             yield
             return
         from cnnstudio.core.tf import keras
+        from cnnstudio.core.tf.seeding import BUILD_LOCK
 
         mp = keras().mixed_precision
-        with _policy_lock:
+        with BUILD_LOCK:
             saved = mp.global_policy()
             mp.set_global_policy(self.precision)
             try:
