@@ -180,6 +180,18 @@ def test_the_command_line_names_a_bad_devices_value_in_one_line(data, tmp_path, 
     assert not (tmp_path / "run" / "config.json").exists()
 
 
+def test_splitting_the_cpu_after_tensorflow_started_is_one_line(data, tmp_path, capsys):
+    from cnnstudio.core.tf import tf
+
+    T = tf()  # started in this process, as in the window
+    if T.config.list_physical_devices("GPU") or len(T.config.list_logical_devices("CPU")) > 1:
+        pytest.skip("--devices 2 needs no split here: the machine has a GPU or the CPU is split already")
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), *TRAIN, "--devices", "2", "--epochs", "1"]) == 1
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "devices '2': this machine has no GPU, and its CPU can be split into 2 devices only before " \
+           "TensorFlow starts" in line
+
+
 def test_devices_with_a_cluster_are_one_line(data, tmp_path, capsys):
     assert main(["train", str(data), "--out", str(tmp_path / "run"), "--devices", "2",
                  "--cluster", str(tmp_path / "cluster.json")]) == 1
