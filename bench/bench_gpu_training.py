@@ -29,6 +29,15 @@ when a GPU is present; the report says what it resolves to on the machine.
     python bench/bench_gpu_training.py --json $OUT/gpu.json      # GPU: about 5-7 minutes on an H100
     python bench/bench_gpu_training.py --cpu-smoke                # CPU check: 32 px, batch 4, 3 steps
 
+``--studio`` measures the studio's own training instead: ``cnnstudio train --precision mixed``
+against ``--precision float32`` (each in a fresh process, the same synthetic JPEG folder, VGG16
+trained whole from random weights, ``--studio-images`` images at ``--size`` px, batch ``--batch``,
+``--epochs`` epochs; images/s of the median epoch after the first, from the run's history.csv),
+with what each run recorded (precision, XLA). It skips, saying so, on a machine without a GPU
+(``--allow-cpu`` runs it there all the same, as a check of the plumbing):
+
+    python bench/bench_gpu_training.py --studio --json $OUT/studio.json
+
 Where TensorFlow is not installed (its GPU wheel is larger than some machines can take),
 ``KERAS_BACKEND=jax`` runs the same studio models on Keras 3's JAX backend, which always
 compiles with XLA: choose ``--variants xla,mixed+xla`` there (the input is then a
@@ -355,6 +364,9 @@ def main(argv=None) -> int:
                         "selection is given, --configs " + SMOKE_CONFIGS + " (under a minute)")
     p.add_argument("--allow-cpu", action="store_true",
                    help="run even if TensorFlow sees no GPU (otherwise the first configuration stops the run)")
+    p.add_argument("--studio", action="store_true",
+                   help="the studio's own training (cnnstudio train): --precision mixed against float32")
+    p.add_argument("--studio-images", type=int, default=1280, help="images of the --studio run (default 1280)")
     args = p.parse_args(argv)
     if args.child:
         return child_main(args.child)
@@ -370,6 +382,8 @@ def main(argv=None) -> int:
             args.configs = SMOKE_CONFIGS
         args.allow_cpu = True
         env["CUDA_VISIBLE_DEVICES"] = "-1"
+    if args.studio:
+        return studio_main(args, env)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     args.bases = [b.strip() for b in args.bases.split(",") if b.strip()]
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -448,6 +462,62 @@ def main(argv=None) -> int:
     total = time.perf_counter() - t_start
     print(f"\ntotal {total:.0f} s" + (f"; wrote {args.json}" if args.json else ""))
     return 0 if first else 1
+
+
+def studio_main(args, env: dict) -> int:
+    """The studio's own trainer, mixed precision against float32 (see the module's docstring)."""
+    import csv
+    import statistics
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import make_jpeg_folder
+
+    probe = subprocess.run([sys.executable, "-c", "from cnnstudio.core.tf import tf; "
+                            "print(len(tf().config.list_physical_devices('GPU')))"],
+                           capture_output=True, text=True, env=env, cwd=str(ROOT))
+    gpus = int(probe.stdout.strip().splitlines()[-1]) if probe.returncode == 0 and probe.stdout.strip() else 0
+    if not gpus and not args.allow_cpu:
+        print("studio: skipped: TensorFlow sees no GPU here; mixed precision is for GPUs (on the CPU "
+              "--precision auto trains in float32); --allow-cpu runs it anyway")
+        return 0
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-studio-") as tmp:
+        data = make_jpeg_folder(Path(tmp) / "data", args.studio_images, args.size, classes=CLASSES)
+        for precision in ("float32", "mixed"):
+            out = Path(tmp) / f"run-{precision}"
+            t0 = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-m", "cnnstudio", "train", str(data), "--out", str(out), "--model", "vgg16",
+                 "--mode", "scratch", "--image-size", str(args.size), "--batch-size", str(args.batch),
+                 "--epochs", str(args.epochs), "--patience", "0", "--val-split", "0.1", "--test-split", "0.1",
+                 "--precision", precision], capture_output=True, text=True, env=env, cwd=str(ROOT))
+            wall = time.perf_counter() - t0
+            if done.returncode != 0:
+                print(f"studio --precision {precision}: FAILED after {wall:.0f} s:\n    {_tail(done.stderr)}")
+                results[precision] = {"error": _tail(done.stderr), "wall_s": round(wall, 1)}
+                continue
+            with open(out / "history.csv", newline="") as f:
+                seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+            config = json.loads((out / "config.json").read_text())
+            compute = json.loads((out / "metrics.json").read_text())["compute"]
+            n_train = len(config["split"]["train"])
+            rate = n_train / statistics.median(seconds[1:] or seconds)
+            results[precision] = {"images_per_s": round(rate, 1), "epoch_s": seconds, "wall_s": round(wall, 1),
+                                  "compute": compute, "device": config.get("device"), "n_train": n_train}
+            print(f"studio --precision {precision}: {rate:.0f} images/s ({compute['precision']}, XLA "
+                  f"{'on' if compute.get('jit') else 'off'}; epochs {', '.join(f'{t:.2f}' for t in seconds)} s; "
+                  f"process {wall:.0f} s) on {config.get('device')}", flush=True)
+    f32, mixed = (results.get(k, {}).get("images_per_s") for k in ("float32", "mixed"))
+    if f32 and mixed:
+        print(f"studio: mixed/float32 = {mixed / f32:.2f}x (vgg16 trained whole, {args.size} px, batch {args.batch})")
+        if not gpus:
+            print("(on the CPU: float16 arithmetic is emulated, so mixed is slower; the figure checks the plumbing)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"studio": results, "gpus": gpus, "size": args.size, "batch": args.batch,
+                                         "epochs": args.epochs, "images": args.studio_images}, indent=2))
+    return 0 if f32 and mixed else 1
 
 
 def _describe(result: dict, smi: str | None) -> str:

@@ -45,6 +45,7 @@ CONFIG_OPTIONS = {
     "seed": "seed", "cache": "cache", "mode": "mode",
     "finetune_blocks": "finetune_blocks", "finetune_from": "finetune_from", "finetune_epochs": "finetune_epochs",
     "finetune_lr": "finetune_learning_rate", "bottleneck": "bottleneck",
+    "devices": "devices", "precision": "precision", "jit": "jit",  # 'train' alone has these
 }
 
 
@@ -71,9 +72,10 @@ def train_config(args):
     :meth:`TrainConfig.validate` (a value it refuses is a one-line error)."""
     from cnnstudio.core.training.config import TrainConfig
 
-    options = {field: getattr(args, dest) for dest, field in CONFIG_OPTIONS.items()}
-    if options["epochs"] is None:  # --epochs not given: the TrainConfig default
-        del options["epochs"]
+    options = {field: getattr(args, dest) for dest, field in CONFIG_OPTIONS.items() if hasattr(args, dest)}
+    for name in ("epochs", "devices", "precision", "jit"):
+        if options.get(name, 0) is None:  # not given: the TrainConfig default
+            del options[name]
     return TrainConfig(**options).validate()
 
 

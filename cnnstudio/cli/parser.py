@@ -23,6 +23,7 @@ from cnnstudio.cli.train import cmd_train
 from cnnstudio.cli.tune import cmd_tune
 from cnnstudio.core.data import CACHE_MODES
 from cnnstudio.core.training.config import CLASS_WEIGHTS, MODES, MONITORS, OPTIMIZERS, TrainConfig
+from cnnstudio.core.training.devices import JIT_MODES, PRECISIONS
 
 
 def add_sharing_options(p, what: str) -> None:
@@ -121,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on several machines: a TF_CONFIG JSON file for this machine (TF_CONFIG in the "
                         "environment works too); every machine runs the same command, the chief writes RUN_DIR "
                         "(see docs/cluster.md)")
+    g = p.add_argument_group("devices and precision")
+    g.add_argument("--devices", default=None, metavar="auto|cpu|N|LIST",
+                   help="auto: every GPU, else the CPU (the default); cpu; N: the first N GPUs (without a GPU, N > 1 "
+                        "splits the CPU into N devices, for trying it out); LIST: those GPUs, e.g. 0,2 (one: gpu:1). "
+                        "Several devices train under MirroredStrategy; --batch-size is the global batch")
+    g.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="auto: mixed float16 on GPUs of compute capability 7.0 and above, float32 elsewhere "
+                        "(the default); the output layer stays float32")
+    g.add_argument("--jit", choices=JIT_MODES, default=None,
+                   help="XLA compilation of the training step: auto (Keras' default), on or off")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.set_defaults(func=cmd_train, train_parser=p)
 

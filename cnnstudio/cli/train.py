@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,7 +69,12 @@ def cmd_train(args) -> int:
 
     out = Path(args.out)
     paths = RunPaths(out)
+    if (args.cluster or os.environ.get("TF_CONFIG")) and args.devices not in (None, "auto"):
+        raise CliError(f"--devices {args.devices}: a cluster trains on every GPU of each machine; "
+                       "leave --devices out with --cluster")
     cluster, strategy = join_cluster(args)
+    if cluster is None:
+        prepare_devices(args, paths)  # before anything else starts TensorFlow: the CPU may be split
     worker = cluster is not None and not cluster.is_chief  # writes nothing in RUN_DIR, the chief does
     if not worker:
         refuse_if_held(out, "trained")  # before reading what another process is writing there
@@ -95,6 +102,13 @@ def cmd_train(args) -> int:
         config = TrainConfig.from_dict(restored.train)
         if args.epochs is not None:
             config.epochs = args.epochs
+        if args.precision is not None and args.precision != config.precision:
+            raise CliError(f"--precision {args.precision}: the run trains in precision {config.precision}; "
+                           "a resume keeps it")
+        for name in ("devices", "jit"):  # where it computes may change from one session to the next
+            if getattr(args, name) is not None:
+                setattr(config, name, getattr(args, name))
+        config.validate()
     else:
         if paths.config.exists() and not worker:
             raise CliError(_held_run(out))
@@ -135,6 +149,22 @@ def cmd_train(args) -> int:
                 print(f"  {printable(d['path'])}: {printable(d['reason'])}")
         print(saved_line(out, result, cluster=cluster is not None))
     return 130 if result.reason == "cancelled" else 0
+
+
+def prepare_devices(args, paths) -> None:
+    """Split the CPU into the devices ``--devices N`` asks for on a machine without GPUs (only
+    possible before TensorFlow starts); the devices of a resumed run or of --config FILE are
+    theirs unless --devices is given."""
+    from cnnstudio.core.training import devices
+
+    choice = args.devices
+    if choice is None:
+        recorded = paths.config if args.resume else (Path(args.config) if args.config else None)
+        try:
+            choice = json.loads(recorded.read_text(encoding="utf-8"))["train"]["devices"] if recorded else None
+        except (OSError, ValueError, KeyError, TypeError):
+            choice = None  # a missing or unreadable record is named where it is read
+    devices.prepare(choice or "auto")
 
 
 def join_cluster(args):

@@ -437,7 +437,16 @@ def _weights(run: RunData) -> str:
 
 
 def _device(run: RunData) -> str:
-    return _kv_table([("device", run.metrics.get("device") or run.config.get("device"))])
+    rows = [("device", run.metrics.get("device") or run.config.get("device"))]
+    compute = run.metrics.get("compute") or run.config.get("compute")
+    if compute:
+        asked = compute.get("asked") or {}
+        rows += [("strategy", compute.get("strategy")), ("devices", ", ".join(compute.get("devices") or [])),
+                 ("replicas", compute.get("replicas")),
+                 ("precision", f"{compute.get('precision')} (asked: {asked.get('precision', 'auto')})")]
+        if "jit" in compute:
+            rows.append(("XLA", f"{'on' if compute['jit'] else 'off'} (asked: {asked.get('jit', 'auto')})"))
+    return _kv_table(rows)
 
 
 def _training(run: RunData) -> str:

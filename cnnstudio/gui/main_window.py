@@ -82,11 +82,13 @@ def _copy_bundle(bundle: Path, target: Path) -> Path:
 def _load_tensorflow() -> dict:
     """Import TensorFlow and Keras (seconds) and name the compute device; runs in a worker."""
     from cnnstudio.core.tf import device_description, keras, tf
+    from cnnstudio.core.training.devices import gpu_names
 
     return {
         "tensorflow": tf().__version__,
         "keras": keras().__version__,
         "device": device_description(),
+        "gpus": gpu_names(),
     }
 
 
@@ -285,7 +287,10 @@ class MainWindow(QMainWindow):
         if key == "train":
             from cnnstudio.gui.panels.train import TrainPanel
 
-            return TrainPanel(self.session)
+            panel = TrainPanel(self.session)
+            if self.tf_info is not None:
+                panel.set_gpus(self.tf_info.get("gpus", []))
+            return panel
         if key == "evaluate":
             from cnnstudio.gui.panels.evaluate import EvaluatePanel
 
@@ -370,6 +375,8 @@ class MainWindow(QMainWindow):
 
     def _tensorflow_loaded(self, info: dict) -> None:
         self.tf_info = info
+        if "train" in self._panels:  # the Train page's device choices (a page made later asks tf_info)
+            self._panels["train"].set_gpus(info.get("gpus", []))
         self.device_label.setText(info["device"])
         self.device_label.setToolTip(f"TensorFlow {info['tensorflow']}, Keras {info['keras']}")
 

@@ -291,3 +291,44 @@ def test_resume_of_a_damaged_checkpoint_asks_how_to_go_on(qtbot, panel, monkeypa
         assert worker is not None and worker.fallback == "best"
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 4
     assert "Going on from the best epoch" in panel.log.toPlainText()
+
+
+def test_device_precision_and_xla_choices_survive_a_restart_and_reach_the_run(qtbot, panel, tmp_path):
+    from helpers import registry
+
+    from cnnstudio.core.project import PROJECT_SUFFIX
+    from cnnstudio.gui.session import Session
+
+    panel.set_gpus(["Tesla T4", "Tesla T4"])  # as a machine with two GPUs offers them
+    assert [panel.devices.itemText(i) for i in range(panel.devices.count())] == [
+        "CPU", "GPU 0 (Tesla T4)", "GPU 1 (Tesla T4)", "All GPUs (2)"]
+    panel.devices.setCurrentIndex(2)
+    panel.precision.setCurrentIndex(panel.precision.findData("mixed"))
+    panel.jit.setCurrentIndex(panel.jit.findData("off"))
+    c = panel.session.train_config
+    assert (c.devices, c.precision, c.jit) == ("gpu:1", "mixed", "off")
+
+    path = tmp_path / f"devices{PROJECT_SUFFIX}"
+    panel.session.save_project(path)
+    again = Session(registry())
+    again.load_project(path)
+    reopened = TrainPanel(again)
+    qtbot.addWidget(reopened)
+    reopened.set_gpus(["Tesla T4", "Tesla T4"])
+    assert reopened.devices.currentText() == "GPU 1 (Tesla T4)"
+    assert (reopened.precision.currentData(), reopened.jit.currentData()) == ("mixed", "off")
+    reopened.set_gpus([])  # a machine without that GPU: the choice is kept and shown as the settings' own
+    assert reopened.devices.currentText() == "gpu:1 (from the settings)"
+
+    panel.set_gpus([])  # this machine: the CPU alone
+    assert [panel.devices.itemText(i) for i in range(panel.devices.count())] in (["CPU"], ["CPU", "gpu:1 (from the settings)"])
+    panel.devices.setCurrentIndex(0)
+    panel.precision.setCurrentIndex(panel.precision.findData("float32"))
+    with qtbot.waitSignal(panel.trainingFinished, timeout=TIMEOUT) as blocker:
+        assert panel.start() is not None
+    run = Path(blocker.args[0])
+    config = json.loads((run / "config.json").read_text())
+    assert (config["train"]["devices"], config["train"]["precision"], config["train"]["jit"]) == ("auto", "float32", "off")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["compute"]["jit"] is False and metrics["compute"]["replicas"] == 1
+    assert "float32 \u00b7 XLA off" in panel.result_label.text()

@@ -34,6 +34,7 @@ from cnnstudio.core.data import CACHE_MODES
 from cnnstudio.core.errors import ImageError
 from cnnstudio.core.io import fastdecode
 from cnnstudio.core.io.images import decoded_array, load_rgb, probe
+from cnnstudio.core.tf.order import Passes, visiting_order  # noqa: F401 - visiting_order is the pipeline's too
 from cnnstudio.core.tf import tf
 
 # Decoded images are cached in RAM up to this many bytes (uint8), on disk beyond it.
@@ -69,16 +70,6 @@ def cache_mode_for(n_images: int, image_size: int, mode: str = "auto") -> str:
     if mode != "auto":
         return mode
     return "memory" if n_images * image_size * image_size * 3 <= MEMORY_CACHE_BUDGET else "disk"
-
-
-def visiting_order(n: int, shuffle: bool, seed: int):
-    """The indices ``0..n-1`` as each pass of a dataset visits them: a new seeded permutation of
-    the whole list per pass when ``shuffle`` (indices are small: the buffer holds them all)."""
-    T = tf()
-    order = T.data.Dataset.range(n)
-    if shuffle:
-        order = order.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-    return order
 
 
 def probe_all(paths: list[str], workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -342,6 +333,7 @@ class ImagePipeline:
         with_index: bool = False,
         cache: bool = True,
         shard: tuple[int, int, int] | None = None,
+        passes: Passes | None = None,
     ):
         """A batched dataset of ``(images, labels)`` (or ``(images, labels, index)``).
 
@@ -374,7 +366,7 @@ class ImagePipeline:
                 mode = "none"
                 images = _Images(self, paths, labels, mode, name)
             self._lists[key] = images
-        order = visiting_order(n, shuffle, seed)
+        order = visiting_order(n, shuffle, seed, passes)
         if shard is not None:
             first, count, total = shard
             group = T.constant(batch_size, T.int64)

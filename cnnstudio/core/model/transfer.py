@@ -349,16 +349,16 @@ def extract_features(extractor, pipe, paths, labels, batch_size: int, *, state: 
     return Features(np.concatenate(chunks), np.concatenate(got_labels), np.concatenate(got_index))
 
 
-def features_dataset(features: Features, batch_size: int, shuffle: bool = False, seed: int = 0):
-    """A batched ``(features, labels)`` dataset, shuffled each epoch when asked."""
+def features_dataset(features: Features, batch_size: int, shuffle: bool = False, seed: int = 0, passes=None):
+    """A batched ``(features, labels)`` dataset, shuffled each epoch when asked (``passes``:
+    :func:`cnnstudio.core.tf.order.visiting_order`'s)."""
+    from cnnstudio.core.tf.order import visiting_order
     from cnnstudio.core.tf import tf
 
     T = tf()
     n = len(features.labels)
     arrays = (T.convert_to_tensor(features.features), T.convert_to_tensor(features.labels))
-    order = T.data.Dataset.range(n)
-    if shuffle:
-        order = order.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+    order = visiting_order(n, shuffle, seed, passes)
     whole = T.data.Dataset.from_tensors(arrays).repeat()
     ds = T.data.Dataset.zip((order.batch(batch_size), whole))
     return ds.map(lambda i, data: (T.gather(data[0], i), T.gather(data[1], i))).prefetch(T.data.AUTOTUNE)

@@ -19,6 +19,20 @@ def floats(logs) -> dict:
     return {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
 
 
+class FirstPass(keras.callbacks.Callback):
+    """Epoch k visits pass k's order (a resumed run's the same as if it had not stopped), whatever
+    iterators Keras made before training began: ``fit`` under a distribution strategy draws one
+    order already, for the batch it builds the model with."""
+
+    def __init__(self, passes, initial_epoch: int = 0):
+        super().__init__()
+        self.passes = passes
+        self.initial_epoch = initial_epoch
+
+    def on_train_begin(self, logs=None):
+        self.passes.restart(self.initial_epoch)
+
+
 class Relay(keras.callbacks.Callback):
     """Relays batch and epoch progress to a ``TrainState`` and stops at the next batch on cancel.
 

@@ -40,6 +40,10 @@ class TrainConfig:
     finetune_optimizer: str = "sgd"
     finetune_learning_rate: float = 1e-4
     bottleneck: bool = False  # train the head on cached base features (extract / finetune's first phase)
+    # Where and how it computes (see core.training.devices): the choices, resolved on the machine that trains.
+    devices: str = "auto"  # auto | cpu | N | GPU indices 0,2
+    precision: str = "auto"  # auto | float32 | mixed
+    jit: str = "auto"  # XLA: auto (Keras' default) | on | off
 
     def validate(self) -> TrainConfig:
         def bad(msg):
@@ -65,6 +69,9 @@ class TrainConfig:
             bad(f"class weights must be one of {', '.join(CLASS_WEIGHTS)}, not {self.class_weight!r}")
         if self.mode is not None and self.mode not in MODES:
             bad(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        from cnnstudio.core.training.devices import check_options
+
+        check_options(self.devices, self.precision, self.jit)
         if self.mode == "finetune":
             if self.finetune_epochs < 1:
                 bad(f"fine-tuning epochs must be at least 1, not {self.finetune_epochs}")

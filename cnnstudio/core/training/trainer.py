@@ -28,7 +28,9 @@ from cnnstudio.core.model.spec import ModelSpec
 from cnnstudio.core.runs import checkpoint
 from cnnstudio.core.runs import folder as runs
 from cnnstudio.core.tf import device_description, keras
+from cnnstudio.core.tf.order import Passes
 from cnnstudio.core.tf.seeding import load_model, seeded
+from cnnstudio.core.training import devices
 from cnnstudio.core.training.config import TrainConfig
 from cnnstudio.core.training.events import BeginEvent, EndEvent, QuietState, TrainState
 
@@ -88,12 +90,18 @@ class Trainer:
         if not split.train:
             raise StudioError("the training split is empty; lower the validation and test fractions")
         self.cluster = cluster
-        self.strategy = strategy
+        c = self.config
         if cluster is not None:
-            replicas = strategy.num_replicas_in_sync
-            if self.config.batch_size % replicas:
-                raise StudioError(f"--batch-size {self.config.batch_size} does not split over the cluster's "
-                                  f"{replicas} replicas; use a multiple of {replicas}")
+            self.compute = devices.for_strategy(strategy, c.precision, c.jit)
+        else:  # one machine: the devices the run asks for, MirroredStrategy over several
+            self.compute = devices.resolve(c.devices, c.precision, c.jit)
+            strategy = self.compute.strategy
+        self.strategy = strategy
+        replicas = self.compute.replicas
+        if replicas > 1 and c.batch_size % replicas:
+            over = f"the cluster's {replicas} replicas" if cluster is not None else f"the {replicas} devices"
+            raise StudioError(f"--batch-size {c.batch_size} does not split over {over}; use a multiple of {replicas}")
+        if cluster is not None:
             if len(split.train) < self.config.batch_size:
                 raise StudioError(f"the training split ({len(split.train)} images) is smaller than one batch "
                                   f"({self.config.batch_size}) of the cluster; lower --batch-size")
@@ -112,7 +120,11 @@ class Trainer:
             opt = K.optimizers.SGD(learning_rate=learning_rate, momentum=c.momentum)
         else:
             opt = K.optimizers.Adam(learning_rate=learning_rate)
-        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        from cnnstudio.core.training.devices import jit_compile
+
+        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                      jit_compile=jit_compile(c.jit))
+        self._jit = model.jit_compile
 
     def _class_weight(self):
         if self.config.class_weight != "auto":
@@ -199,14 +211,14 @@ class Trainer:
         return saved
 
     def _scope(self):
-        """Where models are built, loaded and compiled: the strategy's scope on a cluster."""
+        """Where models are built, loaded and compiled: the strategy's scope under one."""
         import contextlib
 
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def _load_last(self, saved):
         try:
-            with self._scope():
+            with self._scope(), self.compute.policy():
                 return load_model(saved.last)
         except Exception as exc:  # noqa: BLE001 - a damaged model file, whatever Keras says about it
             raise checkpoint.damaged(saved, "last", _one_line(exc, saved.last)) from None
@@ -244,6 +256,11 @@ class Trainer:
         device = self._device
         saved = self._saved_checkpoint(resume, fallback)
         state = saved.state if saved else None
+        if state is not None:
+            self._keep_precision()
+        if self.compute.precision != "float32" and self.compute.kind == "CPU":
+            self.state.on_status(f"{self.compute.precision} on the CPU: far slower than float32 (the CPU has no "
+                                 "fast float16 arithmetic); mixed precision is for GPUs")
         phase = state.get("phase", "train") if state else ("head" if c.mode == "finetune" else "train")
         use_bottleneck = self._bottleneck_allowed() and phase in ("train", "head")
         self._saved = saved
@@ -254,7 +271,8 @@ class Trainer:
         if state is None:
             if not (resume and p.config.exists()):  # a resume keeps the run's record
                 runs.write_config(p, self.index, self.split, self.spec, c, device, weights=self.weights_record(),
-                                  extra=self._cluster_record(), fingerprint=self._fingerprint)
+                                  extra={**self._cluster_record(), **self.compute.record()},
+                                  fingerprint=self._fingerprint)
             with seeded(c.seed):
                 model = self._build()
             history: list[dict] = []
@@ -351,7 +369,8 @@ class Trainer:
             metrics = result.metrics()
             runs.write_predictions(p, result)
         skipped = pipe.recorder.as_list()
-        extra = {"weights": self.weights_record(), "mode": c.mode, **self._cluster_record()}
+        extra = {"weights": self.weights_record(), "mode": c.mode, **self._cluster_record(),
+                 **self.compute.record(jit=getattr(self, "_jit", None))}
         if self._bottleneck_info:
             extra["bottleneck"] = self._bottleneck_info
         from cnnstudio.core.model.transfer import parameter_split
@@ -410,13 +429,16 @@ class Trainer:
 
     def _fit(self, model, pipe, history, state, prior_seconds, epochs, phase, phase_start=0) -> str:
         """Fit on images up to ``epochs`` (a total over the run); returns the end reason."""
+        from cnnstudio.core.training.callbacks import FirstPass
+
         c = self.config
         initial_epoch = state["epochs_done"] if state else len(history)
         train_ds = val_ds = None
+        passes = Passes()
         if self.cluster is None:  # a cluster's workers make their shares in _fit_on_cluster
             train_ds = pipe.dataset(
                 self.index.paths(self.split.train), self.index.labels(self.split.train),
-                batch_size=c.batch_size, shuffle=True, seed=c.seed, name="train",
+                batch_size=c.batch_size, shuffle=True, seed=c.seed, name="train", passes=passes,
             )
         if self.split.val and self.cluster is None:
             val_ds = pipe.dataset(
@@ -442,7 +464,8 @@ class Trainer:
             else:
                 model.fit(
                     train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                    class_weight=self._class_weight(), callbacks=callbacks, verbose=0, shuffle=False,
+                    class_weight=self._class_weight(), callbacks=[FirstPass(passes, initial_epoch), *callbacks], verbose=0,
+                    shuffle=False,
                 )
         return self._reason(relay, stopper)
 
@@ -490,6 +513,7 @@ class Trainer:
     def _fit_on_features(self, model, pipe, history, state, prior_seconds, phase) -> str:
         """Feature extraction's fast path: the base's features once (cached on disk), the head on them."""
         from cnnstudio.core.model import transfer
+        from cnnstudio.core.training.callbacks import FirstPass
 
         c = self.config
         p = self.paths
@@ -500,10 +524,12 @@ class Trainer:
             head = self._load_last(self._saved)
             initial_epoch = state["epochs_done"]
         else:
-            head = transfer.head_model(model)  # the model's own head layers: nothing new is drawn
-            self._compile(head)
+            with self._scope(), self.compute.policy():
+                head = transfer.head_model(model)  # the model's own head layers: nothing new is drawn
+                self._compile(head)
             initial_epoch = 0
-        train_ds = transfer.features_dataset(train, c.batch_size, shuffle=True, seed=c.seed)
+        passes = Passes()
+        train_ds = transfer.features_dataset(train, c.batch_size, shuffle=True, seed=c.seed, passes=passes)
         val_ds = transfer.features_dataset(val, c.batch_size) if val is not None and len(val.labels) else None
         steps = math.ceil(len(train.labels) / c.batch_size)
         relay, stopper, callbacks = self._callbacks(
@@ -516,7 +542,8 @@ class Trainer:
         if initial_epoch < c.epochs and not ended:
             head.fit(
                 train_ds, validation_data=val_ds, epochs=c.epochs, initial_epoch=initial_epoch,
-                class_weight=self._class_weight(), callbacks=callbacks, verbose=0, shuffle=False,
+                class_weight=self._class_weight(), callbacks=[FirstPass(passes, initial_epoch), *callbacks], verbose=0,
+                shuffle=False,
             )
         best = checkpoint.best_weights(p)
         if ended:
@@ -565,6 +592,7 @@ class Trainer:
             self._bottleneck_info = {"cache": "reused", "key": cache.key}
             features = {part: cache.load(part) for part in parts}
         else:
+            # Outside the strategy's scope: predict_on_batch would run the whole batch on every replica.
             extractor = transfer.feature_extractor(model)
             features = {}
             unsaved = None
@@ -637,18 +665,31 @@ class Trainer:
 
     @functools.cached_property
     def _device(self) -> str:
-        """The device this run trains on, asked of TensorFlow once."""
-        return device_description()
+        """The device(s) this run trains on, asked of TensorFlow once."""
+        return device_description() if self.cluster is not None else self.compute.label
 
     def _build(self):
         from cnnstudio.core.model.models import build_model
 
         self._fetch_weights()
         self.state.on_status(f"building {self.spec.backbone}")
-        with self._scope():
+        with self._scope(), self.compute.policy():
             model = build_model(self.spec, len(self.index.class_names), self.registry)
             self._compile(model)
         return model
+
+    def _keep_precision(self) -> None:
+        """A resumed run goes on in the precision it trained in ("auto" may mean another one on
+        this machine): its checkpoint's layers and optimizer are that precision's."""
+        from cnnstudio.core.io.atomic import read_json
+
+        try:
+            recorded = (read_json(self.paths.config).get("compute") or {}).get("precision")
+        except (OSError, ValueError, StudioError, AttributeError):
+            recorded = None
+        if recorded in ("float32", "mixed_float16") and recorded != self.compute.precision:
+            self.state.on_status(f"going on in {recorded}, the precision the run trained in")
+            self.compute.precision = recorded
 
     def _check_cluster(self, state: dict | None) -> None:
         """Every worker has the chief's files and was asked for the chief's run, or all stop."""
@@ -673,11 +714,21 @@ class Trainer:
                             "strategy": "MultiWorkerMirroredStrategy"}}
 
     def _plain(self, model):
-        """On a cluster, a copy of ``model`` outside the strategy, for evaluation and the bundle."""
-        if self.strategy is None:
+        """Under a strategy (a cluster, several devices) or in mixed precision, a copy of ``model``
+        outside the strategy, computing in float32, for evaluation and the bundle: a plain
+        single-device model that predicts the same on any machine."""
+        if self.strategy is None and self.compute.precision == "float32":
             return model
         K = keras()
-        plain = K.models.clone_model(model)
+        if self.compute.precision == "float32":
+            plain = K.models.clone_model(model)
+        else:
+            def float32(layer):
+                config = layer.get_config()
+                config["dtype"] = "float32"
+                return layer.__class__.from_config(config)
+
+            plain = K.models.clone_model(model, clone_function=float32, recursive=True)
         plain.set_weights(model.get_weights())
         return plain
 

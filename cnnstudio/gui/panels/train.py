@@ -61,17 +61,37 @@ def run_summary(result) -> dict:
     return summary
 
 
-def result_text(name: str, reason: str, epochs_run: int, seconds, metrics: dict) -> str:
-    """The Test results box: how the run ended and its test numbers."""
+def compute_text(record: dict | None) -> str:
+    """Where a run trained, from its metrics.json: devices, replicas, precision, XLA ("" if unknown)."""
+    record = record or {}
+    compute = record.get("compute") or {}
+    if not record.get("device") and not compute:
+        return ""
+    parts = [f"Trained on {record.get('device') or ', '.join(compute.get('devices') or [])}"]
+    if compute.get("replicas", 1) > 1 and "replicas" not in parts[0]:
+        parts.append(f"{compute['replicas']} replicas")
+    if compute.get("precision"):
+        parts.append(compute["precision"])
+    if "jit" in compute:
+        parts.append(f"XLA {'on' if compute['jit'] else 'off'}")
+    return " \u00b7 ".join(parts)
+
+
+def result_text(name: str, reason: str, epochs_run: int, seconds, metrics: dict, record: dict | None = None) -> str:
+    """The Test results box: how the run ended, its test numbers and (``record``: its
+    metrics.json) where it trained."""
+    where = compute_text(record)
     if reason == "cancelled":
         return (f"Run {name}: stopped after {epochs_run} epoch(s); the model so far is saved.\n"
-                "No test metrics (the run was stopped).")
+                "No test metrics (the run was stopped)." + (f"\n{where}" if where else ""))
     lines = [f"Run {name} ({reason.replace('_', ' ')}, {epochs_run} epochs, {format_seconds(seconds)})"]
     acc = metrics.get("test_accuracy")
     if acc is not None:
         lines.append(f"Accuracy {acc:.2%} \u00b7 loss {metrics['test_loss']:.4f} on {metrics['test_images']} test images")
     else:
         lines.append("No test split, so no test metrics.")
+    if where:
+        lines.append(where)
     return "\n".join(lines)
 
 
@@ -88,6 +108,9 @@ def not_resumable(run_dir: Path) -> str:
         return f"{run_dir}: the run finished; Run Again (Experiments) trains it anew"
     return ""
 
+
+PRECISION_CHOICES = (("Auto (mixed on recent GPUs)", "auto"), ("float32", "float32"), ("Mixed float16", "mixed"))
+JIT_CHOICES = (("Auto (Keras' default)", "auto"), ("On", "on"), ("Off", "off"))
 
 FALLBACKS = {"best": "Resume from the Best Epoch", "last": "Resume without the Best Weights",
              "fresh": "Start Over from Epoch 1"}
@@ -195,6 +218,31 @@ class TrainPanel(QWidget):
         self._form_box = box
         col.addWidget(box)
 
+        compute = QGroupBox("Devices and precision")
+        form = QFormLayout(compute)
+        self.devices = QComboBox()
+        self.devices.setToolTip("Where the run trains. Several GPUs train one model under MirroredStrategy; "
+                                "the batch size is the global batch, split among them.")
+        self._gpus: list[str] | None = None  # unknown until TensorFlow has loaded
+        self.set_gpus(None)
+        self.precision = QComboBox()
+        for label, value in PRECISION_CHOICES:
+            self.precision.addItem(label, value)
+        self.precision.setToolTip("Mixed precision computes in float16 with float32 weights; the output layer "
+                                  "stays float32. Auto uses it on GPUs of compute capability 7.0 and above.")
+        self.jit = QComboBox()
+        for label, value in JIT_CHOICES:
+            self.jit.addItem(label, value)
+        self.jit.setToolTip("XLA compilation of the training step; Auto leaves it to Keras (off on the CPU "
+                            "and with several devices).")
+        form.addRow("Devices", self.devices)
+        form.addRow("Precision", self.precision)
+        form.addRow("XLA", self.jit)
+        for w in (self.devices, self.precision, self.jit):
+            w.currentIndexChanged.connect(self._push_config)
+        self._compute_box = compute
+        col.addWidget(compute)
+
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Start training")
         self.start_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
@@ -285,8 +333,42 @@ class TrainPanel(QWidget):
             self.patience.setToolTip(f"Stop when the {watched} has not improved for this many epochs.")
             self.class_weight.setCurrentIndex(max(0, self.class_weight.findData(c.class_weight)))
             self.seed.setValue(c.seed)
+            self._select_device(c.devices)
+            self.precision.setCurrentIndex(max(0, self.precision.findData(c.precision)))
+            self.jit.setCurrentIndex(max(0, self.jit.findData(c.jit)))
         finally:
             self._syncing = False
+
+    def set_gpus(self, names: list[str] | None) -> None:
+        """The device choices for this machine's GPUs (``names``; None while TensorFlow loads):
+        the CPU, each GPU, all of them."""
+        self._gpus = names
+        syncing, self._syncing = self._syncing, True
+        try:
+            self.devices.clear()
+            if names is None:
+                self.devices.addItem("Auto (every GPU, else the CPU)", "auto")
+            elif not names:
+                self.devices.addItem("CPU", "auto")
+            else:
+                self.devices.addItem("CPU", "cpu")
+                for i, name in enumerate(names):
+                    self.devices.addItem(f"GPU {i}" + (f" ({name})" if name else ""), f"gpu:{i}")
+                self.devices.addItem(f"All GPUs ({len(names)})", "auto")
+            self._select_device(self.session.train_config.devices)
+        finally:
+            self._syncing = syncing
+
+    def _select_device(self, value: str) -> None:
+        if value == "cpu" and self._gpus == []:
+            value = "auto"  # no GPU: the CPU either way
+        if value == "1":  # the first GPU, or the CPU where there is none
+            value = "gpu:0" if self._gpus else "auto"
+        i = self.devices.findData(value)
+        if i < 0:  # from a run's settings or the command line: kept, as it is
+            self.devices.addItem(f"{value} (from the settings)", value)
+            i = self.devices.count() - 1
+        self.devices.setCurrentIndex(i)
 
     def _push_config(self) -> None:
         if self._syncing:
@@ -300,6 +382,9 @@ class TrainPanel(QWidget):
             patience=self.patience.value(),
             class_weight=self.class_weight.currentData(),
             seed=self.seed.value(),
+            devices=self.devices.currentData() or "auto",
+            precision=self.precision.currentData() or "auto",
+            jit=self.jit.currentData() or "auto",
         )
         if config != self.session.train_config:
             self.session.set_train_config(config)
@@ -381,7 +466,9 @@ class TrainPanel(QWidget):
                     return None
             restored = restore(run_dir, purpose="the resumed run", new_classes="refuse")
             restored.index.raise_for_errors()
-            config = TrainConfig.from_dict(restored.train).validate()
+            # The run's own settings, on the devices this page says now (the run's may be another machine's).
+            config = dataclasses.replace(TrainConfig.from_dict(restored.train), devices=s.train_config.devices,
+                                         jit=s.train_config.jit).validate()
             history = RunRecords(run_dir).history
         except StudioError as exc:
             errors.show_error(self, "Cannot resume the run", str(exc))
@@ -469,6 +556,7 @@ class TrainPanel(QWidget):
 
     def _set_running(self, running: bool) -> None:
         self._form_box.setEnabled(not running)
+        self._compute_box.setEnabled(not running)
         self.stop_button.setEnabled(running)
         self.start_button.setEnabled(not running and self.session.index is not None)
         self.resume_button.setEnabled(not running)
@@ -549,8 +637,12 @@ class TrainPanel(QWidget):
             self._log(headline)
             self._notify(headline)
             return
+        try:
+            record = RunRecords(result.run_dir).metrics
+        except StudioError:
+            record = None
         self.result_label.setText(result_text(Path(result.run_dir).name, result.reason, result.epochs_run,
-                                              result.train_seconds, m))
+                                              result.train_seconds, m, record))
         if result.reason == "cancelled":
             headline = f"Training stopped after {result.epochs_run} epoch(s); the model so far is saved."
             self._log("Resume\u2026 continues the run from its last saved epoch")
@@ -599,7 +691,7 @@ class TrainPanel(QWidget):
         self.progress_label.setText(f"Showing run {self.run_dir.name}")
         self.result_label.setText(result_text(self.run_dir.name, str(metrics.get("status", "?")),
                                               int(metrics.get("epochs_run", len(history))),
-                                              metrics.get("train_seconds"), metrics))
+                                              metrics.get("train_seconds"), metrics, metrics))
         return True
 
     def _on_errored(self, message: str, details: str) -> None:
