@@ -480,6 +480,8 @@ class Trainer:
         per_replica = c.batch_size // strategy.num_replicas_in_sync
         # Each pass is whole global batches, one epoch each: no decoding runs on past the last one.
         passes = epochs - initial_epoch
+        order = Passes()  # pass k visits the order of epoch k, after a resume too
+        order.restart(initial_epoch)
 
         def shards(items, shuffle, name):
             paths, labels = self.index.paths(items), self.index.labels(items)
@@ -488,7 +490,7 @@ class Trainer:
                 local = strategy.num_replicas_in_sync // context.num_input_pipelines
                 first = context.input_pipeline_id * local
                 return pipe.dataset(paths, labels, batch_size=per_replica, shuffle=shuffle, seed=c.seed, name=name,
-                                    shard=(first, local, strategy.num_replicas_in_sync)).repeat(passes)
+                                    shard=(first, local, strategy.num_replicas_in_sync), passes=order).repeat(passes)
 
             return strategy.distribute_datasets_from_function(make)
 
