@@ -45,6 +45,10 @@ class PluginFolderError(StudioError):
     """A wheel cannot be installed into the plugins folder, or a plugin there cannot be removed."""
 
 
+class NeedsPip(PluginFolderError):
+    """A wheel that is fine, but needs what only pip provides: compiled code, or packages to download."""
+
+
 @dataclass
 class WheelInfo:
     """What a wheel says about itself, checked: its name, version, tags, requirements and entry points."""
@@ -136,9 +140,9 @@ def read_wheel(path) -> WheelInfo:
     tags = [t.strip() for t in wheel.get_all("Tag") or [] if t.strip()]
     compiled = [t for t in tags if not _pure_tag(t)]
     if compiled or not tags:
-        raise refuse(f"needs compiled code the app lacks: tag {compiled[0] if compiled else '(none)'}")
+        raise NeedsPip(f"{path}: needs compiled code the app lacks: tag {compiled[0] if compiled else '(none)'}")
     if (wheel.get("Root-Is-Purelib") or "").strip().lower() != "true":
-        raise refuse("needs compiled code the app lacks: its WHEEL file says Root-Is-Purelib is not true")
+        raise NeedsPip(f"{path}: needs compiled code the app lacks: its WHEEL file says Root-Is-Purelib is not true")
 
     metadata = email.parser.Parser().parsestr(metadata_text)
     name, version = (metadata.get("Name") or "").strip(), (metadata.get("Version") or "").strip()
@@ -258,8 +262,7 @@ def install_wheel(path, folder: Path | None = None) -> Installed:
     folder = plugins_dir() if folder is None else Path(folder)
     missing = [r for r in info.requires if normalise(r) != normalise(info.name) and not importable(r, folder)]
     if missing:
-        raise PluginFolderError(f"{info.path}: needs {', '.join(missing)}, which this app does not include; "
-                                "not installed")
+        raise NeedsPip(f"{info.path}: needs {', '.join(missing)}, which this app does not include; not installed")
     target = folder / normalise(info.name)
     replaced = installed_version(target)
     try:

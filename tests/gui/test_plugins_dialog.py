@@ -395,3 +395,18 @@ def test_install_from_file_refuses_a_compiled_wheel_and_an_sdist_without_pip(qtb
     assert message == f"{wheel}: needs compiled code the app lacks: tag cp311-cp311-win_amd64"
     assert "needs pip, which this build of CNN Studio lacks; install the plugin's wheel (.whl) instead" in sdist_message
     assert dialog.item_for("native") is None and "not installed" in dialog.status.text()
+
+
+def test_a_compiled_wheel_in_a_python_installation_is_offered_to_pip(qtbot, tmp_path, monkeypatch, questions):
+    from wheels import make_wheel
+
+    wheel = make_wheel(tmp_path / "dist", "cnnstudio-native", tag="cp311-cp311-linux_x86_64", purelib=False)
+    window = _window(qtbot)
+    dialog = window.plugins_dialog()
+    qtbot.addWidget(dialog)
+    monkeypatch.setattr("cnnstudio.gui.dialogs.plugins.pip_available", lambda python: True)
+    started = []
+    monkeypatch.setattr(dialog, "_run_pip", lambda action, args, title: started.append(args) or True)
+    assert dialog.install(wheel)
+    assert questions == ["Install with pip?"]
+    assert started == [["install", str(wheel)]]

@@ -382,6 +382,19 @@ class PluginsDialog(QDialog):
         before = {info.name for info in self.manager.plugins if info.status != "error"}
         try:
             installed = plugin_folder.install_wheel(path)
+        except plugin_folder.NeedsPip as exc:
+            if pip_available(self.python):  # a Python installation: pip can do what the folder cannot
+                answer = widgets.ask(
+                    self, "Install with pip?",
+                    f"{exc}\n\nInstall it with pip into this Python installation instead? pip installs "
+                    "compiled code and downloads the packages it needs.",
+                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes,
+                )
+                if answer == QMessageBox.StandardButton.Yes:
+                    return self._run_pip("install", ["install", str(path)], f"Installing {Path(path).name}")
+            self._say(f"{Path(path).name} not installed")
+            errors.show_error(self, "Not installed", str(exc))
+            return False
         except plugin_folder.PluginFolderError as exc:
             self._say(f"{Path(path).name} not installed")
             errors.show_error(self, "Not installed", str(exc))
