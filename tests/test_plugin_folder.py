@@ -4,6 +4,7 @@ again by uninstall."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -25,6 +26,11 @@ def studio(*args, env=None) -> subprocess.CompletedProcess:
     """``python -m cnnstudio ARGS`` in a fresh process, with this test's data folder."""
     return subprocess.run([sys.executable, "-m", "cnnstudio", *map(str, args)], capture_output=True, text=True,
                           cwd=REPO, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def export_extra() -> bool:
+    """Whether the "export" extra (tf2onnx, onnxruntime) is installed, so ONNX export can run."""
+    return all(importlib.util.find_spec(m) is not None for m in ("tf2onnx", "onnxruntime"))
 
 
 def loaded(manager: PluginManager) -> dict:
@@ -212,17 +218,37 @@ def test_uninstalling_what_is_not_in_the_folder_says_what_is(tmp_path):
 
 
 def test_an_exporter_whose_converter_module_is_missing_is_listed_as_unavailable(tmp_path):
+    """As tf2onnx in a build that left out the submodules it loads lazily: the package is there,
+    its converter module is not."""
+    lazy = tmp_path / "lib" / "cnnstudio_lazyconv"
+    lazy.mkdir(parents=True)
+    (lazy / "__init__.py").write_text(
+        "import importlib\n__all__ = ['convert']\n"
+        "def __getattr__(name):\n    return importlib.import_module(f'{__name__}.{name}')\n", encoding="utf-8")
     install_wheel(make_wheel(tmp_path / "dist", "cnnstudio-fmt", module_source="""
         from cnnstudio.plugins import ExporterProvider, hookimpl
 
         @hookimpl
         def cnnstudio_register_exporters(registry):
             registry.add_exporter(ExporterProvider("fmt", "Fmt", write=print, load=print, suffix=".fmt",
-                                                   modules=("json.decoder", "cnnstudio_no_such_converter.convert")))
+                                                   modules=("json.decoder", "cnnstudio_lazyconv.convert")))
     """))
-    result = studio("plugins")
+    path = os.pathsep.join([str(tmp_path / "lib"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    result = studio("plugins", env={"PYTHONPATH": path})
     assert result.returncode == 0, result.stderr
-    assert ("unavailable: exporter fmt: needs cnnstudio_no_such_converter.convert, which is not installed"
-            in result.stdout)
-    # The built-in ONNX exporter's converter is installed here (the "export" extra).
-    assert "exporter onnx" not in result.stdout
+    assert "fmt 0.1 [folder] ok" in result.stdout
+    assert "unavailable: exporter fmt: needs cnnstudio_lazyconv.convert, which is not installed" in result.stdout
+    # The built-in ONNX exporter is listed as unavailable exactly when the "export" extra is missing.
+    assert ("exporter onnx" not in result.stdout) == export_extra()
+
+
+def test_looking_for_the_exporters_converters_imports_neither_them_nor_tensorflow():
+    """`cnnstudio plugins` stays quick: a converter module is looked for, never imported."""
+    code = ("import sys; from cnnstudio.builtins.manager import PluginManager; m = PluginManager(); m.load(); "
+            "print(sorted(n for n in ('tensorflow', 'tf2onnx', 'tf2onnx.convert', 'onnxruntime') if n in sys.modules)); "
+            "print(next(p for p in m.plugins if p.name == 'builtins').unavailable)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    imported, unavailable = result.stdout.splitlines()
+    assert imported == "[]"
+    assert (unavailable == "[]") == export_extra(), unavailable
