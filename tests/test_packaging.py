@@ -1,11 +1,15 @@
 """What a user installs: the wheel and the sdist carry the resources and desktop files, the wheel
 installed into a fresh environment runs on its own files, and the desktop entry and AppStream
-metadata pass the freedesktop validators that distributions and software centres run."""
+metadata pass the freedesktop validators that distributions and software centres run; the
+one-folder app's spec collects every module an exporter's converter loads."""
 
 from __future__ import annotations
 
 import configparser
+import importlib
+import importlib.util
 import json
+import pkgutil
 import shutil
 import subprocess
 import sys
@@ -178,3 +182,90 @@ def test_metainfo_passes_appstreamcli_validate():
     assert result.returncode == 0, output
     lines = output.splitlines()
     assert not [line for line in lines if line.startswith(("E:", "W:"))], output
+
+
+# ----------------------------------------------------------------------------- the one-folder app
+
+
+def bundle_modules():
+    """packaging/bundle_modules.py, the helper packaging/cnnstudio.spec takes its hiddenimports from."""
+    spec = importlib.util.spec_from_file_location("bundle_modules", REPO / "packaging" / "bundle_modules.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def collect_submodules(package: str) -> list[str]:
+    """PyInstaller's collect_submodules where it is installed, else the same walk with pkgutil."""
+    if importlib.util.find_spec("PyInstaller") is not None:
+        from PyInstaller.utils.hooks import collect_submodules as collect
+
+        return collect(package)
+    imported = importlib.import_module(package)
+    found = [package]
+    if hasattr(imported, "__path__"):
+        found += [m.name for m in pkgutil.walk_packages(imported.__path__, package + ".", onerror=lambda _: None)]
+    return found
+
+
+def lazily_loaded_submodules(package: str) -> list[str]:
+    """The submodules a PEP 562 package imports on attribute access: the names in its ``__all__``
+    that are modules of the package (tf2onnx: convert, tfonnx, ...)."""
+    imported = importlib.import_module(package)
+    if not callable(vars(imported).get("__getattr__")):
+        return []
+    submodules = {m.name for m in pkgutil.iter_modules(imported.__path__)}
+    return [f"{package}.{name}" for name in getattr(imported, "__all__", []) if name in submodules]
+
+
+def listed_exporters():
+    from cnnstudio.builtins.manager import PluginManager
+
+    return PluginManager(autoload=False).load().exporters
+
+
+def test_the_spec_takes_its_hidden_imports_from_the_helper():
+    spec = (REPO / "packaging" / "cnnstudio.spec").read_text(encoding="utf-8")
+    assert "from bundle_modules import hidden_imports" in spec
+    assert "hiddenimports = hidden_imports(collect_submodules)" in spec
+    assert "hiddenimports=hiddenimports" in spec
+
+
+def test_every_exporter_the_app_lists_can_import_its_converter_modules():
+    exporters = listed_exporters()
+    assert {"keras", "savedmodel", "tflite", "onnx"} <= set(exporters)
+    assert "tf2onnx.convert" in exporters["onnx"].modules
+    if importlib.util.find_spec("tf2onnx") is None or importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("the 'export' extra (tf2onnx, onnxruntime) is not installed, so ONNX export is not offered")
+    for exporter in exporters.values():
+        for module in exporter.modules:
+            importlib.import_module(module)  # raises, naming it, when one is missing
+        if exporter.prepare is not None:
+            exporter.prepare()
+
+
+def test_the_spec_collects_each_converter_module_and_what_its_package_loads_lazily():
+    helper = bundle_modules()
+    hidden = set(helper.hidden_imports(collect_submodules))
+    declared = [m for e in listed_exporters().values() for m in e.modules]
+    assert set(declared) <= hidden, sorted(set(declared) - hidden)
+    assert {"cnnstudio.builtins.export", "cnnstudio.builtins.applications"} <= hidden
+    if importlib.util.find_spec("tf2onnx") is None:
+        pytest.skip("tf2onnx (the 'export' extra) is not installed: the app is then built without ONNX export")
+    lazy = {m for module in declared for m in lazily_loaded_submodules(module.split(".")[0])}
+    assert {"tf2onnx.convert", "tf2onnx.tfonnx", "tf2onnx.tf_loader"} <= lazy  # what tf2onnx 1.17 loads so
+    assert lazy <= hidden, sorted(lazy - hidden)
+    assert helper.lazy_packages(declared) == ["tf2onnx"]
+
+
+def test_an_onnx_converter_left_out_of_a_build_is_one_line_naming_it(monkeypatch):
+    """What a one-folder app built without tf2onnx's lazily loaded modules says on export."""
+    from cnnstudio.builtins import export
+
+    if importlib.util.find_spec("tf2onnx") is None:
+        pytest.skip("tf2onnx (the 'export' extra) is not installed")
+    monkeypatch.setitem(sys.modules, "tf2onnx.convert", None)  # importing it raises ModuleNotFoundError
+    with pytest.raises(export.ExportError) as exc:
+        export._onnx_modules()
+    message = str(exc.value)
+    assert "tf2onnx.convert" in message and "this build of CNN Studio lacks" in message and "\n" not in message

@@ -45,6 +45,8 @@ REPRESENTATIVE_IMAGES = 100
 BATCH_SIZE = 32
 # ONNX opset written by tf2onnx; onnxruntime 1.16 and later run it.
 ONNX_OPSET = 17
+# What ONNX export imports: the converter (its package loads it lazily) and the runtime that checks it.
+ONNX_MODULES = ("tf2onnx.convert", "onnxruntime")
 # The input's name in the SavedModel signature and the ONNX graph.
 INPUT_NAME = "image"
 
@@ -465,7 +467,11 @@ def _onnx_modules():
     try:
         import onnxruntime
         import tf2onnx
+        import tf2onnx.convert  # loaded lazily by the package: a one-folder build may lack it
     except ImportError as exc:
+        if exc.name and "." in exc.name:  # the package is there, one of its modules is not (a one-folder build)
+            raise ExportError(f"onnx export needs {exc.name}, which this build of CNN Studio lacks although "
+                              f"{exc.name.split('.')[0]} is there; rebuild it with packaging/cnnstudio.spec") from exc
         raise ExportError(f"onnx export needs the tf2onnx and onnxruntime packages ({exc.name} is not "
                           "installed): pip install tf2onnx onnxruntime") from exc
     return tf2onnx, onnxruntime
@@ -537,7 +543,7 @@ BUILTIN_EXPORTERS: dict[str, ExporterProvider] = {
                          suffix=".tflite", quantised=True,
                          description="int8 inside, float32 input and output"),
         ExporterProvider("onnx", "ONNX", _write_onnx, _load_onnx, suffix=".onnx",
-                         prepare=_onnx_modules, description="via tf2onnx"),
+                         prepare=_onnx_modules, description="via tf2onnx", modules=ONNX_MODULES),
     )
 }
 FORMATS = tuple(BUILTIN_EXPORTERS)

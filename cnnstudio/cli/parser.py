@@ -214,7 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable", action="append", default=[], metavar="NAME",
                    help="turn an installed plugin off (remembered; the window's Plugins dialog does the same)")
     p.add_argument("--enable", action="append", default=[], metavar="NAME", help="turn a disabled plugin on again")
-    p.set_defaults(func=cmd_plugins)
+    p.set_defaults(func=cmd_plugins, plugins_action=None)
+    actions = p.add_subparsers(dest="plugins_action", metavar="{install,uninstall}",
+                               description="without one: list the plugins")
+    q = actions.add_parser("install", help="unpack a pure-Python plugin wheel into the plugins folder (no pip; "
+                                           "the one-folder app's way to add a plugin)",
+                           description="Unpacks FILE.whl into the plugins folder in the user's data folder, where "
+                                       "the window and the command line find it. Only a pure-Python wheel "
+                                       "(py3-none-any) whose requirements this app already has is installed.")
+    q.add_argument("wheel", metavar="FILE.whl", help="the plugin's wheel")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q = actions.add_parser("uninstall", help="remove a plugin installed into the plugins folder",
+                           description="Removes the distribution's folder from the plugins folder "
+                                       "(a plugin installed with pip is uninstalled with pip).")
+    q.add_argument("name", metavar="DISTRIBUTION", help="the plugin's distribution name, e.g. cnnstudio-mobilenet")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("models", help="list backbones and presets with their parameters")
     p.add_argument("--json", action="store_true", help="machine-readable output")

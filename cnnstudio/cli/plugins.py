@@ -1,4 +1,5 @@
-"""``cnnstudio plugins``: the plugins, what each provides and what failed; enabling and disabling one."""
+"""``cnnstudio plugins``: the plugins, what each provides and what failed; enabling and disabling one;
+``plugins install FILE.whl`` and ``plugins uninstall NAME`` for the plugins folder (no pip)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from cnnstudio.cli.terminal import print_json
 
 
 def cmd_plugins(args) -> int:
+    if args.plugins_action == "install":
+        return _install(args)
+    if args.plugins_action == "uninstall":
+        return _uninstall(args)
     from cnnstudio.builtins.manager import default_manager
     from cnnstudio.plugins.settings import set_enabled
 
@@ -28,7 +33,8 @@ def cmd_plugins(args) -> int:
     if args.json:
         print_json([
             {"name": i.name, "origin": i.origin, "distribution": i.distribution, "version": i.version,
-             "status": i.status, "provides": i.provides, "warnings": i.warnings,
+             "status": i.status, "provides": i.provides, "warnings": i.warnings, "folder": i.folder,
+             "unavailable": i.unavailable,
              "errors": [{"cause": e.cause, "traceback": e.traceback} for e in i.errors]}
             for i in infos
         ])
@@ -38,8 +44,35 @@ def cmd_plugins(args) -> int:
         print(f"{i.name}{version} [{i.origin}] {i.status}")
         if i.provides:
             print("  provides: " + ", ".join(i.provides))
+        if i.folder:
+            print(f"  folder: {i.folder}")
+        for line in i.unavailable:
+            print(f"  unavailable: {line}")
         for e in i.errors:
             print(f"  error: {e.cause}")
         for w in i.warnings:
             print(f"  warning: {w}")
+    return 0
+
+
+def _install(args) -> int:
+    from cnnstudio.plugins.folder import install_wheel
+
+    installed = install_wheel(args.wheel)
+    if args.json:
+        print_json({"name": installed.name, "version": installed.version, "folder": str(installed.folder),
+                    "plugins": installed.plugins, "replaced": installed.replaced, "notes": installed.notes})
+    else:
+        print(installed.summary())
+    return 0
+
+
+def _uninstall(args) -> int:
+    from cnnstudio.plugins.folder import uninstall
+
+    removed = uninstall(args.name)
+    if args.json:
+        print_json({"name": args.name, "removed": str(removed)})
+    else:
+        print(f"removed {args.name} from the plugins folder ({removed})")
     return 0

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import pluggy
 
 import cnnstudio
+import cnnstudio.plugins.folder as plugin_folder
 import cnnstudio.plugins.hookspecs as hookspecs
 from cnnstudio.core.plugincode import PLUGIN_FAILURES
 from cnnstudio.core.plugincode import describe as _describe
@@ -44,7 +45,7 @@ from cnnstudio.core.plugincode import users_ctrl_c as _users_ctrl_c
 from cnnstudio.plugins.hookspecs import API_VERSION, PROJECT
 from cnnstudio.plugins.providers import Registry
 
-ENTRY_POINT_GROUP = "cnnstudio.plugins"
+ENTRY_POINT_GROUP = plugin_folder.ENTRY_POINT_GROUP
 DISABLE_ENV = "CNNSTUDIO_DISABLE_PLUGINS"
 BUILTINS = "builtins"
 
@@ -82,7 +83,7 @@ class PluginInfo:
     """One plugin as the user sees it: where it comes from, whether it loaded, what it provides."""
 
     name: str
-    origin: str  # "built-in" | "package"
+    origin: str  # "built-in" | "package" (installed with pip) | "folder" (the plugins folder)
     distribution: str | None
     version: str | None
     status: str = "ok"  # "ok" | "disabled" | "error"
@@ -90,6 +91,8 @@ class PluginInfo:
     errors: list[PluginError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. that it took seconds to load
     load_seconds: float = 0.0  # its import and registration hooks
+    folder: str | None = None  # where a plugin from the plugins folder lives
+    unavailable: list[str] = field(default_factory=list)  # e.g. an exporter whose converter is missing
 
 
 class PluginHost:
@@ -99,10 +102,16 @@ class PluginHost:
     under the name ``builtins``. ``disabled`` names entry points not to import (the user's
     settings); ``autoload`` False (or the ``CNNSTUDIO_DISABLE_PLUGINS`` environment variable
     when it is None) loads the built-in plugin only, as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``.
+
+    Installed plugins are those installed with pip (entry points in the environment) and those
+    unpacked in the plugins folder (:mod:`cnnstudio.plugins.folder`; ``folder`` None is the
+    user's). A plugin in both places is loaded once: the pip-installed copy wins, since its
+    modules come first on the import path; the folder's copy is listed with an error saying so.
     """
 
-    def __init__(self, builtin, disabled: Iterable[str] = (), autoload: bool | None = None):
+    def __init__(self, builtin, disabled: Iterable[str] = (), autoload: bool | None = None, folder=None):
         self.builtin = builtin
+        self.folder = folder
         self.disabled = frozenset(disabled)
         self.autoload = not os.environ.get(DISABLE_ENV) if autoload is None else autoload
         self.plugins: list[PluginInfo] = []
@@ -138,7 +147,7 @@ class PluginHost:
         this one as it is, so it may run on another thread while this host's registry is in use
         (the window's start-up); :meth:`adopt` takes the result."""
         importlib.invalidate_caches()  # packages installed since start-up are on disk, not in the finders' caches
-        found = PluginHost(self.builtin, self.disabled if disabled is None else disabled, self.autoload)
+        found = PluginHost(self.builtin, self.disabled if disabled is None else disabled, self.autoload, self.folder)
         found.load()
         return found
 
@@ -179,7 +188,11 @@ class PluginHost:
             for entry_point in sorted(
                 importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name
             ):
-                self._load_entry_point(entry_point)
+                if not plugin_folder.from_a_plugin_folder(getattr(entry_point, "dist", None)):
+                    self._load_entry_point(entry_point)
+            folder = plugin_folder.plugins_dir() if self.folder is None else self.folder
+            for entry_point, where in sorted(plugin_folder.entry_points(folder), key=lambda found: found[0].name):
+                self._load_entry_point(entry_point, where)
 
         for hook_name in REGISTRATION_HOOKS:
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
@@ -187,26 +200,46 @@ class PluginHost:
 
         for info in self.plugins:
             info.provides = self.registry.provided_by(info.name)
+            info.unavailable = self._unavailable(info)
             if info.origin != "built-in" and info.load_seconds > SLOW_PLUGIN_SECONDS:
                 self._warn(info, f"took {info.load_seconds:.1f} s to load "
                                  f"(cnnstudio plugins --disable {info.name} turns it off)")
+
+    def _unavailable(self, info: PluginInfo) -> list[str]:
+        """The exporters ``info`` provides whose converter modules cannot be found here."""
+        lines = []
+        for exporter in self.registry.exporters.values():
+            if self.registry.origin("exporter", exporter.id) != info.name:
+                continue
+            missing = [m for m in getattr(exporter, "modules", ()) if not plugin_folder.module_available(m)]
+            if missing:
+                lines.append(f"exporter {exporter.id}: needs {', '.join(missing)}, which is not installed")
+        return lines
 
     def _add_plugin(self, info: PluginInfo) -> None:
         self.plugins.append(info)
         self._infos.setdefault(info.name, info)
 
-    def _load_entry_point(self, entry_point) -> None:
+    def _load_entry_point(self, entry_point, where=None) -> None:
+        """Import and register one entry point; ``where`` is its folder in the plugins folder."""
         dist = getattr(entry_point, "dist", None)
         info = PluginInfo(
             entry_point.name,
-            "package",
+            "package" if where is None else "folder",
             dist.name if dist is not None else None,
             dist.version if dist is not None else None,
+            folder=None if where is None else str(where),
         )
         if entry_point.name in self._infos:
+            first = self._infos[entry_point.name]
             self._add_plugin(info)
-            self._fail(info, f"a plugin named {entry_point.name!r} is already loaded "
-                             f"(from {self._infos[entry_point.name].distribution}); this one is skipped")
+            if where is not None and first.origin == "package":
+                self._fail(info, f"not loaded from the plugins folder ({where}): {first.distribution} "
+                                 f"{first.version or ''} installed with pip is loaded instead, as its modules "
+                                 "come first; uninstall one of the two")
+            else:
+                self._fail(info, f"a plugin named {entry_point.name!r} is already loaded "
+                                 f"(from {first.distribution}); this one is skipped")
             return
         self._add_plugin(info)
         if entry_point.name in self.disabled:
@@ -214,6 +247,8 @@ class PluginHost:
             return
         try:
             with _timed(info), _users_ctrl_c() as pressed:
+                if where is not None:
+                    plugin_folder.add_to_path(where)
                 plugin = entry_point.load()
         except PLUGIN_FAILURES as exc:
             _reraise_if_pressed(exc, pressed)

@@ -127,7 +127,9 @@ class ExporterProvider:
     ran it. The studio runs the test images through both and keeps the file only if it loads
     and agrees. ``prepare()``, if given, runs before any work and raises when something the
     format needs is missing (say which package to install). ``quantised`` formats report the
-    accuracy change too.
+    accuracy change too. ``modules`` names the modules its converter and runtime import
+    (``"tf2onnx.convert"``): ``cnnstudio plugins`` says when one cannot be found, and the
+    one-folder app's build collects each with the submodules its package loads lazily.
     """
 
     id: str
@@ -139,6 +141,7 @@ class ExporterProvider:
     quantised: bool = False
     prepare: Callable | None = None
     description: str = ""
+    modules: tuple[str, ...] = ()
 
 
 _KINDS = {"backbone": BackboneProvider, "block": BlockProvider, "preset": Preset, "exporter": ExporterProvider}
@@ -343,3 +346,8 @@ def _check_exporter(provider: ExporterProvider) -> None:
             raise ValueError(f"{owner}: a folder format has no file suffix, got {provider.suffix!r}")
     elif not (isinstance(provider.suffix, str) and re.fullmatch(r"\.[A-Za-z0-9][A-Za-z0-9._-]*", provider.suffix)):
         raise ValueError(f"{owner}: a file format needs a suffix such as '.onnx', got {provider.suffix!r}")
+    modules = provider.modules
+    if not isinstance(modules, tuple) or not all(
+            isinstance(m, str) and re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", m) for m in modules):
+        raise ValueError(f"{owner}: modules must be a tuple of module names such as 'tf2onnx.convert', "
+                         f"got {modules!r}")

@@ -1,4 +1,5 @@
-"""Help > Plugins: broken plugins listed by name, enable/disable remembered, install and uninstall with pip."""
+"""Help > Plugins: broken plugins listed by name, enable/disable remembered, install and uninstall with pip
+or, for a wheel, into the plugins folder."""
 
 from __future__ import annotations
 
@@ -313,3 +314,99 @@ def test_enabling_a_plugin_whose_registration_is_slow_does_not_freeze_the_window
     assert "backbone:slowreg" in _chooser_ids(window)
     assert dialog.status.text().endswith("slowreg enabled; remembered across restarts") and dialog.busy.isHidden()
     assert dialog.item_for("slowreg").text(3) == "OK"
+
+
+def _no_pip(monkeypatch):
+    """As in the one-folder app, which has no pip: sys.frozen is set."""
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+
+
+def _choose(monkeypatch, path) -> list[str]:
+    """The file dialog answers ``path``; returns the filters it was opened with."""
+    from cnnstudio.gui.dialogs import plugins as dialog_module
+
+    offered = []
+
+    def answer(parent, title, folder, filters):
+        offered.append(filters)
+        return str(path), filters
+
+    monkeypatch.setattr(dialog_module.QFileDialog, "getOpenFileName", answer)
+    return offered
+
+
+def test_install_from_file_unpacks_a_wheel_into_the_plugins_folder_without_pip(qtbot, tmp_path, monkeypatch,
+                                                                                questions, shown_errors):
+    from wheels import make_wheel
+
+    from cnnstudio.plugins.folder import plugins_dir
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the plugin's folder goes on it
+    _no_pip(monkeypatch)
+    wheel = make_wheel(tmp_path / "dist", "cnnstudio-wheeltiny", "0.3",
+                       module_source=TINY.replace('id="tiny"', 'id="wheeltiny"'))
+    offered = _choose(monkeypatch, wheel)
+    window = _window(qtbot)
+    dialog = window.plugins_dialog()
+    qtbot.addWidget(dialog)
+    assert dialog.install_file_button.isEnabled() and not dialog.install_folder_button.isEnabled()
+    assert "backbone:wheeltiny" not in _chooser_ids(window)
+
+    try:
+        with qtbot.waitSignal(dialog.reloaded, timeout=60_000):
+            dialog.install_file_button.click()
+        assert offered == ["Plugin wheels (*.whl)"]
+        assert shown_errors == []
+        item = dialog.item_for("wheeltiny")
+        assert (item.text(1), item.text(2), item.text(3)) == ("0.3", "plugins folder cnnstudio-wheeltiny", "OK")
+        assert "Installed cnnstudio-wheeltiny 0.3 into the plugins folder: new plugin wheeltiny" in dialog.status.text()
+        assert (plugins_dir() / "cnnstudio-wheeltiny" / "cnnstudio_wheeltiny" / "plugin.py").is_file()
+        assert "backbone:wheeltiny" in _chooser_ids(window)
+
+        dialog.tree.setCurrentItem(item)
+        assert dialog.uninstall_button.isEnabled()  # no pip needed for the plugins folder
+        with qtbot.waitSignal(dialog.reloaded, timeout=60_000):
+            assert dialog.uninstall_selected()
+        assert "Uninstall plugin" in questions
+        assert dialog.item_for("wheeltiny") is None and "backbone:wheeltiny" not in _chooser_ids(window)
+        assert not (plugins_dir() / "cnnstudio-wheeltiny").exists()
+        assert "Removed cnnstudio-wheeltiny from the plugins folder" in dialog.status.text()
+    finally:
+        for module in ("cnnstudio_wheeltiny.plugin", "cnnstudio_wheeltiny"):
+            sys.modules.pop(module, None)
+
+
+def test_install_from_file_refuses_a_compiled_wheel_and_an_sdist_without_pip(qtbot, tmp_path, monkeypatch,
+                                                                             shown_errors):
+    from wheels import make_wheel
+
+    _no_pip(monkeypatch)
+    wheel = make_wheel(tmp_path / "dist", "cnnstudio-native", tag="cp311-cp311-win_amd64", purelib=False)
+    _choose(monkeypatch, wheel)
+    window = _window(qtbot)
+    dialog = window.plugins_dialog()
+    qtbot.addWidget(dialog)
+    dialog.install_file_button.click()
+    sdist = tmp_path / "cnnstudio-native-0.1.tar.gz"
+    sdist.write_bytes(b"")
+    assert not dialog.install(sdist)
+    (title, message, details), (_, sdist_message, _) = shown_errors
+    assert title == "Not installed" and "\n" not in message and details == ""
+    assert message == f"{wheel}: needs compiled code the app lacks: tag cp311-cp311-win_amd64"
+    assert "needs pip, which this build of CNN Studio lacks; install the plugin's wheel (.whl) instead" in sdist_message
+    assert dialog.item_for("native") is None and "not installed" in dialog.status.text()
+
+
+def test_a_compiled_wheel_in_a_python_installation_is_offered_to_pip(qtbot, tmp_path, monkeypatch, questions):
+    from wheels import make_wheel
+
+    wheel = make_wheel(tmp_path / "dist", "cnnstudio-native", tag="cp311-cp311-linux_x86_64", purelib=False)
+    window = _window(qtbot)
+    dialog = window.plugins_dialog()
+    qtbot.addWidget(dialog)
+    monkeypatch.setattr("cnnstudio.gui.dialogs.plugins.pip_available", lambda python: True)
+    started = []
+    monkeypatch.setattr(dialog, "_run_pip", lambda action, args, title: started.append(args) or True)
+    assert dialog.install(wheel)
+    assert questions == ["Install with pip?"]
+    assert started == [["install", str(wheel)]]

@@ -1,10 +1,14 @@
-"""Help > Plugins: what is installed, what each plugin adds, what failed, and pip without a terminal.
+"""Help > Plugins: what is installed, what each plugin adds, what failed, and installing without a terminal.
 
-Installing runs ``python -m pip install`` for the interpreter the studio runs in (so the plugin
+A plugin wheel (``.whl``) is unpacked into the plugins folder in the user's data folder
+(:mod:`cnnstudio.plugins.folder`), no pip needed: the one-folder app, which has no pip, installs
+plugins this way, and so does a Python installation. A source archive or a project folder is
+installed with ``python -m pip install`` for the interpreter the studio runs in (so the plugin
 lands where the studio can import it) in a :class:`QProcess`, its output streamed into the
-dialog; then the plugin manager registers everything again into the same registry, so the
-Model panel offers the new backbones without a restart. Nothing here can stop the window: a
-failing pip run or a broken plugin is a line in the list and a message, never an exception.
+dialog. Either way the plugin manager then registers everything again into the same registry,
+so the Model panel offers the new backbones without a restart. Nothing here can stop the
+window: a refused wheel, a failing pip run or a broken plugin is a line in the list and a
+message, never an exception.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from PySide6.QtWidgets import (
 
 from cnnstudio.gui.dialogs import errors
 from cnnstudio.gui.widgets import common as widgets
+from cnnstudio.plugins import folder as plugin_folder
 from cnnstudio.plugins.settings import set_enabled
 
-PACKAGE_FILTER = "Python packages (*.whl *.tar.gz *.zip);;All files (*)"
+PACKAGE_FILTER = "Python packages (*.whl *.tar.gz *.zip);;Plugin wheels (*.whl);;All files (*)"
+WHEEL_FILTER = "Plugin wheels (*.whl)"
 STATUS_TEXT = {"ok": "OK", "disabled": "Disabled", "error": "Error"}
 COLUMNS = ("Plugin", "Version", "Origin", "Status", "Adds")
 
@@ -112,20 +118,20 @@ class PluginsDialog(QDialog):
         self.toggle_button.setToolTip("Turn the selected plugin off or on; remembered across restarts")
         self.toggle_button.clicked.connect(self.toggle_selected)
         self.install_file_button = QPushButton("Install from File\u2026")
-        self.install_file_button.setToolTip("Install a plugin from a wheel (.whl) or source archive (.tar.gz)")
+        self.install_file_button.setToolTip("Install a plugin from a wheel (.whl), unpacked into the plugins folder, "
+                                            "or from a source archive (.tar.gz) with pip")
         self.install_file_button.clicked.connect(self._choose_file)
         self.install_folder_button = QPushButton("Install from Folder\u2026")
         self.install_folder_button.setToolTip("Install a plugin from a project folder (with a pyproject.toml)")
         self.install_folder_button.clicked.connect(self._choose_folder)
         self.uninstall_button = QPushButton("Uninstall")
-        self.uninstall_button.setToolTip("Remove the selected plugin's package with pip")
+        self.uninstall_button.setToolTip("Remove the selected plugin: from the plugins folder, or its package with pip")
         self.uninstall_button.clicked.connect(self.uninstall_selected)
-        can_pip = pip_available(self.python)
-        for button in (self.install_file_button, self.install_folder_button, self.uninstall_button):
-            button.setEnabled(can_pip)
-            if not can_pip:
-                button.setToolTip("This build of CNN Studio has no pip; install plugins into a Python "
-                                  "installation of CNN Studio instead")
+        if not pip_available(self.python):
+            self.install_file_button.setToolTip("Install a plugin from its wheel (.whl): this build of CNN Studio "
+                                                "has no pip, so the wheel must be pure Python")
+            self.install_folder_button.setToolTip("This build of CNN Studio has no pip; install the plugin's "
+                                                  "wheel (.whl) with Install from File instead")
 
         actions = QHBoxLayout()
         for button in (self.toggle_button, self.uninstall_button):
@@ -236,6 +242,8 @@ class PluginsDialog(QDialog):
     def _origin(info) -> str:
         if info.origin == "built-in":
             return "built-in"
+        if info.origin == "folder":
+            return f"plugins folder {info.distribution}" if info.distribution else "plugins folder"
         return f"package {info.distribution}" if info.distribution else "package"
 
     def item_for(self, name: str) -> QTreeWidgetItem | None:
@@ -260,6 +268,9 @@ class PluginsDialog(QDialog):
             f"origin: {self._origin(info)}",
             f"status: {STATUS_TEXT.get(info.status, info.status)}",
         ]
+        if getattr(info, "folder", None):
+            lines.append(f"folder: {info.folder}")
+        lines += [f"unavailable: {line}" for line in getattr(info, "unavailable", [])]
         if info.provides:
             lines.append("adds:")
             lines += [f"  {p.replace(':', ' ', 1)}" for p in info.provides]
@@ -277,8 +288,9 @@ class PluginsDialog(QDialog):
         self.toggle_button.setEnabled(package and not busy)
         self.toggle_button.setText("Enable" if package and info.status == "disabled" else "Disable")
         can_pip = pip_available(self.python) and not busy
-        self.uninstall_button.setEnabled(package and bool(info.distribution) and can_pip)
-        self.install_file_button.setEnabled(can_pip)
+        in_folder = package and info.origin == "folder"
+        self.uninstall_button.setEnabled(package and bool(info.distribution) and (can_pip or (in_folder and not busy)))
+        self.install_file_button.setEnabled(not busy)
         self.install_folder_button.setEnabled(can_pip)
 
     # ------------------------------------------------------------------ enable / disable
@@ -329,7 +341,8 @@ class PluginsDialog(QDialog):
     # ------------------------------------------------------------------ pip
 
     def _choose_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Install a plugin package", str(Path.home()), PACKAGE_FILTER)
+        filters = PACKAGE_FILTER if pip_available(self.python) else WHEEL_FILTER
+        path, _ = QFileDialog.getOpenFileName(self, "Install a plugin package", str(Path.home()), filters)
         if path:
             self.install(path)
 
@@ -339,10 +352,18 @@ class PluginsDialog(QDialog):
             self.install(path)
 
     def install(self, path) -> bool:
-        """``pip install PATH`` (a wheel, an sdist or a project folder); False when refused up front."""
+        """Unpack a wheel into the plugins folder, or ``pip install PATH`` (an sdist or a project
+        folder); False when refused."""
         path = Path(path)
         if not path.exists():
             errors.show_error(self, "Not installed", f"{path}: no such file or folder")
+            return False
+        if path.is_file() and path.name.endswith(".whl"):
+            return self.install_wheel(path)
+        if not pip_available(self.python):
+            errors.show_error(self, "Not installed",
+                              f"{path}: installing this needs pip, which this build of CNN Studio lacks; "
+                              "install the plugin's wheel (.whl) instead")
             return False
         if path.is_dir() and not is_project_folder(path):
             errors.show_error(self, "Not installed",
@@ -354,9 +375,81 @@ class PluginsDialog(QDialog):
             return False
         return self._run_pip("install", ["install", str(path)], f"Installing {path.name}")
 
+    def install_wheel(self, path) -> bool:
+        """Unpack the plugin wheel at ``path`` into the plugins folder and reload the plugins."""
+        if self.process is not None:
+            return False
+        before = {info.name for info in self.manager.plugins if info.status != "error"}
+        try:
+            installed = plugin_folder.install_wheel(path)
+        except plugin_folder.NeedsPip as exc:
+            if pip_available(self.python):  # a Python installation: pip can do what the folder cannot
+                answer = widgets.ask(
+                    self, "Install with pip?",
+                    f"{exc}\n\nInstall it with pip into this Python installation instead? pip installs "
+                    "compiled code and downloads the packages it needs.",
+                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes,
+                )
+                if answer == QMessageBox.StandardButton.Yes:
+                    return self._run_pip("install", ["install", str(path)], f"Installing {Path(path).name}")
+            self._say(f"{Path(path).name} not installed")
+            errors.show_error(self, "Not installed", str(exc))
+            return False
+        except plugin_folder.PluginFolderError as exc:
+            self._say(f"{Path(path).name} not installed")
+            errors.show_error(self, "Not installed", str(exc))
+            return False
+        self.log.clear()
+        self.log.appendPlainText(installed.summary())
+        what = f"{installed.name} {installed.version}"
+        if installed.replaced is not None:
+            what += f" (replacing {installed.replaced})"
+
+        def applied() -> None:
+            after = {info.name for info in self.manager.plugins if info.status != "error"}
+            added = sorted(after - before)
+            failed = [info.name for info in self.manager.plugins
+                      if info.name in installed.plugins and info.status == "error"]
+            line = f"Installed {what} into the plugins folder"
+            if added:
+                line += f": new plugin{'s' if len(added) != 1 else ''} {', '.join(added)}"
+            if failed:
+                line += f"; {', '.join(failed)} did not load (select it for why)"
+            self._say("; ".join([line, *installed.notes]))
+
+        self._say(f"Installed {what}; reloading the plugins\u2026")
+        later = self._do_reload(then=applied)
+        if later:
+            self._say(f"Installed {what} into the plugins folder; {later}")
+        return True
+
+    def _uninstall_from_folder(self, info) -> bool:
+        answer = widgets.ask(
+            self, "Uninstall plugin",
+            f"Remove {info.distribution} (plugin {info.name}) from the plugins folder?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        try:
+            plugin_folder.uninstall(info.distribution)
+        except plugin_folder.PluginFolderError as exc:
+            errors.show_error(self, "Not uninstalled", str(exc))
+            return False
+        done = f"Removed {info.distribution} from the plugins folder; its backbones and formats are gone"
+        self._say(f"{done}; reloading the plugins\u2026")
+        later = self._do_reload(then=lambda: self._say(done))
+        if later:
+            self._say(f"Removed {info.distribution} from the plugins folder; {later}")
+        return True
+
     def uninstall_selected(self) -> bool:
         info = self.selected()
         if info is None or info.origin == "built-in" or not info.distribution:
+            return False
+        if info.origin == "folder":
+            return self._uninstall_from_folder(info)
+        if not pip_available(self.python):
             return False
         answer = widgets.ask(
             self, "Uninstall plugin",
