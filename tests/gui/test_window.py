@@ -46,6 +46,18 @@ def test_window_starts_on_the_start_page_with_the_workflow_in_the_sidebar(window
     assert "tensorflow" in window.about_text().lower() and "Python" in window.about_text()
 
 
+def test_the_start_page_counts_the_images_the_sample_has(qtbot, tmp_path):
+    from cnnstudio.core.data.dataset import scan_dataset
+    from cnnstudio.core.data.sample import CLASSES, generate_sample
+    from cnnstudio.gui.panels.start import StartPage
+
+    generate_sample(tmp_path / "sample")  # what Try the sample dataset opens
+    images = len(scan_dataset(tmp_path / "sample").items)
+    page = StartPage()
+    qtbot.addWidget(page)
+    assert page.sample_button.toolTip().startswith(f"{images:,} drawn shapes in {len(CLASSES)} classes")
+
+
 def test_the_train_evaluate_and_predict_panels_are_hosted(window):
     from cnnstudio.gui.panels.evaluate import EvaluatePanel
     from cnnstudio.gui.panels.predict import PredictPanel
