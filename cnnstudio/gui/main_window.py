@@ -462,7 +462,9 @@ class MainWindow(QMainWindow):
         return self._save_to(self.session.project_path)
 
     def save_as(self) -> bool:
-        suggested = self.session.project_path or Path(self._project_folder()) / f"untitled{PROJECT_SUFFIX}"
+        root = self.session.dataset_root  # a project is named after its dataset until named otherwise
+        suggested = self.session.project_path or Path(self._project_folder()) / (
+            f"{root.name if root is not None and root.name else 'untitled'}{PROJECT_SUFFIX}")
         path, _ = QFileDialog.getSaveFileName(self, "Save the project", str(suggested), PROJECT_FILTER)
         if not path:
             return False
@@ -501,7 +503,7 @@ class MainWindow(QMainWindow):
     def _update_title(self) -> None:
         path = self.session.project_path
         name = path.name.removesuffix(PROJECT_SUFFIX) if path else "Untitled"
-        self.setWindowTitle(f"CNN Studio - {name}[*]")
+        self.setWindowTitle(f"{name}[*]")  # Qt adds " — CNN Studio", the application's display name
         self.setWindowModified(self.session.modified)
 
     # ------------------------------------------------------------------ recent projects

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from helpers import drop_paths
@@ -34,7 +35,7 @@ def test_without_a_display_the_app_prints_a_hint_and_exits_2(tmp_path):
 
 
 def test_window_starts_on_the_start_page_with_the_workflow_in_the_sidebar(window):
-    assert window.windowTitle().startswith("CNN Studio")
+    assert window.windowTitle() == "Untitled[*]"  # the platform adds " — CNN Studio" (the display name)
     assert window.current_page() == "start"
     titles = [window.sidebar.item(i).text() for i in range(window.sidebar.count())]
     assert titles == ["Start", "Data", "Model", "Train", "Evaluate", "Predict", "Experiments"]
@@ -118,8 +119,29 @@ def test_save_and_reopen_a_project_restores_dataset_split_and_spec(qtbot, window
     assert again.data_panel.val_spin.value() == 25
     assert again.model_panel.head_editors["dropout"].value() == 0.3
     assert not s.modified  # restoring the project's own dataset is no change
-    assert "mine" in again.windowTitle()
+    assert again.windowTitle() == "mine[*]"
     wait_for_workers()
+
+
+def test_the_title_is_the_project_with_a_star_while_modified_and_save_suggests_the_dataset_name(
+        qtbot, window, tiny_dataset, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    with qtbot.waitSignal(window.data_panel.scanFinished, timeout=TIMEOUT):
+        window.open_dataset(tiny_dataset)
+    assert window.windowHandle().title() == "Untitled*"  # no "CNN Studio - ": Qt adds the app's name
+    suggested = []
+
+    def save_dialog(parent, caption, start, filters):
+        suggested.append(Path(start))
+        return str(tmp_path / f"faces2{PROJECT_SUFFIX}"), filters
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(save_dialog))
+    assert window.save()
+    assert suggested[0].name == f"{tiny_dataset.name}{PROJECT_SUFFIX}"
+    assert window.windowTitle() == "faces2[*]" and window.windowHandle().title() == "faces2"
+    window.data_panel.seed_spin.setValue(window.data_panel.seed_spin.value() + 1)
+    assert window.windowHandle().title() == "faces2*"
 
 
 def test_a_broken_project_file_is_a_message_not_a_crash(window, shown_errors, tmp_path):
