@@ -125,6 +125,9 @@ class MainWindow(QMainWindow):
         self.session.undoChanged.connect(self._update_undo_actions)
         self.session.undoRefused.connect(self._undo_refused)
         self.session.datasetEdited.connect(self._dataset_edited)
+        for signal in (self.session.jobChanged, self.session.datasetChanged):  # once the panel holds its worker
+            signal.connect(lambda *_: QTimer.singleShot(0, self, self._update_train_actions))
+        self._update_train_actions()
         self._update_undo_actions()
         self._update_title()
         self._refresh_recent()
@@ -202,6 +205,11 @@ class MainWindow(QMainWindow):
         self.undo_action = action("&Undo", self.undo, QKeySequence.StandardKey.Undo)
         self.redo_action = action("&Redo", self.redo, QKeySequence.StandardKey.Redo)
         self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+        # From any page: Ctrl+Enter starts the Train page's training, Esc stops it (once asked). Esc is
+        # the window's only while a run trains (the action is disabled otherwise); dialogs keep theirs.
+        self.train_action = action("Start &Training", self.start_training)
+        self.train_action.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
+        self.stop_action = action("Sto&p Training...", self.stop_training, QKeySequence("Esc"))
         self.page_actions = []
         for number, (key, title, icon_name) in enumerate(PAGES):
             shortcut = f"Ctrl+{number}" if number else None
@@ -237,6 +245,9 @@ class MainWindow(QMainWindow):
         go_menu = bar.addMenu("&Go")
         for a in self.page_actions:
             go_menu.addAction(a)
+        go_menu.addSeparator()
+        go_menu.addAction(self.train_action)
+        go_menu.addAction(self.stop_action)
 
         help_menu = bar.addMenu("&Help")
         help_menu.addAction(self.plugins_action)
@@ -285,7 +296,11 @@ class MainWindow(QMainWindow):
         if key == "train":
             from cnnstudio.gui.panels.train import TrainPanel
 
-            return TrainPanel(self.session)
+            train = TrainPanel(self.session)
+            for button, a in ((train.start_button, self.train_action), (train.stop_button, self.stop_action)):
+                tip = button.toolTip() or a.text().replace("&", "").removesuffix("...")
+                button.setToolTip(f"{tip} ({a.shortcuts()[-1].toString(QKeySequence.SequenceFormat.NativeText)})")
+            return train
         if key == "evaluate":
             from cnnstudio.gui.panels.evaluate import EvaluatePanel
 
@@ -802,6 +817,31 @@ class MainWindow(QMainWindow):
         settings.setValue("window/state", self.saveState())
         if self.session.project_path is not None:
             settings.setValue("project/last", str(self.session.project_path.absolute()))
+
+    def _train_panel_training(self) -> bool:
+        train = self._panels.get("train")
+        return train is not None and train.is_training()
+
+    def _update_train_actions(self) -> None:
+        self.train_action.setEnabled(self.session.index is not None and not self.session.job)
+        self.stop_action.setEnabled(self._train_panel_training())
+
+    def start_training(self) -> None:
+        """Ctrl+Enter: start the Train page's training (shown) when a dataset is loaded and no job runs."""
+        if self.session.index is None or self.session.job:
+            return
+        self.show_page("train").start()
+
+    def stop_training(self) -> None:
+        """Esc: stop the Train page's training after the current batch, once the user says so."""
+        if not self._train_panel_training():
+            return
+        answer = widgets.ask(self, "Stop training", "Stop the training after the current batch? "
+                             "The model trained so far is kept.",
+                             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                             QMessageBox.StandardButton.No)
+        if answer == QMessageBox.StandardButton.Yes and self._train_panel_training():
+            self.panel("train").stop()
 
     def is_training(self) -> bool:
         train = self._panels.get("train")

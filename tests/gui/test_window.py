@@ -59,6 +59,46 @@ def test_the_start_page_counts_the_images_the_sample_has(qtbot, tmp_path):
     assert page.sample_button.toolTip().startswith(f"{images:,} drawn shapes in {len(CLASSES)} classes")
 
 
+def test_ctrl_enter_starts_training_from_any_page_and_esc_stops_it_once_confirmed(qtbot, window, tiny_dataset,
+                                                                                 monkeypatch):
+    import dataclasses
+
+    from PySide6.QtCore import Qt
+
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    ctrl_enter = (Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(window, *ctrl_enter)  # no dataset yet: nothing starts
+    assert not window.is_training() and window.current_page() == "start"
+    with qtbot.waitSignal(window.data_panel.scanFinished, timeout=TIMEOUT):
+        window.open_dataset(tiny_dataset)
+    s = window.session
+    s.set_train_config(dataclasses.replace(s.train_config, epochs=200, batch_size=2, patience=0))
+    train = window.panel("train")
+    assert "(Ctrl+Enter)" in train.start_button.toolTip() and "(Esc)" in train.stop_button.toolTip()
+    window.show_page("model")
+    qtbot.waitUntil(window.train_action.isEnabled)
+    qtbot.keyClick(window, *ctrl_enter)
+    assert train.is_training() and window.current_page() == "train"
+    qtbot.waitUntil(window.stop_action.isEnabled)
+
+    asked = []
+
+    def answer(parent, title, text, buttons, default):
+        asked.append(title)
+        return QMessageBox.StandardButton.No if len(asked) == 1 else QMessageBox.StandardButton.Yes
+
+    monkeypatch.setattr(widgets, "ask", answer)
+    with qtbot.waitSignal(train.trainingFinished, timeout=180_000):
+        qtbot.keyClick(window, Qt.Key.Key_Escape)  # asked, answered No: still training
+        assert asked == ["Stop training"] and train.is_training()
+        qtbot.keyClick(window, Qt.Key.Key_Escape)  # Yes: stops after the batch
+        assert asked == ["Stop training"] * 2
+    qtbot.waitUntil(lambda: not window.stop_action.isEnabled())  # Esc is the dialogs' and widgets' again
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    assert len(asked) == 2
+
+
 def test_the_train_evaluate_and_predict_panels_are_hosted(window):
     from cnnstudio.gui.panels.evaluate import EvaluatePanel
     from cnnstudio.gui.panels.predict import PredictPanel
