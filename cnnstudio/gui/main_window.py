@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressDialog,
+    QScrollArea,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -276,7 +277,12 @@ class MainWindow(QMainWindow):
 
     def _set_panel(self, key: str, widget: QWidget) -> None:
         self._panels[key] = widget
-        self._containers[key].layout().addWidget(widget)
+        # A page wider or taller than a small screen scrolls rather than push the window past its edge.
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(widget)
+        self._containers[key].layout().addWidget(scroll)
 
     def panel(self, key: str) -> QWidget:
         """The panel for ``key`` (see PAGES), created on first use."""

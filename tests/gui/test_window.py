@@ -99,6 +99,27 @@ def test_ctrl_enter_starts_training_from_any_page_and_esc_stops_it_once_confirme
     assert len(asked) == 2
 
 
+def test_on_a_1024_by_640_screen_the_window_fits_and_pages_show_whole(qtbot, window, tiny_dataset):
+    from PySide6.QtWidgets import QApplication, QScrollArea
+
+    with qtbot.waitSignal(window.data_panel.scanFinished, timeout=TIMEOUT):
+        window.open_dataset(tiny_dataset)
+    window.resize(window.minimumSize())  # what a 1024 x 640 screen leaves it
+    for key in ("start", "data", "model", "train", "evaluate", "predict", "experiments"):
+        window.show_page(key)
+    QApplication.processEvents()
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 1024 and hint.height() <= 640  # no page pushes the window past the screen
+    for key in ("data", "model", "predict", "experiments"):  # as wide as they need: no scrolling sideways
+        page = window.panel(key)
+        area = page.parentWidget().parentWidget()
+        assert isinstance(area, QScrollArea)
+        assert page.minimumSizeHint().width() <= area.viewport().width(), key
+    table = window.panel("model").block_editor.table  # every row of the block table whole
+    rows = sum(table.rowHeight(r) for r in range(table.rowCount()))
+    assert table.rowCount() >= 2 and table.viewport().height() >= rows
+
+
 def test_the_train_evaluate_and_predict_panels_are_hosted(window):
     from cnnstudio.gui.panels.evaluate import EvaluatePanel
     from cnnstudio.gui.panels.predict import PredictPanel
