@@ -34,6 +34,42 @@ def test_without_a_display_the_app_prints_a_hint_and_exits_2(tmp_path):
     assert "Traceback" not in result.stderr and "abort" not in result.stderr.lower()
 
 
+# The app as 'cnnstudio --sample' starts it, closed once the sample is scanned and TensorFlow loaded.
+QUIT_WHEN_READY = """
+import sys
+from PySide6.QtCore import QTimer
+from cnnstudio.gui import main_window
+
+restore = main_window.MainWindow.restore_settings
+
+def restore_then_quit_when_ready(self):
+    restore(self)
+    timer = QTimer(self)
+    timer.timeout.connect(lambda: self.tf_info and self.session.index is not None and self.close())
+    timer.start(100)
+
+main_window.MainWindow.restore_settings = restore_then_quit_when_ready
+from cnnstudio.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_app_quits_without_qt_warnings_and_tensorflows_log_only_when_verbose(tmp_path, verbose):
+    import re
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update(QT_QPA_PLATFORM="offscreen", CNNSTUDIO_DATA_DIR=str(tmp_path / "data"),
+               XDG_CONFIG_HOME=str(tmp_path / "config"))
+    done = subprocess.run([sys.executable, "-c", QUIT_WHEN_READY, "--sample", *(["--verbose"] if verbose else [])],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for warning in ("QBasicTimer", "QObject::", "QThread", "Traceback"):
+        assert warning not in done.stderr, done.stderr
+    native = re.search(r"^[IWEF]\d{4} |cuInit|oneDNN", done.stderr, re.MULTILINE)
+    assert bool(native) == verbose, done.stderr
+
+
 def test_window_starts_on_the_start_page_with_the_workflow_in_the_sidebar(window):
     assert window.windowTitle() == "Untitled[*]"  # the platform adds " — CNN Studio" (the display name)
     assert window.current_page() == "start"
