@@ -281,6 +281,7 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # no extra stop for Tab between the sidebar and the page
         scroll.setWidget(widget)
         self._containers[key].layout().addWidget(scroll)
 
