@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from coretrain import train
 from taskstates import Recording
-from tinydata import make_dataset
+from tinydata import make_dataset, mislabel_a_validation_image
 
 from cnnstudio.cli import main
 from cnnstudio.core.errors import BundleError
@@ -284,7 +284,8 @@ def test_evaluate_json_matches_the_run_and_lists_missing_files(run, trained, tmp
     assert f"1 of the {r['test_images']} recorded test file(s)" in capsys.readouterr().out
 
 
-def test_evaluate_calibrate_stores_the_temperature(run, capsys):
+def test_evaluate_calibrate_stores_the_temperature(run, capsys, tmp_path):
+    mislabel_a_validation_image(run, tmp_path / "data")  # one sure mistake: a temperature inside its range
     assert main(["evaluate", str(run), "--calibrate", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     c = r["calibrate"]
@@ -306,6 +307,32 @@ def test_evaluate_calibrate_stores_the_temperature(run, capsys):
     assert r["calibration"]["ece"] == pytest.approx(c["test_ece_before"])
     with pytest.raises(SystemExit):
         main(["evaluate", str(run), "--calibrate", "--uncalibrate"])
+
+
+@pytest.mark.parametrize("fitted, reason", [
+    (0.05, "stopped at the edge of its range"),  # every later prediction would read close to 100 %
+    (20.0, "stopped at the edge of its range"),
+    (1.0, "no temperature lowers the validation NLL"),  # the fit found nothing better than T = 1
+])
+def test_evaluate_calibrate_refuses_a_temperature_at_the_edge_or_no_better(run, capsys, monkeypatch, fitted, reason):
+    import cnnstudio.core.runs.evaluate as runs_evaluate
+
+    set_temperature(run / "model", 1.7)  # an earlier fit: kept as it is
+    before = (run / "model" / "bundle.json").read_text()
+    monkeypatch.setattr(runs_evaluate, "fit_temperature", lambda y, probs: fitted)
+    code = main(["evaluate", str(run), "--calibrate"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert reason in err and str(run / "model") in err and "unchanged" in err
+    assert (run / "model" / "bundle.json").read_text() == before
+
+
+def test_a_fit_that_makes_the_validation_nll_worse_is_refused():
+    from cnnstudio.core.evaluation.calibration import refusal
+
+    assert refusal(1.3, 0.40, 0.35, 10) is None
+    assert "no temperature lowers the validation NLL below the model's own (0.4000" in refusal(1.3, 0.40, 0.45, 10)
+    assert "0.05 stopped at the edge" in refusal(0.05, 0.40, 0.01, 10)
 
 
 def test_evaluate_errors_are_one_line_and_exit_1(run, tmp_path, capsys):
@@ -332,10 +359,11 @@ def test_evaluate_errors_are_one_line_and_exit_1(run, tmp_path, capsys):
     assert "--bins" in error(run, "--bins", 0)
 
 
-def test_evaluate_run_reports_the_scan_and_the_predictions_and_a_stop_raises_cancelled(run):
+def test_evaluate_run_reports_the_scan_and_the_predictions_and_a_stop_raises_cancelled(run, tmp_path):
     from cnnstudio.core.errors import Cancelled
     from cnnstudio.core.runs.evaluate import calibrate_bundle, evaluate_run
 
+    mislabel_a_validation_image(run, tmp_path / "data")  # a temperature the fit may store
     state = Recording()
     ev = evaluate_run(run, batch_size=2, state=state)
     n = len(ev.raw.y_true)

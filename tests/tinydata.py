@@ -43,3 +43,22 @@ def damaged_exif_jpeg(path: Path, colour=(220, 40, 40), size: int = 20) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (size, size), colour).save(path, "JPEG", exif=b"Exif\x00\x00" + tiff)
     return path
+
+
+def mislabel_a_validation_image(run: Path, dest: Path) -> Path:
+    """A copy (``dest``) of ``run``'s dataset where one validation image of the first class holds a
+    picture of another class, and ``run``'s config pointing at it: a model sure of every image is
+    then wrong once, so a fitted temperature lands inside its range. Returns ``dest``."""
+    import json
+    import shutil
+
+    config_file = Path(run) / "config.json"
+    config = json.loads(config_file.read_text())
+    data = Path(shutil.copytree(config["dataset"]["root"], dest))
+    val = config["split"]["val"]
+    first = next(p for p in val if p.split("/")[0] == val[0].split("/")[0])
+    other = next(p for p in val if p.split("/")[0] != first.split("/")[0])
+    shutil.copyfile(data / other, data / first)
+    config["dataset"]["root"] = str(data)
+    config_file.write_text(json.dumps(config))
+    return data

@@ -23,11 +23,16 @@ COMMANDS = ("scan", "train", "predict", "plugins", "models", "evaluate", "export
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if opens_the_window(argv):
-        return _open_window(argv)
+    verbose, rest = _take_verbose(argv)
+    if opens_the_window(rest):
+        return _open_window(argv)  # the window takes --verbose itself
+    from cnnstudio.core.tf.runtime import native_log
+
+    native_log(verbose)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = argv  # 'train --config' tells typed options from defaults by parsing them again
+    args = parser.parse_args(rest)
+    args.verbose = verbose
+    args.argv = rest  # 'train --config' tells typed options from defaults by parsing them again
     if args.command is None:
         return _open_window([])
     try:
@@ -41,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cnnstudio {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _take_verbose(argv: list[str]) -> tuple[bool, list[str]]:
+    """``--verbose`` is global: wherever it stands before ``--``, it is taken out of ``argv``."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:end] if a != "--verbose"]
+    return len(head) < end, head + argv[end:]
 
 
 def opens_the_window(argv: list[str]) -> bool:

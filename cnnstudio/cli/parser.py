@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         "'cnnstudio --sample' to start on the built-in sample dataset.",
     )
     parser.add_argument("--version", action="version", version=f"cnnstudio {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="let TensorFlow's own log lines (oneDNN, CUDA, XLA) through to the terminal")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("scan", help="check a dataset folder: classes, counts and problem files")

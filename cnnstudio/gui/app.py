@@ -39,6 +39,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("project", nargs="?", metavar="PROJECT_FILE", help="a project to open")
     parser.add_argument("--sample", action="store_true", help="start with the built-in sample dataset")
     parser.add_argument("--dataset", metavar="DATA_DIR", help="start with this dataset folder")
+    parser.add_argument("--verbose", action="store_true",
+                        help="let TensorFlow's own log lines (oneDNN, CUDA, XLA) through to the terminal")
     return parser.parse_args(argv)
 
 
@@ -49,7 +51,9 @@ def run(argv: list[str] | None = None) -> int:
     if not has_display():
         print(NO_DISPLAY_HINT, file=sys.stderr)
         return 2
+    from cnnstudio.core.tf.runtime import native_log
 
+    native_log(args.verbose)
     try:
         from PySide6.QtCore import QTimer
         from PySide6.QtWidgets import QApplication

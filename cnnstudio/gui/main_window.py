@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressDialog,
+    QScrollArea,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -127,6 +128,9 @@ class MainWindow(QMainWindow):
         self.session.undoChanged.connect(self._update_undo_actions)
         self.session.undoRefused.connect(self._undo_refused)
         self.session.datasetEdited.connect(self._dataset_edited)
+        for signal in (self.session.jobChanged, self.session.datasetChanged):  # once the panel holds its worker
+            signal.connect(lambda *_: QTimer.singleShot(0, self, self._update_train_actions))
+        self._update_train_actions()
         self._update_undo_actions()
         self._update_title()
         self._refresh_recent()
@@ -204,6 +208,11 @@ class MainWindow(QMainWindow):
         self.undo_action = action("&Undo", self.undo, QKeySequence.StandardKey.Undo)
         self.redo_action = action("&Redo", self.redo, QKeySequence.StandardKey.Redo)
         self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+        # From any page: Ctrl+Enter starts the Train page's training, Esc stops it (once asked). Esc is
+        # the window's only while a run trains (the action is disabled otherwise); dialogs keep theirs.
+        self.train_action = action("Start &Training", self.start_training)
+        self.train_action.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
+        self.stop_action = action("Sto&p Training...", self.stop_training, QKeySequence("Esc"))
         self.page_actions = []
         for number, (key, title, icon_name) in enumerate(PAGES):
             shortcut = f"Ctrl+{number}" if number else None
@@ -239,6 +248,9 @@ class MainWindow(QMainWindow):
         go_menu = bar.addMenu("&Go")
         for a in self.page_actions:
             go_menu.addAction(a)
+        go_menu.addSeparator()
+        go_menu.addAction(self.train_action)
+        go_menu.addAction(self.stop_action)
 
         help_menu = bar.addMenu("&Help")
         help_menu.addAction(self.plugins_action)
@@ -267,7 +279,13 @@ class MainWindow(QMainWindow):
 
     def _set_panel(self, key: str, widget: QWidget) -> None:
         self._panels[key] = widget
-        self._containers[key].layout().addWidget(widget)
+        # A page wider or taller than a small screen scrolls rather than push the window past its edge.
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # no extra stop for Tab between the sidebar and the page
+        scroll.setWidget(widget)
+        self._containers[key].layout().addWidget(scroll)
 
     def panel(self, key: str) -> QWidget:
         """The panel for ``key`` (see PAGES), created on first use."""
@@ -287,10 +305,13 @@ class MainWindow(QMainWindow):
         if key == "train":
             from cnnstudio.gui.panels.train import TrainPanel
 
-            panel = TrainPanel(self.session)
+            train = TrainPanel(self.session)
             if self.tf_info is not None:
-                panel.set_gpus(self.tf_info.get("gpus", []))
-            return panel
+                train.set_gpus(self.tf_info.get("gpus", []))
+            for button, a in ((train.start_button, self.train_action), (train.stop_button, self.stop_action)):
+                tip = button.toolTip() or a.text().replace("&", "").removesuffix("...")
+                button.setToolTip(f"{tip} ({a.shortcuts()[-1].toString(QKeySequence.SequenceFormat.NativeText)})")
+            return train
         if key == "evaluate":
             from cnnstudio.gui.panels.evaluate import EvaluatePanel
 
@@ -469,7 +490,9 @@ class MainWindow(QMainWindow):
         return self._save_to(self.session.project_path)
 
     def save_as(self) -> bool:
-        suggested = self.session.project_path or Path(self._project_folder()) / f"untitled{PROJECT_SUFFIX}"
+        root = self.session.dataset_root  # a project is named after its dataset until named otherwise
+        suggested = self.session.project_path or Path(self._project_folder()) / (
+            f"{root.name if root is not None and root.name else 'untitled'}{PROJECT_SUFFIX}")
         path, _ = QFileDialog.getSaveFileName(self, "Save the project", str(suggested), PROJECT_FILTER)
         if not path:
             return False
@@ -508,7 +531,7 @@ class MainWindow(QMainWindow):
     def _update_title(self) -> None:
         path = self.session.project_path
         name = path.name.removesuffix(PROJECT_SUFFIX) if path else "Untitled"
-        self.setWindowTitle(f"CNN Studio - {name}[*]")
+        self.setWindowTitle(f"{name}[*]")  # Qt adds " — CNN Studio", the application's display name
         self.setWindowModified(self.session.modified)
 
     # ------------------------------------------------------------------ recent projects
@@ -807,6 +830,31 @@ class MainWindow(QMainWindow):
         settings.setValue("window/state", self.saveState())
         if self.session.project_path is not None:
             settings.setValue("project/last", str(self.session.project_path.absolute()))
+
+    def _train_panel_training(self) -> bool:
+        train = self._panels.get("train")
+        return train is not None and train.is_training()
+
+    def _update_train_actions(self) -> None:
+        self.train_action.setEnabled(self.session.index is not None and not self.session.job)
+        self.stop_action.setEnabled(self._train_panel_training())
+
+    def start_training(self) -> None:
+        """Ctrl+Enter: start the Train page's training (shown) when a dataset is loaded and no job runs."""
+        if self.session.index is None or self.session.job:
+            return
+        self.show_page("train").start()
+
+    def stop_training(self) -> None:
+        """Esc: stop the Train page's training after the current batch, once the user says so."""
+        if not self._train_panel_training():
+            return
+        answer = widgets.ask(self, "Stop training", "Stop the training after the current batch? "
+                             "The model trained so far is kept.",
+                             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                             QMessageBox.StandardButton.No)
+        if answer == QMessageBox.StandardButton.Yes and self._train_panel_training():
+            self.panel("train").stop()
 
     def is_training(self) -> bool:
         train = self._panels.get("train")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import make_session, trained_run
 from PySide6.QtCore import Qt
+from tinydata import mislabel_a_validation_image
 
 from cnnstudio.gui.panels.evaluate import EvaluatePanel
 
@@ -306,6 +307,7 @@ def test_fit_temperature_stores_it_in_the_bundle_and_remove_takes_it_back(qtbot,
 
     _, shared = run
     run_dir = shutil.copytree(shared, tmp_path / "run")  # the fit writes into the bundle
+    mislabel_a_validation_image(run_dir, tmp_path / "data")  # one sure mistake: a temperature inside its range
     meta = run_dir / "model" / "bundle.json"
     loaded = Bundle(run_dir / "model")  # as the Predict panel holds it
     panel = EvaluatePanel(make_session())
@@ -359,6 +361,29 @@ def test_fit_temperature_says_in_place_when_the_dataset_is_gone(qtbot, tmp_path,
     assert "moved-away: the run's dataset folder is not there" in panel.calibration_error.text()
     assert "temperature" not in json.loads((run_dir / "model" / "bundle.json").read_text())
     assert panel.fit_button.isEnabled()  # it can be tried again
+
+
+def test_fit_temperature_at_the_edge_of_its_range_is_refused_and_nothing_stored(qtbot, tmp_path, run, shown_errors,
+                                                                                monkeypatch):
+    import cnnstudio.core.runs.evaluate as runs_evaluate
+    from helpers import make_session
+
+    _, shared = run
+    run_dir = shutil.copytree(shared, tmp_path / "run")
+    before = (run_dir / "model" / "bundle.json").read_text()
+    monkeypatch.setattr(runs_evaluate, "fit_temperature", lambda y, probs: 0.05)  # T_MIN: ~100 % everywhere
+    panel = EvaluatePanel(make_session())
+    qtbot.addWidget(panel)
+    panel.session.add_run(run_dir)
+    panel.tabs.setCurrentIndex(panel.calibration_tab)
+    panel.fit_temperature()
+    qtbot.waitUntil(lambda: panel.calibration_worker is None, timeout=60_000)
+    assert shown_errors == [] and not panel.calibration_error.isHidden()
+    message = panel.calibration_error.text()
+    assert "stopped at the edge of its range" in message and "unchanged" in message and "\n" not in message
+    assert (run_dir / "model" / "bundle.json").read_text() == before
+    assert panel.report.temperature == 1.0 and panel.last_calibration is None
+    assert not panel.remove_temperature_button.isEnabled() and panel.fit_button.isEnabled()
 
 
 def test_a_run_without_a_bundle_cannot_be_calibrated(qtbot, tmp_path):

@@ -260,3 +260,62 @@ def test_a_temperature_stored_after_loading_is_used_and_shown(qtbot, run, tmp_pa
     assert "calibrated" not in panel.model_label.text()
     (again,) = blocker.args[0]
     assert again.top == before.top and len(panel.cards) == 1
+
+
+@pytest.fixture(scope="module")
+def two_class_run(tmp_path_factory):
+    from coretrain import train
+    from tinydata import make_dataset
+
+    root = tmp_path_factory.mktemp("two-classes")
+    data = make_dataset(root / "data", classes=("red", "blue"), per_class=6)
+    train(data, root / "run", epochs=1)
+    return data, root / "run"
+
+
+def test_a_batch_shows_at_most_its_models_classes_a_summary_and_saves_as_csv(qtbot, run, two_class_run, tmp_path,
+                                                                            data_dir):
+    import csv
+
+    data, run_dir = two_class_run
+    panel = make_panel(qtbot, make_session(data))
+    panel.show()
+    assert panel.top_k.value() == 3
+    with qtbot.waitSignal(panel.modelLoaded, timeout=TIMEOUT):
+        panel.open_bundle(run_dir / "model")
+    assert panel.top_k.value() == panel.top_k.maximum() == 2  # a 2-class model: top-2, not top-3
+    images = sorted((data / "red").glob("*.png"))[:2] + sorted((data / "blue").glob("*.png"))[:1]
+    broken = write_broken_png(tmp_path / "broken.png")
+    with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT) as blocker:
+        drop_files(panel, [*images, broken])
+    cards = blocker.args[0]
+    assert all(len(c.bars) == 2 for c in cards[:3]) and cards[3].error is not None
+    assert panel.hint.isVisible()  # the drop zone stays for the next drop
+    counts = {}
+    for card in cards[:3]:
+        counts[card.top[0][0]] = counts.get(card.top[0][0], 0) + 1
+    summary = panel.summary.text()
+    assert summary.startswith("4 images: ") and summary.endswith("\u00b7 1 unreadable")
+    assert all(f"{name} {n}" in summary for name, n in counts.items())
+
+    with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT):  # the next batch: its own line
+        drop_files(panel, images[:1])
+    assert panel.summary.text() == f"1 image: {panel.cards[0].top[0][0]} 1" and panel.hint.isVisible()
+    assert panel.save_button.isEnabled()
+    out = tmp_path / "results.csv"
+    panel.save_csv(out)
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [c.path for c in panel.cards]  # newest first, as on show
+    first = panel.cards[0]
+    assert rows[0]["top_class"] == first.top[0][0] and float(rows[0]["probability"]) == pytest.approx(first.top[0][1])
+    assert len(rows[0]["top_k"].split("; ")) == 2
+    assert rows[-1]["top_class"] == "" and rows[-1]["error"] == cards[3].error
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("results")] == ["results.csv"]  # no leftovers
+
+    _, three = run
+    with qtbot.waitSignal(panel.modelLoaded, timeout=TIMEOUT):
+        panel.open_bundle(three / "model")
+    assert panel.top_k.value() == 3  # what the user chose comes back with more classes
+    panel.clear()
+    assert panel.hint.isVisible() and not panel.summary.isVisible() and not panel.save_button.isEnabled()

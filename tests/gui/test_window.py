@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from helpers import drop_paths
@@ -33,8 +34,44 @@ def test_without_a_display_the_app_prints_a_hint_and_exits_2(tmp_path):
     assert "Traceback" not in result.stderr and "abort" not in result.stderr.lower()
 
 
+# The app as 'cnnstudio --sample' starts it, closed once the sample is scanned and TensorFlow loaded.
+QUIT_WHEN_READY = """
+import sys
+from PySide6.QtCore import QTimer
+from cnnstudio.gui import main_window
+
+restore = main_window.MainWindow.restore_settings
+
+def restore_then_quit_when_ready(self):
+    restore(self)
+    timer = QTimer(self)
+    timer.timeout.connect(lambda: self.tf_info and self.session.index is not None and self.close())
+    timer.start(100)
+
+main_window.MainWindow.restore_settings = restore_then_quit_when_ready
+from cnnstudio.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_app_quits_without_qt_warnings_and_tensorflows_log_only_when_verbose(tmp_path, verbose):
+    import re
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update(QT_QPA_PLATFORM="offscreen", CNNSTUDIO_DATA_DIR=str(tmp_path / "data"),
+               XDG_CONFIG_HOME=str(tmp_path / "config"))
+    done = subprocess.run([sys.executable, "-c", QUIT_WHEN_READY, "--sample", *(["--verbose"] if verbose else [])],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for warning in ("QBasicTimer", "QObject::", "QThread", "Traceback"):
+        assert warning not in done.stderr, done.stderr
+    native = re.search(r"^[IWEF]\d{4} |cuInit|oneDNN", done.stderr, re.MULTILINE)
+    assert bool(native) == verbose, done.stderr
+
+
 def test_window_starts_on_the_start_page_with_the_workflow_in_the_sidebar(window):
-    assert window.windowTitle().startswith("CNN Studio")
+    assert window.windowTitle() == "Untitled[*]"  # the platform adds " — CNN Studio" (the display name)
     assert window.current_page() == "start"
     titles = [window.sidebar.item(i).text() for i in range(window.sidebar.count())]
     assert titles == ["Start", "Data", "Model", "Train", "Evaluate", "Predict", "Experiments"]
@@ -44,6 +81,79 @@ def test_window_starts_on_the_start_page_with_the_workflow_in_the_sidebar(window
     window.sidebar.setCurrentRow(1)
     assert window.current_page() == "data"
     assert "tensorflow" in window.about_text().lower() and "Python" in window.about_text()
+
+
+def test_the_start_page_counts_the_images_the_sample_has(qtbot, tmp_path):
+    from cnnstudio.core.data.dataset import scan_dataset
+    from cnnstudio.core.data.sample import CLASSES, generate_sample
+    from cnnstudio.gui.panels.start import StartPage
+
+    generate_sample(tmp_path / "sample")  # what Try the sample dataset opens
+    images = len(scan_dataset(tmp_path / "sample").items)
+    page = StartPage()
+    qtbot.addWidget(page)
+    assert page.sample_button.toolTip().startswith(f"{images:,} drawn shapes in {len(CLASSES)} classes")
+
+
+def test_ctrl_enter_starts_training_from_any_page_and_esc_stops_it_once_confirmed(qtbot, window, tiny_dataset,
+                                                                                 monkeypatch):
+    import dataclasses
+
+    from PySide6.QtCore import Qt
+
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    ctrl_enter = (Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(window, *ctrl_enter)  # no dataset yet: nothing starts
+    assert not window.is_training() and window.current_page() == "start"
+    with qtbot.waitSignal(window.data_panel.scanFinished, timeout=TIMEOUT):
+        window.open_dataset(tiny_dataset)
+    s = window.session
+    s.set_train_config(dataclasses.replace(s.train_config, epochs=200, batch_size=2, patience=0))
+    train = window.panel("train")
+    assert "(Ctrl+Enter)" in train.start_button.toolTip() and "(Esc)" in train.stop_button.toolTip()
+    window.show_page("model")
+    qtbot.waitUntil(window.train_action.isEnabled)
+    qtbot.keyClick(window, *ctrl_enter)
+    assert train.is_training() and window.current_page() == "train"
+    qtbot.waitUntil(window.stop_action.isEnabled)
+
+    asked = []
+
+    def answer(parent, title, text, buttons, default):
+        asked.append(title)
+        return QMessageBox.StandardButton.No if len(asked) == 1 else QMessageBox.StandardButton.Yes
+
+    monkeypatch.setattr(widgets, "ask", answer)
+    with qtbot.waitSignal(train.trainingFinished, timeout=180_000):
+        qtbot.keyClick(window, Qt.Key.Key_Escape)  # asked, answered No: still training
+        assert asked == ["Stop training"] and train.is_training()
+        qtbot.keyClick(window, Qt.Key.Key_Escape)  # Yes: stops after the batch
+        assert asked == ["Stop training"] * 2
+    qtbot.waitUntil(lambda: not window.stop_action.isEnabled())  # Esc is the dialogs' and widgets' again
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    assert len(asked) == 2
+
+
+def test_on_a_1024_by_640_screen_the_window_fits_and_pages_show_whole(qtbot, window, tiny_dataset):
+    from PySide6.QtWidgets import QApplication, QScrollArea
+
+    with qtbot.waitSignal(window.data_panel.scanFinished, timeout=TIMEOUT):
+        window.open_dataset(tiny_dataset)
+    window.resize(window.minimumSize())  # what a 1024 x 640 screen leaves it
+    for key in ("start", "data", "model", "train", "evaluate", "predict", "experiments"):
+        window.show_page(key)
+    QApplication.processEvents()
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 1024 and hint.height() <= 640  # no page pushes the window past the screen
+    for key in ("data", "model", "predict", "experiments"):  # as wide as they need: no scrolling sideways
+        page = window.panel(key)
+        area = page.parentWidget().parentWidget()
+        assert isinstance(area, QScrollArea)
+        assert page.minimumSizeHint().width() <= area.viewport().width(), key
+    table = window.panel("model").block_editor.table  # every row of the block table whole
+    rows = sum(table.rowHeight(r) for r in range(table.rowCount()))
+    assert table.rowCount() >= 2 and table.viewport().height() >= rows
 
 
 def test_the_train_evaluate_and_predict_panels_are_hosted(window):
@@ -106,8 +216,29 @@ def test_save_and_reopen_a_project_restores_dataset_split_and_spec(qtbot, window
     assert again.data_panel.val_spin.value() == 25
     assert again.model_panel.head_editors["dropout"].value() == 0.3
     assert not s.modified  # restoring the project's own dataset is no change
-    assert "mine" in again.windowTitle()
+    assert again.windowTitle() == "mine[*]"
     wait_for_workers()
+
+
+def test_the_title_is_the_project_with_a_star_while_modified_and_save_suggests_the_dataset_name(
+        qtbot, window, tiny_dataset, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    with qtbot.waitSignal(window.data_panel.scanFinished, timeout=TIMEOUT):
+        window.open_dataset(tiny_dataset)
+    assert window.windowHandle().title() == "Untitled*"  # no "CNN Studio - ": Qt adds the app's name
+    suggested = []
+
+    def save_dialog(parent, caption, start, filters):
+        suggested.append(Path(start))
+        return str(tmp_path / f"faces2{PROJECT_SUFFIX}"), filters
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(save_dialog))
+    assert window.save()
+    assert suggested[0].name == f"{tiny_dataset.name}{PROJECT_SUFFIX}"
+    assert window.windowTitle() == "faces2[*]" and window.windowHandle().title() == "faces2"
+    window.data_panel.seed_spin.setValue(window.data_panel.seed_spin.value() + 1)
+    assert window.windowHandle().title() == "faces2*"
 
 
 def test_a_broken_project_file_is_a_message_not_a_crash(window, shown_errors, tmp_path):

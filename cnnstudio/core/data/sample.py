@@ -43,6 +43,11 @@ _NOISE = (2.0, 5.0)  # range of the Gaussian pixel noise's standard deviation
 _INVERTED = 0.1  # share of light shapes on a dark background (the rest are dark on light)
 
 
+def describe_sample() -> str:
+    """What the sample holds, as the Start page says it: its image count and classes."""
+    return f"{PER_CLASS * len(CLASSES):,} drawn shapes in {len(CLASSES)} classes"
+
+
 def sample_dataset_path(*, state: TaskState | None = None) -> Path:
     """The sample dataset's folder, generated at first use (a second or two).
 

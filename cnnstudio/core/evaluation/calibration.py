@@ -117,6 +117,22 @@ def at_bound(T: float) -> bool:
     return T <= T_MIN * 1.001 or T >= T_MAX / 1.001
 
 
+def refusal(T: float, nll_before: float, nll_after: float, images: int) -> str | None:
+    """Why a temperature fitted on ``images`` validation images must not be stored, or ``None``.
+
+    A fit at the edge of the range (:func:`at_bound`) is the search giving up, not a measured
+    temperature: at ``T_MIN`` every later prediction would read close to 100 %. A fit that does
+    not lower the validation NLL below the model's own (``T = 1``) calibrates nothing.
+    """
+    if at_bound(T):
+        return (f"the fitted temperature {T:.3g} stopped at the edge of its range ({T_MIN:g} to {T_MAX:g}): "
+                f"the {images} validation images are too few or too easy to pin it down")
+    if T == 1.0 or not nll_after < nll_before:
+        return (f"no temperature lowers the validation NLL below the model's own ({nll_before:.4f}, "
+                f"on {images} validation images)")
+    return None
+
+
 def fit_temperature(y_true, probs, tol: float = 1e-6) -> float:
     """The ``T`` in ``[T_MIN, T_MAX]`` minimising :func:`nll` on (validation) ``y_true``, ``probs``.
 

@@ -277,7 +277,4 @@ def format_evaluation(r: dict) -> str:
         lines += ["", f"Temperature {c['temperature']:.4f} fitted on {c['val_images']} validation images "
                       f"(NLL {c['val_nll_before']:.4f} -> {c['val_nll_after']:.4f}), stored in {c['stored_in']}",
                   f"Test ECE {c['test_ece_before']:.4f} before (temperature 1), {c['test_ece_after']:.4f} after"]
-        if c.get("at_bound"):
-            lines.append("Note: the temperature stopped at the edge of its range; the validation split is too "
-                         "small or too easy to pin it down")
     return "\n".join(lines)

@@ -16,10 +16,10 @@ from cnnstudio.core.data.pipeline import ImagePipeline
 from cnnstudio.core.errors import StudioError
 from cnnstudio.core.evaluation.calibration import (
     apply_temperature,
-    at_bound,
     expected_calibration_error,
     fit_temperature,
     nll,
+    refusal,
 )
 from cnnstudio.core.evaluation.metrics import EvalResult, evaluate
 from cnnstudio.core.model.bundle import META_FILE, Bundle, set_temperature
@@ -110,12 +110,13 @@ def calibrate_bundle(bundle, index, val_paths, test_raw: EvalResult, *, bins: in
                      batch_size: int = 32, state: TaskState | None = None) -> dict:
     """Fit a temperature on the recorded validation files ``val_paths`` (found in ``index``, a
     fresh scan), store it in the bundle's folder and in ``bundle.temperature``, and say what it
-    changed: ``temperature``, ``at_bound``, ``previous_temperature``, ``val_images``,
+    changed: ``temperature``, ``previous_temperature``, ``val_images``,
     ``val_missing_files``, the validation NLL and the test ECE (on ``test_raw``, the model's own
     test probabilities) before and after, and ``stored_in``.
 
     Raises :class:`~cnnstudio.core.errors.StudioError` naming the folder when there is no
-    validation image to fit on. ``state`` hears the validation images' predictions
+    validation image to fit on, and when the fit is refused (:func:`refusal`: a temperature at
+    the edge of its range, or one that does not lower the validation NLL); nothing is stored then. ``state`` hears the validation images' predictions
     (``"evaluating the validation images"``) and may stop them before anything is stored
     (:class:`~cnnstudio.core.errors.Cancelled`).
     """
@@ -127,14 +128,17 @@ def calibrate_bundle(bundle, index, val_paths, test_raw: EvalResult, *, bins: in
     if val_raw is None or not len(val_raw.y_true):
         raise StudioError(f"{index.root}: none of the run's validation images is there to fit the temperature on")
     T = fit_temperature(val_raw.y_true, val_raw.probs)
+    before, after = nll(val_raw.y_true, val_raw.probs), nll(val_raw.y_true, val_raw.probs, T)
+    reason = refusal(T, before, after, len(val_raw.y_true))
+    if reason:
+        raise StudioError(f"{bundle.folder}: {reason}; the bundle is unchanged")
     out = {
         "temperature": T,
-        "at_bound": at_bound(T),
         "previous_temperature": bundle.temperature,
         "val_images": len(val_raw.y_true),
         "val_missing_files": val_missing,
-        "val_nll_before": nll(val_raw.y_true, val_raw.probs),
-        "val_nll_after": nll(val_raw.y_true, val_raw.probs, T),
+        "val_nll_before": before,
+        "val_nll_after": after,
         "test_ece_before": expected_calibration_error(test_raw.y_true, test_raw.probs, bins),
         "test_ece_after": expected_calibration_error(test_raw.y_true, apply_temperature(test_raw.probs, T), bins),
         "stored_in": str(bundle.folder / META_FILE),

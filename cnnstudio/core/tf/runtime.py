@@ -8,8 +8,10 @@ custom layers.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
+import io
 import os
 import re
 import sys
@@ -119,6 +121,80 @@ def _noise(line: bytes, keep_from: int) -> bool:
         return True
     m = _NATIVE_LINE.match(line)
     return bool(m) and "IWEF".index(m.group(1).decode()) < keep_from
+
+
+_log_filter: threading.Thread | None = None
+
+
+def native_log(verbose: bool = False) -> None:
+    """For the rest of the process, keep TensorFlow's native log lines off standard error, not
+    only while it starts: XLA, the CUDA plugins and oneDNN log more once work is under way.
+
+    ``verbose`` lets every line through (``TF_CPP_MIN_LOG_LEVEL`` 0 unless the user set it).
+    Otherwise the process's descriptor 2 becomes a pipe that a thread reads line by line, passing
+    on to the real standard error whatever is not such a line (nor absl's notice; a level the user
+    set in ``TF_CPP_MIN_LOG_LEVEL`` is kept). Python's own ``sys.stderr`` writes straight to the
+    real one, so progress bars still see a terminal. For a program's entry point; does nothing
+    where ``sys.stderr`` was redirected already (a test capturing it) or descriptors cannot be
+    juggled, and once is enough.
+    """
+    global _log_filter
+    if verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        return
+    if _log_filter is not None or sys.stderr is None or sys.stderr is not sys.__stderr__:
+        return
+    user = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "").strip()
+    keep_from = min(int(user), 3) if user.isdigit() else 3
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+        read, write = os.pipe()
+        stream = io.TextIOWrapper(io.FileIO(real, "w", closefd=False), encoding=sys.stderr.encoding,
+                                  errors=sys.stderr.errors, line_buffering=True, write_through=True)
+        os.dup2(write, 2)
+        os.close(write)
+    except (OSError, ValueError, AttributeError):
+        return
+    sys.stderr = sys.__stderr__ = stream
+    _log_filter = threading.Thread(target=_pass_on, args=(read, real, keep_from), name="native-log", daemon=True)
+    _log_filter.start()
+
+    def drain() -> None:  # at exit: what is still in the pipe reaches the terminal
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+            os.dup2(real, 2)  # closes this process's end of the pipe
+        _log_filter.join(2.0)  # a child process may still hold its end
+
+    atexit.register(drain)
+
+
+def _pass_on(read: int, out: int, keep_from: int) -> None:
+    """Copy what arrives on ``read`` to ``out``, a line at a time, leaving the native notices out.
+    A partial line goes on at once unless it may be the start of one (its first letter I, W, E, F)."""
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(read, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        kept = [line + b"\n" for line in lines if not _noise(line + b"\n", keep_from)]
+        if pending and pending[:1] not in (b"I", b"W", b"E", b"F"):
+            kept.append(pending)
+            pending = b""
+        _write_all(out, b"".join(kept))
+    if pending and not _noise(pending, keep_from):
+        _write_all(out, pending)
+    os.close(read)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        while data:
+            data = data[os.write(fd, data):]
 
 
 # TensorFlow's largest native libraries: loading them (relocations, op registration) takes about

@@ -55,7 +55,7 @@ THUMBNAIL_SIZE = 96
 # Decoded thumbnails kept in memory (about 37 kB each at 96 px).
 THUMBNAIL_CACHE = 2000
 PREVIEW_COUNT = 8
-PREVIEW_SIZE = 150
+PREVIEW_SIZE = 120  # four a row fit a 1024-pixel-wide window beside the classes
 MAX_SPLIT_PERCENT = 50
 
 
@@ -304,6 +304,7 @@ class DataPanel(QWidget):
 
     def _build_left(self) -> None:
         self.summary_label = QLabel()
+        self.summary_label.setWordWrap(True)
         self.class_table = QTableWidget(0, 5)
         self.class_table.setHorizontalHeaderLabels(["Class", "Images", "Train", "Validation", "Test"])
         self.class_table.verticalHeader().hide()
@@ -345,6 +346,7 @@ class DataPanel(QWidget):
         self.seed_spin.setKeyboardTracking(False)
         self.seed_spin.valueChanged.connect(self._apply_split)
         self.split_label = QLabel()
+        self.split_label.setWordWrap(True)  # a narrow window wraps the counts rather than widen the page
         grid.addWidget(QLabel("Validation"), 0, 0)
         grid.addWidget(self.val_slider, 0, 1)
         grid.addWidget(self.val_spin, 0, 2)

@@ -607,9 +607,6 @@ class EvaluatePanel(QWidget):
         if c is not None:
             lead += (f"Fitted on {c['val_images']} validation images (NLL {c['val_nll_before']:.4f} \u2192 "
                      f"{c['val_nll_after']:.4f}) and stored in {c['stored_in']}. ")
-            if c.get("at_bound"):
-                lead += ("The temperature stopped at the edge of its range: the validation split is too small "
-                         "or too easy to pin it down. ")
         self.calibration_label.setText(lead + text)
 
     def _update_calibration_buttons(self) -> None:

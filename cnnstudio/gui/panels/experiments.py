@@ -278,13 +278,17 @@ class SearchTab(_ExperimentTab):
         bold.setBold(True)
         self.best_label.setFont(bold)
 
-        form = QHBoxLayout()
-        for label, widget in (("Space", self.space_choice), ("Trials", self.trials), ("Time", self.minutes),
-                              ("Sampler", self.sampler), ("Optimise", self.objective)):
+        form = QHBoxLayout()  # two rows, so that a 1024-pixel window shows every choice whole
+        for label, widget in (("Space", self.space_choice), ("Trials", self.trials), ("Time", self.minutes)):
             form.addWidget(QLabel(label))
             form.addWidget(widget)
-        form.addWidget(self.prune)
         form.addStretch(1)
+        how = QHBoxLayout()
+        for label, widget in (("Sampler", self.sampler), ("Optimise", self.objective)):
+            how.addWidget(QLabel(label))
+            how.addWidget(widget)
+        how.addWidget(self.prune)
+        how.addStretch(1)
         shared = QHBoxLayout()
         shared.addWidget(QLabel("Shared storage"))
         shared.addWidget(self.storage_edit, 1)
@@ -309,6 +313,7 @@ class SearchTab(_ExperimentTab):
         body.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addLayout(how)
         layout.addLayout(shared)
         layout.addLayout(buttons)
         layout.addWidget(self.best_label)

@@ -179,8 +179,12 @@ class BlockEditor(QWidget):
             table.setVerticalHeaderItem(row, QTableWidgetItem(str(row + 1)))
         if 0 <= current < len(self._blocks):
             table.setCurrentCell(current, 0)
-        rows_height = table.verticalHeader().defaultSectionSize() * max(len(self._blocks), 2)
-        table.setFixedHeight(rows_height + table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth())
+        # Every row whole: as tall as its editors (a combo box is taller than a text row), room
+        # kept for the horizontal scroll bar a narrow window shows.
+        table.resizeRowsToContents()
+        row = max([table.rowHeight(r) for r in range(table.rowCount())] + [table.verticalHeader().defaultSectionSize()])
+        table.setFixedHeight(row * max(len(self._blocks), 2) + table.horizontalHeader().sizeHint().height()
+                             + table.horizontalScrollBar().sizeHint().height() + 2 * table.frameWidth())
         table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self._update_buttons()
 

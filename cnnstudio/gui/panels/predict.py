@@ -47,7 +47,8 @@ from cnnstudio.builtins.imagenet import (
     ImageNetClassifier,
     imagenet_providers,
 )
-from cnnstudio.core.errors import BundleError
+from cnnstudio.core.errors import BundleError, StudioError
+from cnnstudio.core.io.atomic import atomic_write_csv
 from cnnstudio.core.evaluation.gradcam import GradCam, gradcam_image
 from cnnstudio.core.io.images import expand_paths
 from cnnstudio.core.model import weights as weights_sources
@@ -310,6 +311,9 @@ class PredictPanel(QWidget):
         self.top_k.setRange(1, 10)
         self.top_k.setValue(3)
         self.top_k.setSuffix(" classes")
+        self.top_k.setToolTip("How many of the model's classes each image shows, at most all of them")
+        self._top_k_wanted = self.top_k.value()  # what the user chose; a model with fewer classes shows all
+        self.top_k.valueChanged.connect(self._top_k_chosen)
         actions.addWidget(self.top_k)
         self.imagenet_button = QPushButton("What ImageNet sees")
         self.imagenet_button.setCheckable(True)
@@ -326,6 +330,12 @@ class PredictPanel(QWidget):
         self.gradcam_button.toggled.connect(self._on_gradcam_toggled)
         actions.addWidget(self.gradcam_button)
         actions.addStretch(1)
+        self.save_button = QPushButton("Save results…")
+        self.save_button.setToolTip("Save every result on show as a CSV file: path, top class, probability, "
+                                    "top classes")
+        self.save_button.setEnabled(False)
+        self.save_button.clicked.connect(self._ask_csv)
+        actions.addWidget(self.save_button)
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(self.clear)
         actions.addWidget(self.clear_button)
@@ -370,6 +380,10 @@ class PredictPanel(QWidget):
         self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.hint.setMinimumHeight(80)
         self.hint.setStyleSheet("QLabel { border: 2px dashed palette(mid); border-radius: 8px; padding: 16px; }")
+        self.summary = QLabel()  # the last drop: how many images went to each class, which were unreadable
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary.setVisible(False)
 
         self.cards_widget = QWidget()
         self.cards_layout = QVBoxLayout(self.cards_widget)
@@ -382,7 +396,8 @@ class PredictPanel(QWidget):
         layout.addLayout(top)
         layout.addLayout(actions)
         layout.addWidget(self.imagenet_row)
-        layout.addWidget(self.hint)
+        layout.addWidget(self.hint)  # always there: the next drop may come at any time
+        layout.addWidget(self.summary)
         layout.addWidget(self.scroll, 1)
 
         session.currentRunChanged.connect(self._on_run_changed)
@@ -449,6 +464,7 @@ class PredictPanel(QWidget):
     def _on_loaded(self, folder) -> None:
         if self._loading == folder:
             self._loading = None
+        self._fit_top_k()
         self._update_model_label()
         self.modelLoaded.emit(str(folder))
 
@@ -483,6 +499,19 @@ class PredictPanel(QWidget):
         else:
             self.model_label.setText(f"Model: {where}")
 
+    def _top_k_chosen(self, value: int) -> None:
+        self._top_k_wanted = value
+
+    def _fit_top_k(self) -> None:
+        """At most as many top classes as the loaded model has (a 2-class model shows its 2)."""
+        bundle = self.cache.bundle
+        if bundle is None:
+            return
+        self.top_k.blockSignals(True)
+        self.top_k.setMaximum(max(1, min(10, len(bundle.class_names))))
+        self.top_k.setValue(min(self._top_k_wanted, self.top_k.maximum()))
+        self.top_k.blockSignals(False)
+
     # -- predicting -----------------------------------------------------------------------
 
     def predict_files(self, paths) -> list[ResultCard]:
@@ -508,7 +537,6 @@ class PredictPanel(QWidget):
 
     def _add_cards(self, files: list[str]) -> list[ResultCard]:
         cards = [ResultCard(f) for f in files]
-        self.hint.setVisible(False)
         for card in reversed(cards):  # newest drop on top, in the order given
             self.cards_layout.insertWidget(0, card)
         self.cards = cards + self.cards
@@ -528,7 +556,9 @@ class PredictPanel(QWidget):
                 card.show_prediction(prediction, image)
             if cam is not None:
                 self._show_gradcam(cards, *cam)
+        self._fit_top_k()  # the model may have been loaded by this very drop
         self._update_model_label()  # the temperature may have been read again
+        self._show_summary(cards)
         self.predicted.emit(cards)
 
     # -- Grad-CAM -------------------------------------------------------------------------
@@ -666,7 +696,27 @@ class PredictPanel(QWidget):
                 card.show_prediction(prediction, image)
                 if prediction.error is None:
                     card.detail.setText(f"{card.detail.text()} \u00b7 {label}")
+        self._show_summary(cards)
         self.predicted.emit(cards)
+
+    def _show_summary(self, cards: list[ResultCard]) -> None:
+        self.summary.setText(batch_summary(cards))
+        self.summary.setVisible(True)
+        self.save_button.setEnabled(any(c.top is not None or c.error is not None for c in self.cards))
+
+    def save_csv(self, path) -> None:
+        """Write the results on show to ``path`` (atomically): one row per image, newest drop first."""
+        atomic_write_csv(path, CSV_HEADER, [csv_row(card) for card in self.cards
+                                            if card.top is not None or card.error is not None])
+
+    def _ask_csv(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the results", "predictions.csv", CSV_FILTER)
+        if not path:
+            return
+        try:
+            self.save_csv(path)
+        except (StudioError, OSError) as exc:
+            errors.show_error(self, "Cannot save the results", str(exc))
 
     def clear(self) -> None:
         self._jobs.clear()  # results still to come have no cards to go to
@@ -674,7 +724,8 @@ class PredictPanel(QWidget):
             card.setParent(None)
             card.deleteLater()
         self.cards = []
-        self.hint.setVisible(True)
+        self.summary.setVisible(False)
+        self.save_button.setEnabled(False)
 
     # -- dialogs and drops ----------------------------------------------------------------
 
@@ -704,6 +755,33 @@ class PredictPanel(QWidget):
             return
         event.acceptProposedAction()
         self.predict_files(files)
+
+
+CSV_HEADER = ["path", "top_class", "probability", "top_k", "error"]
+CSV_FILTER = "CSV files (*.csv);;All files (*)"
+
+
+def csv_row(card: ResultCard) -> list:
+    """``path, top class, its probability, "class:probability; ..." of the top classes, error``."""
+    if card.top is None:
+        return [card.path, "", "", "", card.error or ""]
+    best, p = card.top[0]
+    return [card.path, best, f"{p:.6f}", "; ".join(f"{name}:{prob:.6f}" for name, prob in card.top), ""]
+
+
+def batch_summary(cards: list[ResultCard]) -> str:
+    """One line for a drop: its images, how many each class got (most first), the unreadable ones."""
+    counts: dict[str, int] = {}
+    for card in cards:
+        if card.top is not None:
+            counts[card.top[0][0]] = counts.get(card.top[0][0], 0) + 1
+    failed = sum(card.top is None for card in cards)
+    text = f"{len(cards)} image{'s' if len(cards) != 1 else ''}"
+    if counts:
+        text += ": " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    if failed:
+        text += f" \u00b7 {failed} unreadable"
+    return text
 
 
 def _load_job(cache: BundleCache, folder: Path) -> Path:

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cnnstudio.core.data.sample import describe_sample
 from cnnstudio.core.project import PROJECT_SUFFIX
 from cnnstudio.gui.widgets import common as widgets
 
@@ -40,7 +41,7 @@ class StartPage(QWidget):
         )
 
         self.sample_button = self._big_button(
-            "Try the sample dataset", "sample", "600 drawn shapes in 4 classes, made on this computer"
+            "Try the sample dataset", "sample", f"{describe_sample()}, made on this computer"
         )
         self.folder_button = self._big_button(
             "Open dataset folder...", "folder", "A folder with one sub-folder of images per class"
