@@ -100,6 +100,23 @@ def _default_manager():
     return default_manager(wait=False)
 
 
+class _FitLayout(QVBoxLayout):
+    """A page's layout in its scroll area: a word-wrapped label makes a layout height-for-width,
+    and a scroll area then gives the page its preferred height, scrolling a page that would fit."""
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 - Qt's name
+        return False
+
+
+def _fitted(page: QWidget) -> QWidget:
+    """``page`` in a holder that a scroll area shrinks down to the page's minimum size."""
+    holder = QWidget()
+    layout = _FitLayout(holder)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(page)
+    return holder
+
+
 class MainWindow(QMainWindow):
     pluginsLoaded = Signal()  # the installed plugins found at start-up are registered
 
@@ -284,7 +301,7 @@ class MainWindow(QMainWindow):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # no extra stop for Tab between the sidebar and the page
-        scroll.setWidget(widget)
+        scroll.setWidget(_fitted(widget))
         self._containers[key].layout().addWidget(scroll)
 
     def panel(self, key: str) -> QWidget:

@@ -301,7 +301,7 @@ class TrainPanel(QWidget):
         self.acc_plot = counted_plot()
         for plot in (self.loss_plot, self.acc_plot):
             style_plot(plot)
-            plot.setMinimumSize(220, 180)
+            plot.setMinimumSize(170, 140)
             plots.addWidget(plot)
         self.curves = {
             "loss": LiveCurves(self.loss_plot, "Loss", "loss"),
