@@ -332,3 +332,21 @@ def test_device_precision_and_xla_choices_survive_a_restart_and_reach_the_run(qt
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["compute"]["jit"] is False and metrics["compute"]["replicas"] == 1
     assert "float32 \u00b7 XLA off" in panel.result_label.text()
+
+
+def test_small_losses_read_as_they_are_with_no_scaled_axis(qtbot):
+    """A loss of 0.0007 is written 0.0007 on its axis, not 0.7 under a "(x0.001)" label."""
+    from cnnstudio.gui.widgets.plots import counted_plot, style_plot
+
+    plot = counted_plot()
+    qtbot.addWidget(plot)
+    style_plot(plot)
+    plot.setLabel("left", "loss")
+    plot.plot([1, 2, 3], [0.0007, 0.0008, 0.0009])
+    plot.resize(400, 300)
+    plot.show()
+    qtbot.waitExposed(plot)
+    qtbot.wait(50)
+    axis = plot.getAxis("left")
+    assert "x0.001" not in axis.labelString() and "×" not in axis.labelString()
+    assert axis.autoSIPrefixScale == 1.0

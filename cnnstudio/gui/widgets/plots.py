@@ -29,6 +29,7 @@ def style_plot(plot: pg.PlotWidget, palette: QPalette | None = None) -> None:
         axis = item.getAxis(name)
         axis.setPen(pg.mkPen(text))
         axis.setTextPen(pg.mkPen(text))
+        axis.enableAutoSIPrefix(False)  # a loss of 0.7 reads 0.7, not 700 under "(x0.001)"
     item.titleLabel.setAttr("color", text.name())
 
 
