@@ -350,3 +350,26 @@ def test_small_losses_read_as_they_are_with_no_scaled_axis(qtbot):
     axis = plot.getAxis("left")
     assert "x0.001" not in axis.labelString() and "×" not in axis.labelString()
     assert axis.autoSIPrefixScale == 1.0
+
+
+def test_the_legends_sit_out_of_the_data_and_the_reliability_diagram_is_square(qtbot, panel):
+    """Curves near 1.0 are not hidden under a legend; the calibration diagonal runs at 45 degrees."""
+    from cnnstudio.gui.widgets.plots import ReliabilityPlot
+
+    panel.show()
+    qtbot.waitExposed(panel)
+    for plot in (panel.loss_plot, panel.acc_plot):
+        assert plot.getPlotItem().legend is None  # nothing drawn over the curves
+    text = panel.legend_label.text()
+    assert all(name in text for name in ("training", "validation", "current epoch"))
+    assert panel.legend_label.isVisible()
+
+    diagram = ReliabilityPlot()
+    qtbot.addWidget(diagram)
+    diagram.resize(600, 300)
+    diagram.show()
+    qtbot.waitExposed(diagram)
+    box = diagram.getPlotItem().getViewBox()
+    (x0, x1), (y0, y1) = box.viewRange()
+    width, height = box.width(), box.height()
+    assert abs((x1 - x0) / width - (y1 - y0) / height) < 1e-6 * (x1 - x0) / width  # one unit is as long both ways

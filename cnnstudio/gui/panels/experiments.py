@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyqtgraph as pg
 from PySide6.QtCore import QSortFilterProxyModel, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QFontDatabase, QStandardItem, QStandardItemModel
+from PySide6.QtGui import QColor, QFont, QFontDatabase, QPalette, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -44,7 +44,7 @@ from cnnstudio.core.errors import StudioError
 from cnnstudio.gui.dialogs import errors
 from cnnstudio.gui.qthreading import ExperimentWorker
 from cnnstudio.gui.widgets import common as widgets
-from cnnstudio.gui.widgets.plots import counted_plot, style_plot
+from cnnstudio.gui.widgets.plots import counted_plot, legend_below, style_plot
 
 SPACE_CHOICES = (
     ("The seed report's space", "seed-report"),
@@ -715,7 +715,7 @@ class CrossValTab(_ExperimentTab):
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.summary.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.plot = _plot("Validation accuracy per fold", "validation accuracy", "epoch")
-        self.plot.addLegend(offset=(10, 10))
+        legend_below(self.plot.getPlotItem(), self.plot.palette().color(QPalette.ColorRole.Text), columns=4)
 
         form = QHBoxLayout()
         form.addWidget(QLabel("Folds"))
@@ -915,7 +915,7 @@ class CompareTab(QWidget):
             self.metric.addItem(name.replace("_", " "), name)
         self.metric.currentIndexChanged.connect(self._draw_curves)
         self.plot = _plot("", "validation accuracy", "epoch")
-        self.plot.addLegend(offset=(10, 10))
+        legend_below(self.plot.getPlotItem(), self.plot.palette().color(QPalette.ColorRole.Text), columns=4)
 
         self.diff_button = QPushButton("Diff")
         self.diff_button.setToolTip("Compare two selected runs: changed settings, metrics, and the test images "

@@ -40,7 +40,7 @@ from cnnstudio.core.runs.records import RunRecords
 from cnnstudio.core.training.config import OPTIMIZERS
 from cnnstudio.gui.dialogs import errors
 from cnnstudio.gui.qthreading import TrainWorker
-from cnnstudio.gui.widgets.plots import LiveCurves, counted_plot, format_seconds, style_plot
+from cnnstudio.gui.widgets.plots import LiveCurves, counted_plot, curves_legend, format_seconds, style_plot
 
 LOG_LINES = 5000
 # Batch events arrive up to 10 times a second; the progress text and bar follow at most every
@@ -307,6 +307,10 @@ class TrainPanel(QWidget):
             "loss": LiveCurves(self.loss_plot, "Loss", "loss"),
             "accuracy": LiveCurves(self.acc_plot, "Accuracy", "accuracy", y_range=(0.0, 1.0)),
         }
+        self.legend_label = QLabel(curves_legend())  # out of the plots: it hid curves near 1.0
+        self.legend_label.setTextFormat(Qt.TextFormat.RichText)
+        self.legend_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        col.addWidget(self.legend_label)
         split.addWidget(plots)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)

@@ -33,6 +33,22 @@ def style_plot(plot: pg.PlotWidget, palette: QPalette | None = None) -> None:
     item.titleLabel.setAttr("color", text.name())
 
 
+def legend_below(item: pg.PlotItem, text_colour=None, columns: int = 3) -> pg.LegendItem:
+    """The plot's legend in a row under its axis, out of the data (a legend in a corner hid
+    accuracy curves near 1.0); the curves plotted with a ``name`` join it."""
+    legend = pg.LegendItem(colCount=columns, labelTextColor=text_colour)
+    item.layout.addItem(legend, 4, 1)
+    item.legend = legend
+    return legend
+
+
+def curves_legend() -> str:
+    """The legend of :class:`LiveCurves`, as rich text for one label above the plots."""
+    return (f'<span style="color:{TRAIN_COLOUR}">&#9679;&#8212;</span> training &nbsp;&nbsp; '
+            f'<span style="color:{VAL_COLOUR}">&#9679;&#8212;</span> validation &nbsp;&nbsp; '
+            f'<span style="color:{TRAIN_COLOUR}">&#183;&#183;&#183;&#183;</span> current epoch')
+
+
 class CountAxis(pg.AxisItem):
     """An axis of whole numbers (epochs, trials): no ticks at 0.5."""
 
@@ -132,7 +148,7 @@ class LiveCurves:
         item.setMenuEnabled(False)
         plot.setMouseEnabled(x=False, y=False)
         item.hideButtons()
-        item.addLegend(offset=(-10, 10), labelTextColor=plot.palette().color(QPalette.ColorRole.Text))
+        # No legend in the plot, where it hid accuracy curves near 1.0: see curves_legend().
         self.train = LiveSeries(plot.plot(
             pen=pg.mkPen(TRAIN_COLOUR, width=2), symbol="o", symbolSize=6,
             symbolBrush=TRAIN_COLOUR, symbolPen=None, name="training",
@@ -354,6 +370,8 @@ class CurvePlot(pg.PlotWidget):
         item.setLabel("bottom", x_label)
         item.setLabel("left", y_label)
         item.setRange(xRange=(0, 1), yRange=(0, 1.02), padding=0.02)
+        item.getViewBox().setAspectLocked(True)  # square: the diagonal at 45 degrees, whatever the widget
+        self.setMinimumSize(240, 240)
         self.setMouseEnabled(x=False, y=False)
         self.reference = item.plot([], [], pen=_dimmed_pen(self))
         self.curve = item.plot([], [], pen=pg.mkPen(TRAIN_COLOUR, width=2))
@@ -385,6 +403,8 @@ class ReliabilityPlot(pg.PlotWidget):
         item.setLabel("bottom", "confidence")
         item.setLabel("left", "accuracy")
         item.setRange(xRange=(0, 1), yRange=(0, 1.02), padding=0.02)
+        item.getViewBox().setAspectLocked(True)  # square: the diagonal at 45 degrees, whatever the widget
+        self.setMinimumSize(240, 240)
         self.setMouseEnabled(x=False, y=False)
         self.bars = pg.BarGraphItem(x0=[], height=[], width=[], brush=TRAIN_COLOUR, pen=pg.mkPen("#ffffff"))
         self.gap = pg.BarGraphItem(x0=[], y0=[], height=[], width=[], brush=pg.mkBrush(214, 39, 40, 70),
