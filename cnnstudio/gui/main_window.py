@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMessageBox,
+    QProgressBar,
     QProgressDialog,
     QScrollArea,
     QStackedWidget,
@@ -100,6 +101,17 @@ def _default_manager():
     return default_manager(wait=False)
 
 
+class _ClickLabel(QLabel):
+    """A label that says when it is clicked (the status bar's job line leads to its page)."""
+
+    clicked = Signal()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if event.button() == Qt.MouseButton.LeftButton:
+            self.clicked.emit()
+        super().mousePressEvent(event)
+
+
 class _FitLayout(QVBoxLayout):
     """A page's layout in its scroll area: a word-wrapped label makes a layout height-for-width,
     and a scroll area then gives the page its preferred height, scrolling a page that would fit."""
@@ -142,6 +154,7 @@ class MainWindow(QMainWindow):
 
         self.session.projectChanged.connect(self._update_title)
         self.session.jobChanged.connect(self._show_job)
+        self.session.jobProgress.connect(self._show_job_progress)
         self.session.undoChanged.connect(self._update_undo_actions)
         self.session.undoRefused.connect(self._undo_refused)
         self.session.datasetEdited.connect(self._dataset_edited)
@@ -275,9 +288,16 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
-        self.job_label = QLabel()
+        self.job_label = _ClickLabel()
+        self.job_label.clicked.connect(self._go_to_job)
+        self.job_bar = QProgressBar()  # the job that trains, on every page
+        self.job_bar.setMaximumWidth(140)
+        self.job_bar.setMaximumHeight(14)
+        self.job_bar.setTextVisible(False)
+        self.job_bar.hide()
         self.device_label = QLabel("TensorFlow not loaded")
         self.device_label.setToolTip("The compute device training will use")
+        bar.addWidget(self.job_bar)
         bar.addWidget(self.job_label, 1)
         bar.addPermanentWidget(self.device_label)
         self._say_plugin_problems()
@@ -983,6 +1003,24 @@ class MainWindow(QMainWindow):
 
     def _show_job(self, text: str) -> None:
         self.job_label.setText(text)
+        running = bool(self.session.job)
+        self.job_bar.setVisible(running)
+        if running:
+            self.job_bar.setRange(0, 0)  # busy until the job says where it is
+        self.job_label.setToolTip("Show the page of the running job" if self.session.job_page else "")
+        self.job_label.setCursor(Qt.CursorShape.PointingHandCursor if self.session.job_page
+                                 else Qt.CursorShape.ArrowCursor)
+
+    def _show_job_progress(self, text: str, done: int, total: int) -> None:
+        self.job_label.setText(text)
+        self.job_bar.setVisible(True)
+        self.job_bar.setRange(0, max(0, total))
+        if total:
+            self.job_bar.setValue(max(0, min(done, total)))
+
+    def _go_to_job(self) -> None:
+        if self.session.job_page:
+            self.show_page(self.session.job_page)
 
 
 def _names(workers) -> str:

@@ -152,6 +152,7 @@ class Session(QObject):
     currentRunChanged = Signal(str)  # path of the selected run ("" for none)
     projectChanged = Signal()  # project_path or modified flag changed
     jobChanged = Signal(str)  # what the status bar shows: the running job or background work ("" when idle)
+    jobProgress = Signal(str, int, int)  # the job that trains: where it is (text), done and total (0, 0: busy)
     registryChanged = Signal()  # plugins were registered again (installed, removed, enabled, disabled)
     movesChanged = Signal()  # an image was moved to another class folder, or moved back
     # The files of the dataset at this root changed (an image moved, or moved back): root, what happened.
@@ -176,6 +177,7 @@ class Session(QObject):
         self.runs: list[dict] = []  # {"path": str, "name": str, "metrics": dict | None}
         self.current_run: str = ""
         self._job = None  # (worker, text) of the one job that trains, if any
+        self.job_page = ""  # the page that runs it, where the status bar's job line leads
         self._after_job: list = []  # what waits for it to end (plugin changes asked for meanwhile)
         self._activities: list = []  # (worker, text) of background work the status bar shows
         self.moves: list = []  # cnnstudio.core.data.relabel.Move done (not undone), oldest first
@@ -350,18 +352,24 @@ class Session(QObject):
             return ""
         return f"{self._job[1]} is running; stop it or wait until it ends, then start again"
 
-    def start_job(self, worker, text: str) -> None:
+    def start_job(self, worker, text: str, page: str = "") -> None:
         """Take the process's one slot for a job that trains (a run, a search, a cross-validation,
         Run Again) until ``worker`` is done; call it before ``worker.start()``. One at a time:
-        check :meth:`job_refusal` first."""
+        check :meth:`job_refusal` first. ``page``: the window's page that shows it."""
         if self._job:
             raise RuntimeError(self.job_refusal())
         self._job = (worker, text)
+        self.job_page = page
         # Free once the result is delivered (its thread only returns after that): connected before
         # the caller's slots, so they see the slot free.
         for signal in (worker.finished, worker.errored, worker.done):
             signal.connect(self._job_done)
         self.track(worker, text)
+
+    def report_progress(self, text: str, done: int = 0, total: int = 0) -> None:
+        """Where the job that trains is (for the status bar on every page); nothing when none runs."""
+        if self._job:
+            self.jobProgress.emit(text, int(done), int(total))
 
     def after_job(self, fn) -> bool:
         """Run ``fn`` now when no job trains, else once it has ended; True when it was deferred."""
@@ -388,6 +396,7 @@ class Session(QObject):
     def _job_done(self, *_args) -> None:
         if self._job and self.sender() is self._job[0]:
             self._job = None
+            self.job_page = ""
             waiting, self._after_job = self._after_job, []
             for fn in waiting:
                 fn()

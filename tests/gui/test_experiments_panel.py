@@ -48,10 +48,14 @@ def test_a_search_fills_the_table_and_applies_the_best_configuration_with_undo(q
     tab.trials.setValue(3)
     tab.prune.setChecked(False)
     before_spec, before_config = session.spec, session.train_config
+    said = []  # what the status bar is told, on whichever page the user is
+    session.jobProgress.connect(lambda text, done, total: said.append((text, done, total)))
 
     assert tab.start() is not None
     assert tab.stop_button.isEnabled() and not tab.start_button.isEnabled()
     _wait(qtbot, tab)
+    assert ("Search: trial 1/3", 0, 3) in said and ("Search: trial 3/3 \u00b7 epoch 1/1", 2, 3) in said
+    assert session.job_page == ""  # the slot is free again
 
     assert tab.table.rowCount() == 3
     status = _column(tab.table, "Status")
@@ -102,8 +106,13 @@ def test_cross_validation_shows_each_fold_and_mean_plus_minus_std(qtbot, data):
     session = make_session(data, epochs=2)
     tab = _panel(qtbot, session).cv
     tab.folds.setValue(2)
+    said = []
+    session.jobProgress.connect(lambda text, done, total: said.append((text, done, total)))
     assert tab.start() is not None
+    assert session.job_page == "experiments"
     _wait(qtbot, tab)
+    assert [t for t in said if t[0].startswith("Cross-validation")] == [
+        ("Cross-validation: fold 1/2", 0, 2), ("Cross-validation: fold 2/2", 1, 2)]
     assert [tab.table.item(r, 1).text() for r in range(2)] != ["waiting", "waiting"]
     assert all(tab.table.item(r, 2).text() for r in range(2))  # val_accuracy per fold
     assert "mean ± std over 2 folds" in tab.summary.text() and "val_accuracy" in tab.summary.text()

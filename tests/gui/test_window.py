@@ -135,6 +135,31 @@ def test_ctrl_enter_starts_training_from_any_page_and_esc_stops_it_once_confirme
     assert len(asked) == 2
 
 
+def test_the_status_bar_shows_the_trainings_epoch_and_eta_on_every_page_and_leads_to_it(qtbot, window, tiny_dataset):
+    import dataclasses
+
+    from PySide6.QtCore import Qt
+
+    with qtbot.waitSignal(window.data_panel.scanFinished, timeout=TIMEOUT):
+        window.open_dataset(tiny_dataset)
+    s = window.session
+    s.set_train_config(dataclasses.replace(s.train_config, epochs=3, batch_size=4, patience=0))
+    assert not window.job_bar.isVisible()
+    train = window.panel("train")
+    window.show_page("train")
+    with qtbot.waitSignal(train.trainingFinished, timeout=180_000):
+        train.start()
+        window.show_page("data")  # elsewhere, the status bar still says where the training is
+        qtbot.waitUntil(lambda: "epoch " in window.job_label.text(), timeout=120_000)
+        text = window.job_label.text()
+        assert text.startswith("Training ") and "/3" in text and "ETA" in text
+        assert window.job_bar.isVisible() and window.job_bar.maximum() > 0
+        qtbot.mouseClick(window.job_label, Qt.MouseButton.LeftButton)  # the line leads to its page
+        assert window.current_page() == "train"
+    qtbot.waitUntil(lambda: not window.job_bar.isVisible())  # gone with the job
+    assert "epoch" not in window.job_label.text()
+
+
 def test_on_a_1024_by_640_screen_the_window_fits_and_pages_show_whole(qtbot, window, tiny_dataset):
     from PySide6.QtWidgets import QApplication, QScrollArea
 

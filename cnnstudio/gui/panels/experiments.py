@@ -135,7 +135,7 @@ class _ExperimentTab(QWidget):
 
     def _start(self, job) -> ExperimentWorker:
         worker = ExperimentWorker(job, self.job_text())
-        self.session.start_job(worker, self.job_text())  # first: the slot is free when this tab hears the end
+        self.session.start_job(worker, self.job_text(), page="experiments")  # first: the slot is free when this tab hears the end
         worker.epoch_end.connect(self._on_epoch)
         # Bound methods only: a lambda would run on the worker's thread, not queued to the GUI's.
         worker.status.connect(self.progress_label.setText)
@@ -586,6 +586,15 @@ class SearchTab(_ExperimentTab):
 
         self._put(TrialRecord(number, params))
         self.progress_label.setText(f"Trial {number + 1}: {format_params(params)}")
+        self._trial_progress(number, None)
+
+    def _trial_progress(self, number: int, epoch: int | None) -> None:
+        """The status bar's line for the search: trial x/N, its epoch."""
+        total = self.trials.value() if self.trials.value() > 0 else 0
+        text = f"Search: trial {number + 1}" + (f"/{total}" if total else "")
+        if epoch is not None:
+            text += f" \u00b7 epoch {epoch}/{self.session.train_config.epochs}"
+        self.session.report_progress(text, number if total else 0, total)
 
     def _on_trial_ended(self, record) -> None:
         self._put(record)
@@ -596,6 +605,7 @@ class SearchTab(_ExperimentTab):
         if running:
             logs = event.logs
             score = logs.get(self.objective.currentData())
+            self._trial_progress(running[-1].number, event.epoch + 1)
             self.progress_label.setText(
                 f"Trial {running[-1].number + 1}: epoch {event.epoch + 1}"
                 + (f", {self.objective.currentData()} {score:.4f}" if score is not None else ""))
@@ -830,6 +840,7 @@ class CrossValTab(_ExperimentTab):
         self._set_row(fold, {"status": "training"})
         self.points.pop(fold, None)
         self.progress_label.setText(f"Fold {fold} of {k}")
+        self.session.report_progress(f"Cross-validation: fold {fold}/{k}", fold - 1, k)
 
     def _on_epoch(self, event) -> None:
         value = event.logs.get("val_accuracy")
@@ -1121,7 +1132,7 @@ class CompareTab(QWidget):
         registry = self.session.registry
         worker = ExperimentWorker(lambda state: rerun(original, out, registry, state=state),
                                   f"Running {original.name} again\u2026")
-        self.session.start_job(worker, worker.what)  # first: the slot is free when this tab hears the end
+        self.session.start_job(worker, worker.what, page="experiments")  # first: the slot is free when this tab hears the end
         # Bound methods only: a lambda would run on the worker's thread, not queued to the GUI's.
         worker.finished.connect(self._rerun_done)
         worker.errored.connect(self._rerun_failed)

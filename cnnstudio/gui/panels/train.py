@@ -496,7 +496,7 @@ class TrainPanel(QWidget):
     def _launch(self, worker: TrainWorker, run_dir: Path, config, title: str, history: list[dict]) -> TrainWorker:
         s = self.session
         self.run_dir = run_dir
-        s.start_job(worker, f"Training {run_dir.name}")  # first: the slot is free when this panel hears the end
+        s.start_job(worker, f"Training {run_dir.name}", page="train")  # first: the slot is free when this panel hears the end
         worker.started.connect(self._on_started)
         worker.begin.connect(self._on_begin)
         worker.batch.connect(self._on_batch)
@@ -743,6 +743,7 @@ class TrainPanel(QWidget):
             self.progress_label.setText(
                 f"{task[:1].upper() + task[1:]} {amount}\u2026 \u00b7 elapsed {format_seconds(elapsed)}"
             )
+            self.session.report_progress(f"{self.session.job}: {task} {amount}", done, total)
             return
         if self.progress.maximum() == 0:
             self.progress_label.setText(f"Preparing\u2026 \u00b7 elapsed {format_seconds(elapsed)}")
@@ -753,6 +754,8 @@ class TrainPanel(QWidget):
             f"Epoch {epoch}/{self._epochs} \u00b7 batch {self._batch}/{self._steps} \u00b7 "
             f"elapsed {format_seconds(elapsed)} \u00b7 ETA {format_seconds(eta_now)}"
         )
+        self.session.report_progress(f"{self.session.job}: epoch {epoch}/{self._epochs} \u00b7 "
+                                     f"ETA {format_seconds(eta_now)}", self.progress.value(), self.progress.maximum())
 
     def _log(self, text: str) -> None:
         self.log.appendPlainText(f"[{time.strftime('%H:%M:%S')}] {text}")
