@@ -185,3 +185,21 @@ def test_a_window_can_open_after_a_pdf_was_written_in_the_same_process(tmp_path)
     assert out.returncode == 0, out.stderr[-1500:]
     assert out.stdout.strip() == "QApplication a widget after the report"
     assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_a_long_legend_entry_is_written_whole_and_the_reliability_plot_is_square():
+    """A legend entry is never cut ("accuracy at mean c…"); the reliability plot's axes are as long."""
+    import re
+
+    from cnnstudio.core.report import line_chart_svg
+
+    label = "accuracy at mean confidence per bin"
+    svg = line_chart_svg([(label, "#ff7f0e", False, [(0.2, 0.3), (0.8, 0.7)])], title="Reliability diagram",
+                         ylabel="accuracy", xlabel="confidence", y_range=(0.0, 1.0), diagonal=True,
+                         width=520, height=370)
+    assert "…" not in svg
+    texts = re.findall(r'<text x="([\d.]+)" y="[^"]*" fill="#222">([^<]*)</text>', svg)
+    legend = [text for x, text in texts if float(x) > 260]  # right of the plot, where the legend is
+    assert " ".join(legend) == label
+    frame = re.search(r'<rect x="(\d+)" y="(\d+)" width="(\d+)" height="(\d+)" fill="none"', svg)
+    assert frame.group(3) == frame.group(4)  # the plotting area is square

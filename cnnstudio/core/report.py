@@ -307,7 +307,8 @@ def line_chart_svg(series, *, title: str, ylabel: str, xlabel: str = "epoch", ma
         out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" stroke="#555" '
                    'stroke-width="1.5" stroke-dasharray="6,4"/>')
         out.append(f'<text x="{x + 4:.1f}" y="{top + 12}" fill="#555">{escape(mlabel)}</text>')
-    for i, (label, colour, dashed, pts) in enumerate(series):
+    ly = top + 10
+    for label, colour, dashed, pts in series:
         pts = [(x, y) for x, y in pts if y is not None and not (isinstance(y, float) and math.isnan(y))]
         dash = ' stroke-dasharray="5,3"' if dashed else ""
         if len(pts) > 1:
@@ -315,13 +316,25 @@ def line_chart_svg(series, *, title: str, ylabel: str, xlabel: str = "epoch", ma
             out.append(f'<polyline points="{d}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
         for x, y in pts if len(pts) <= 60 else ():
             out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"/>')
-        ly = top + 10 + i * 16
         lx = left + pw + 10
         out.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 20}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/>')
-        text = label if len(label) <= 18 else label[:17] + "…"
-        out.append(f'<text x="{lx + 25}" y="{ly + 4}" fill="#222">{escape(text)}</text>')
+        for line in _legend_lines(label):  # whole, on as many lines as it takes
+            out.append(f'<text x="{lx + 25}" y="{ly + 4}" fill="#222">{escape(line)}</text>')
+            ly += 13
+        ly += 3
     out.append("</svg>")
     return "".join(out)
+
+
+def _legend_lines(label: str, width: int = 19) -> list[str]:
+    """A legend entry in lines of at most ``width`` characters (a longer word keeps its own line)."""
+    lines: list[str] = []
+    for word in label.split() or [""]:
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
 
 
 def _phase_markers(history: list[dict]) -> list[tuple[float, str]]:
@@ -593,11 +606,11 @@ def _calibration(run: RunData, images: _Images) -> str:
     pts = [(b["confidence"], b["accuracy"]) for b in cal["bins"] if b["count"]]
     svg = line_chart_svg([("accuracy at mean conf.", VAL_COLOUR, False, pts)], title="Reliability diagram",
                          ylabel="accuracy", xlabel="confidence", y_range=(0.0, 1.0), diagonal=True, bars=bars,
-                         width=520, height=320)
+                         width=520, height=370)  # a square plot: 302 x 302
     rows = [[f"{b['lower']:.1f}–{b['upper']:.1f}", b["count"], b["confidence"], b["accuracy"]] for b in cal["bins"]]
     return (f"<p>Expected calibration error: <b>{_e(cal['ece'])}</b> ({BINS} bins; bars: accuracy per "
             "confidence bin, dashed line: perfect calibration).</p>"
-            f"<p>{images.svg(svg, 520, 320, 'Reliability diagram')}</p>"
+            f"<p>{images.svg(svg, 520, 370, 'Reliability diagram')}</p>"
             + _table(["confidence", "images", "mean confidence", "accuracy"], rows, numeric=(1, 2, 3)))
 
 

@@ -73,6 +73,7 @@ def test_clicking_a_cell_lists_its_images(qtbot, panel, run):
     assert sorted(panel.cell_paths()) == expected
     qtbot.waitUntil(lambda: panel.thumbnails_shown == panel.cell_list.count())
     assert "(missing)" not in panel.cell_list.item(0).text()
+    assert panel.cell_list.iconSize().width() >= 128 and panel.wrong_list.iconSize().width() >= 96  # big enough to see
 
     for r in range(len(names)):  # every cell, empty ones included, lists exactly its images
         for c in range(len(names)):

@@ -62,7 +62,7 @@ from cnnstudio.gui.widgets.plots import (
     load_thumbnails,
 )
 
-THUMB = 96
+THUMB = 128  # a confusion cell's pictures: large enough to tell what is in them
 MAX_CELL_IMAGES = 1000  # a cell of a big test set lists this many, most confident first
 PREVIEW = 420  # the longer side of the selected misclassified image
 SORT_CONFIDENCE, SORT_LOSS = "confidence", "loss"
@@ -327,7 +327,7 @@ class EvaluatePanel(QWidget):
         self.wrong_sort.currentIndexChanged.connect(lambda _i: self._fill_misclassified())
         self.wrong_label = QLabel()
         self.wrong_list = QListWidget()
-        self.wrong_list.setIconSize(QSize(THUMB // 2 + 8, THUMB // 2 + 8))
+        self.wrong_list.setIconSize(QSize(THUMB * 3 // 4, THUMB * 3 // 4))
         self.wrong_list.setUniformItemSizes(True)
         self.wrong_list.currentRowChanged.connect(self._on_wrong_selected)
         left = QWidget()
