@@ -80,6 +80,8 @@ def test_a_search_fills_the_table_and_applies_the_best_configuration_with_undo(q
 def test_a_stopped_search_resumes_from_its_folder(qtbot, data, tmp_path):
     session = make_session(data, epochs=2)
     tab = _panel(qtbot, session).search
+    headers = [tab.table.horizontalHeaderItem(c).text() for c in range(tab.table.columnCount())]
+    assert headers[:2] == ["Trial", "Status"]  # named before any trial, not "1 2 3"
     tab.space_choice.setCurrentIndex(tab.space_choice.findData("default"))
     tab._refresh_space()
     tab.trials.setValue(2)
@@ -88,6 +90,8 @@ def test_a_stopped_search_resumes_from_its_folder(qtbot, data, tmp_path):
     worker.epoch_end.connect(lambda _event: tab.stop())  # stop during the first trial
     _wait(qtbot, tab)
     assert "Search stopped" in tab.progress_label.text()
+    status = _column(tab.table, "Status")
+    assert tab.table.item(0, status).text() == "stopped"  # not "running" once nothing runs it
     folder = tab.out_dir
 
     resumed = _panel(qtbot, session).search

@@ -264,6 +264,7 @@ class SearchTab(_ExperimentTab):
         self.space_table.setMaximumWidth(300)
 
         self.table = QTableWidget(0, 5)
+        self._set_columns([])  # named columns from the start, not "1 2 3 4 5"
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.verticalHeader().hide()
@@ -585,6 +586,7 @@ class SearchTab(_ExperimentTab):
         from cnnstudio.core.experiments.search import TrialRecord, format_params
 
         self._put(TrialRecord(number, params))
+        self._own_trial = number  # the trial this process runs (others may run theirs)
         self.progress_label.setText(f"Trial {number + 1}: {format_params(params)}")
         self._trial_progress(number, None)
 
@@ -643,9 +645,15 @@ class SearchTab(_ExperimentTab):
                                      and (self.out_dir / "best.json").exists())
 
     def _on_finished(self, result) -> None:
+        import dataclasses
+
         super()._on_finished(result)
         for record in result.trials:
             self._put(record)
+        own = self.records.get(getattr(self, "_own_trial", None))
+        if result.reason == "cancelled" and own is not None and own.status == "running":
+            self._put(dataclasses.replace(own, status="stopped"))  # not running any more: Resume runs it again
+        self._own_trial = None
         self._redraw_best()
         done = sum(r.status in ("complete", "pruned", "failed") for r in result.trials)
         pruned = sum(r.status == "pruned" for r in result.trials)
