@@ -301,6 +301,17 @@ def test_a_batch_shows_at_most_its_models_classes_a_summary_and_saves_as_csv(qtb
     with qtbot.waitSignal(panel.predicted, timeout=TIMEOUT):  # the next batch: its own line
         drop_files(panel, images[:1])
     assert panel.summary.text() == f"1 image: {panel.cards[0].top[0][0]} 1" and panel.hint.isVisible()
+    panel.resize(1400, 800)  # a wide window: the cards fill it in columns, newest first
+    qtbot.waitUntil(lambda: panel.columns >= 2)
+    wide = panel.columns
+
+    def spots():
+        return [panel.cards_layout.getItemPosition(panel.cards_layout.indexOf(c))[:2] for c in panel.cards]
+
+    assert spots() == [(i // wide, i % wide) for i in range(len(panel.cards))]
+    panel.resize(panel.minimumSizeHint().width(), 800)  # narrower: fewer columns, the same order
+    qtbot.waitUntil(lambda: panel.columns < wide)
+    assert spots() == [(i // panel.columns, i % panel.columns) for i in range(len(panel.cards))]
     assert panel.save_button.isEnabled()
     out = tmp_path / "results.csv"
     panel.save_csv(out)

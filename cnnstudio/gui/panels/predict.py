@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -386,11 +386,14 @@ class PredictPanel(QWidget):
         self.summary.setVisible(False)
 
         self.cards_widget = QWidget()
-        self.cards_layout = QVBoxLayout(self.cards_widget)
-        self.cards_layout.addStretch(1)
+        # A grid as wide as the window: as many columns of cards as fit, reflowed on resize.
+        self.cards_layout = QGridLayout(self.cards_widget)
+        self.cards_layout.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.columns = 1
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
         self.scroll.setWidget(self.cards_widget)
+        self.scroll.viewport().installEventFilter(self)
 
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -537,9 +540,8 @@ class PredictPanel(QWidget):
 
     def _add_cards(self, files: list[str]) -> list[ResultCard]:
         cards = [ResultCard(f) for f in files]
-        for card in reversed(cards):  # newest drop on top, in the order given
-            self.cards_layout.insertWidget(0, card)
-        self.cards = cards + self.cards
+        self.cards = cards + self.cards  # newest drop first, in the order given
+        self._reflow(force=True)
         self.scroll.verticalScrollBar().setValue(0)
         return cards
 
@@ -717,6 +719,29 @@ class PredictPanel(QWidget):
             self.save_csv(path)
         except (StudioError, OSError) as exc:
             errors.show_error(self, "Cannot save the results", str(exc))
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        if watched is self.scroll.viewport() and event.type() == QEvent.Type.Resize:
+            self._reflow()
+        return super().eventFilter(watched, event)
+
+    def _fitting_columns(self) -> int:
+        width = self.scroll.viewport().width()
+        card = self.cards[0].sizeHint().width() if self.cards else 1
+        gap = max(0, self.cards_layout.horizontalSpacing())
+        margins = self.cards_layout.contentsMargins()
+        return max(1, (width - margins.left() - margins.right() + gap) // (card + gap))
+
+    def _reflow(self, force: bool = False) -> None:
+        """Place the cards row by row in as many columns as the window fits."""
+        columns = self._fitting_columns()
+        if columns == self.columns and not force:
+            return
+        self.columns = columns
+        for card in self.cards:
+            self.cards_layout.removeWidget(card)
+        for i, card in enumerate(self.cards):
+            self.cards_layout.addWidget(card, i // columns, i % columns)
 
     def clear(self) -> None:
         self._jobs.clear()  # results still to come have no cards to go to
