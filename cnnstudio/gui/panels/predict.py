@@ -60,8 +60,11 @@ from cnnstudio.gui.qthreading import Worker
 from cnnstudio.gui.widgets.plots import load_thumbnail
 
 THUMB = 112
+
 NAME_WIDTH = 150  # the class-name column, the same in every card so the bars line up
-BAR_WIDTH = 320
+BAR_WIDTH = 160
+# A card's width in the grid: margins, picture, class name, bar and percentage side by side.
+CARD_WIDTH = 22 + THUMB + 6 + NAME_WIDTH + 8 + BAR_WIDTH + 8 + 64
 IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
 WEIGHTS_FILTER = "Keras weights (*.weights.h5 *.h5);;All files (*)"
 WEIGHTS_FILE = "file"  # the weights combo's entry that asks for a file
@@ -202,7 +205,8 @@ class ResultCard(QFrame):
         super().__init__()
         self.path = path
         self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self.setFixedWidth(CARD_WIDTH)  # as many columns as the window fits
         layout = QHBoxLayout(self)
         self.thumb = QLabel()
         self.thumb.setFixedSize(THUMB, THUMB)
@@ -727,7 +731,7 @@ class PredictPanel(QWidget):
 
     def _fitting_columns(self) -> int:
         width = self.scroll.viewport().width()
-        card = self.cards[0].sizeHint().width() if self.cards else 1
+        card = CARD_WIDTH
         gap = max(0, self.cards_layout.horizontalSpacing())
         margins = self.cards_layout.contentsMargins()
         return max(1, (width - margins.left() - margins.right() + gap) // (card + gap))
