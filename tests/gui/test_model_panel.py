@@ -279,6 +279,9 @@ def test_a_chosen_weights_file_is_checked_before_it_is_used(qtbot, served_weight
         panel.file_button.click()
     assert str(wrong) in panel.weights_error.text() and "\n" not in panel.weights_error.text()
     assert panel.session.spec.params["weights"] == "imagenet"  # not trusted
+    with qtbot.waitSignal(panel.weightsFailed, timeout=TIMEOUT):  # the Weights row's File... checks it too
+        panel.param_editors["weights"].browse.click()
+    assert panel.session.spec.params["weights"] == "imagenet" and panel.param_editors["weights"].value() == "imagenet"
 
     good = tmp_path / "vgg16_base.weights.h5"
     keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3), name="backbone").save_weights(good)

@@ -753,6 +753,9 @@ class ModelPanel(QWidget):
                 continue  # the transfer-learning mode decides what trains
             editor = widgets.param_editor(param)
             editor.changed.connect(self._on_edit)
+            if param.kind == "weights":  # a file is checked against the architecture before it is used
+                editor.browse.clicked.disconnect()
+                editor.browse.clicked.connect(self._choose_weights_file)
             label = QLabel(widgets.param_label(param))
             label.setToolTip(param.help)
             self.backbone_form.insertRow(row, label, editor)
