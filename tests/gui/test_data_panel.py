@@ -169,12 +169,13 @@ def test_an_invalid_dataset_shows_why_in_place_of_the_previous_ones_classes(qtbo
     assert not panel.error.isHidden() and panel.error.text().startswith(reason)
     assert "\n" not in panel.error.text()
     # Nothing of the previous dataset stays: no classes, no bars, no split counts.
-    assert panel.class_rows() == [] and _bars(panel) == []
+    assert panel.class_rows() == [] and _bars(panel) == [] and panel.chart.isHidden()
     assert panel.split_label.text() == "" and panel.summary_label.text() == ""
     assert panel.session.dataset_refusal() == panel.error.text() and shown_errors == []
 
     load(qtbot, panel, tiny_dataset)  # a valid one again: the banner goes
     assert panel.error.isHidden() and len(panel.class_rows()) == 3 and len(_bars(panel)) == 1
+    assert not panel.chart.isHidden()
 
 
 def test_an_unreadable_folder_replaces_the_previous_dataset_with_the_reason(qtbot, panel, tiny_dataset, tmp_path,

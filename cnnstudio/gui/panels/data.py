@@ -636,7 +636,9 @@ class DataPanel(QWidget):
         plot = self.chart.getPlotItem()
         plot.clear()
         plot.getAxis("bottom").setTicks(None)
-        if index is None or not index.class_names or self.refusal():
+        shown = index is not None and bool(index.class_names) and not self.refusal()
+        self.chart.setVisible(shown)  # no empty axes left at the previous dataset's scale
+        if not shown:
             return
         import pyqtgraph as pg
 
