@@ -417,3 +417,17 @@ def test_a_damaged_scan_memory_is_ignored_not_trusted(make_dataset):
     assert scan_dataset(root).items == first.items
     memory.file.write_text("{ not json")
     assert scan_dataset(root).items == first.items
+
+
+def test_why_a_dataset_cannot_be_trained_on_is_one_line_per_case(make_dataset, tmp_path, write_image):
+    assert dataset.unusable_reason(scan_dataset(make_dataset({"a": 3, "b": 3}))) == ""
+    loose = tmp_path / "loose"
+    write_image(loose / "photo.png")
+    assert dataset.unusable_reason(scan_dataset(loose)).startswith("No class sub-folders")
+    one = tmp_path / "one"
+    write_image(one / "cats" / "cat.png")
+    assert dataset.unusable_reason(scan_dataset(one)).startswith("One class only (cats)")
+    empty = tmp_path / "empty"
+    (empty / "cats").mkdir(parents=True)
+    (empty / "dogs").mkdir()
+    assert dataset.unusable_reason(scan_dataset(empty)).startswith("No images: 2 class folders")

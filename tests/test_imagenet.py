@@ -132,13 +132,15 @@ def test_offline_imagenet_fetch_gives_one_clear_error(tmp_path, monkeypatch, ima
         ImageNetClassifier("vgg19", "imagenet")
     message = str(exc.value)
     assert "no connection" in message and "vgg19_weights_tf_dim_ordering_tf_kernels.h5" in message
-    assert "notop" not in message and "--weights none" in message
+    assert "notop" not in message and "--weights" not in message  # the window shows it too
+    assert "local weights file" in message and "random initialisation" in message
 
     good, _ = images
     assert main(["predict", "--imagenet", str(good[0])]) == 1
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert out == "" and lines[-1].startswith("cnnstudio predict: error: cannot download the ImageNet classifier")
+    assert lines[-1].endswith("(a weights file: --weights PATH; random initialisation: --weights none)")
     assert "Traceback" not in err and not any("error" in line for line in lines[:-1])
 
 

@@ -272,7 +272,8 @@ def test_a_failing_imagenet_download_ends_in_the_clear_message(data, tmp_path, m
         train(data, tmp_path / "run", spec=pretrained_spec("resnet50", weights="imagenet"), epochs=1)
     message = str(caught.value)
     assert message.startswith("cannot download the ImageNet weights of ResNet50 (no connection: URL fetch failure")
-    assert "--weights PATH" in message and "--weights none" in message
+    # The window shows it too: it names the other sources, not the command line's options for them.
+    assert "local weights file" in message and "random initialisation" in message and "--weights" not in message
 
 
 def test_stop_while_features_are_computed_ends_quietly_and_saves_nothing(data, tmp_path):

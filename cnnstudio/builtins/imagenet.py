@@ -148,8 +148,7 @@ class ImageNetClassifier:
             raise WeightsError(
                 f"cannot download the ImageNet classifier of {self.provider.display_name} ({reason}). "
                 f"Without internet, copy Keras' {wf.fname} into {weights_sources.keras_cache_dir()} "
-                "or choose it as a local weights file (--weights PATH), or use random initialisation "
-                "(--weights none, not pretrained)"
+                "or choose it as a local weights file, or use random initialisation (not pretrained)"
             ) from cause
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:

@@ -14,8 +14,11 @@ import sys
 
 from cnnstudio.cli.parser import build_parser
 from cnnstudio.cli.terminal import printable
-from cnnstudio.core.errors import Cancelled, StudioError
+from cnnstudio.core.errors import Cancelled, StudioError, WeightsError
 from cnnstudio.core.project import PROJECT_SUFFIX
+
+# The messages of the core name the weights sources, not this command line's options for them.
+WEIGHTS_HINT = " (a weights file: --weights PATH; random initialisation: --weights none)"
 
 COMMANDS = ("scan", "train", "predict", "plugins", "models", "evaluate", "export", "report", "cv", "rerun", "runs",
             "diff", "tune")
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnnstudio {args.command}: {printable(str(exc))}", file=sys.stderr)
         return 130
     except StudioError as exc:  # one line: a file or class name in it may hold a newline or an escape
-        print(f"cnnstudio {args.command}: error: {printable(str(exc))}", file=sys.stderr)
+        hint = WEIGHTS_HINT if isinstance(exc, WeightsError) and "local weights file" in str(exc) else ""
+        print(f"cnnstudio {args.command}: error: {printable(str(exc))}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"cnnstudio {args.command}: interrupted", file=sys.stderr)

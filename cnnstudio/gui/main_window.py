@@ -345,9 +345,10 @@ class MainWindow(QMainWindow):
             train = TrainPanel(self.session)
             if self.tf_info is not None:
                 train.set_gpus(self.tf_info.get("gpus", []))
-            for button, a in ((train.start_button, self.train_action), (train.stop_button, self.stop_action)):
-                tip = button.toolTip() or a.text().replace("&", "").removesuffix("...")
-                button.setToolTip(f"{tip} ({a.shortcuts()[-1].toString(QKeySequence.SequenceFormat.NativeText)})")
+            keys = {a: a.shortcuts()[-1].toString(QKeySequence.SequenceFormat.NativeText)
+                    for a in (self.train_action, self.stop_action)}
+            train.set_start_tip(f"Train a new run with these settings ({keys[self.train_action]})")
+            train.stop_button.setToolTip(f"{train.stop_button.toolTip()} ({keys[self.stop_action]})")
             return train
         if key == "evaluate":
             from cnnstudio.gui.panels.evaluate import EvaluatePanel
@@ -873,12 +874,13 @@ class MainWindow(QMainWindow):
         return train is not None and train.is_training()
 
     def _update_train_actions(self) -> None:
-        self.train_action.setEnabled(self.session.index is not None and not self.session.job)
+        self.train_action.setEnabled(not self.session.train_refusal())
         self.stop_action.setEnabled(self._train_panel_training())
 
     def start_training(self) -> None:
-        """Ctrl+Enter: start the Train page's training (shown) when a dataset is loaded and no job runs."""
-        if self.session.index is None or self.session.job:
+        """Ctrl+Enter: start the Train page's training (shown) when its dataset can be trained on
+        and no job runs; else nothing (Start says why in its tooltip)."""
+        if self.session.train_refusal():
             return
         self.show_page("train").start()
 

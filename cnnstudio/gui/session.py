@@ -169,6 +169,7 @@ class Session(QObject):
         self.load_warnings: list[str] = []  # what the last opened project file held that was left out
         self.dataset_root: Path | None = None
         self.index = None  # cnnstudio.core.data.dataset.DatasetIndex once scanned
+        self.dataset_error = ""  # why the folder at dataset_root could not be scanned ("" when it was)
         self.val_fraction = 0.15
         self.test_fraction = 0.15
         self.seed = 0
@@ -284,16 +285,32 @@ class Session(QObject):
         self.undo_stack.push(SettingsCommand(self, what, before, after))
         return True
 
-    def set_dataset(self, root, index, touch: bool = True) -> None:
+    def set_dataset(self, root, index, touch: bool = True, error: str = "") -> None:
         """Set the dataset folder and its scan. Another folder is work to save (not undoable);
         ``touch=False`` when it is not: the scan only restores what an opened project already
-        names, or the window starts on the sample dataset. A rescan of the same folder is no change."""
+        names, or the window starts on the sample dataset. A rescan of the same folder is no change.
+        A folder that could not be scanned has no index and ``error``, the one-line reason."""
         root = Path(root) if root else None
         if touch and root != self.dataset_root:
             self._work_done()
         self.dataset_root = root
         self.index = index
+        self.dataset_error = error if index is None else ""
         self.datasetChanged.emit()
+
+    def dataset_refusal(self) -> str:
+        """Why no run can train on the dataset ("" when one can): none is loaded, its folder could
+        not be read, or it is not one a classifier learns from (no class sub-folders, no images,
+        one class only)."""
+        from cnnstudio.core.data.dataset import unusable_reason
+
+        if self.index is None:
+            return self.dataset_error or "Load a dataset in the Data panel to train"
+        return unusable_reason(self.index)
+
+    def train_refusal(self) -> str:
+        """Why a run cannot start now ("" when it can): the dataset, or another job training."""
+        return self.dataset_refusal() or self.job_refusal()
 
     def registry_reloaded(self) -> None:
         """The registry (the same object) now holds what the plugins registered again.
@@ -429,6 +446,7 @@ class Session(QObject):
         self.project_path = None
         self.dataset_root = None
         self.index = None
+        self.dataset_error = ""
         self.val_fraction, self.test_fraction, self.seed = 0.15, 0.15, 0
         self.spec = resolve_spec(self.registry, DEFAULT_MODEL)
         self.train_config = TrainConfig()
@@ -471,6 +489,7 @@ class Session(QObject):
         self.current_run = project.current_run
         self.dataset_root = project.dataset
         self.index = None
+        self.dataset_error = ""
         self.project_path = path
         self.moves = []
         self.undo_stack.clear()

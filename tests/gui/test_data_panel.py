@@ -123,3 +123,79 @@ def test_augmentation_preview_shows_the_image_several_times(qtbot, panel, tiny_d
         panel.tabs.setCurrentIndex(panel.preview_tab)
     assert all(not cell.pixmap().isNull() for cell in panel.preview_cells)
     assert "blue_00.png" in panel.preview_label.text() and "64 px" in panel.preview_label.text()
+
+
+def _bars(panel):
+    return [i for i in panel.chart.getPlotItem().items if type(i).__name__ == "BarGraphItem"]
+
+
+def write_png(path, colour, seed=0):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), tuple(c + seed for c in colour)).save(path)
+
+
+def _loose_images(root):
+    for i in range(3):
+        write_png(root / f"photo_{i}.png", (200, 30, 30), seed=i)
+    return root
+
+
+def _one_class(root):
+    for i in range(3):
+        write_png(root / "cats" / f"cat_{i}.png", (200, 30, 30), seed=i)
+    return root
+
+
+def _empty_classes(root):
+    (root / "cats").mkdir(parents=True)
+    (root / "dogs").mkdir()
+    (root / "dogs" / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.mark.parametrize("make, reason", [
+    (_loose_images, "No class sub-folders: put each class's images in its own folder"),
+    (_one_class, "One class only (cats)"),
+    (_empty_classes, "No images: 2 class folders but none holds an image"),
+])
+def test_an_invalid_dataset_shows_why_in_place_of_the_previous_ones_classes(qtbot, panel, tiny_dataset, tmp_path,
+                                                                            make, reason, shown_errors):
+    load(qtbot, panel, tiny_dataset)
+    assert panel.error.isHidden() and len(_bars(panel)) == 1 and "Train" in panel.split_label.text()
+
+    load(qtbot, panel, make(tmp_path / "bad"))
+    assert not panel.error.isHidden() and panel.error.text().startswith(reason)
+    assert "\n" not in panel.error.text()
+    # Nothing of the previous dataset stays: no classes, no bars, no split counts.
+    assert panel.class_rows() == [] and _bars(panel) == [] and panel.chart.isHidden()
+    assert panel.split_label.text() == "" and panel.summary_label.text() == ""
+    assert panel.session.dataset_refusal() == panel.error.text() and shown_errors == []
+
+    load(qtbot, panel, tiny_dataset)  # a valid one again: the banner goes
+    assert panel.error.isHidden() and len(panel.class_rows()) == 3 and len(_bars(panel)) == 1
+    assert not panel.chart.isHidden()
+
+
+def test_an_unreadable_folder_replaces_the_previous_dataset_with_the_reason(qtbot, panel, tiny_dataset, tmp_path,
+                                                                           monkeypatch, shown_errors):
+    import cnnstudio.core.data.dataset as dataset
+
+    load(qtbot, panel, tiny_dataset)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_scandir = dataset.os.scandir
+
+    def scandir(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(dataset.os, "scandir", scandir)
+    with qtbot.waitSignal(panel.scanFailed, timeout=TIMEOUT):
+        panel.load_folder(locked)
+    assert panel.error.text() == f"{locked}: cannot be read (Permission denied)"
+    assert panel.session.index is None and panel.session.dataset_root == locked
+    assert panel.class_rows() == [] and _bars(panel) == [] and panel.split_label.text() == ""
+    assert panel.session.dataset_refusal() == panel.error.text() and shown_errors == []

@@ -192,3 +192,117 @@ def test_block_editor_columns_come_from_the_block_schemas():
     headers = [editor.table.horizontalHeaderItem(c).text() for c in range(editor.table.columnCount())]
     assert headers[0] == "Block"
     assert {"Filters", "Convolutions", "Kernel size", "Batch norm", "Pooling", "Dropout"} <= set(headers)
+
+
+# -- where a pretrained backbone's weights come from, settled on the page ------------------------
+
+
+@pytest.fixture
+def served_weights(tmp_path, monkeypatch):
+    """VGG16's ImageNet weights served from a ``file://`` origin (a small file saved here from a
+    tiny model with random weights), Keras' cache a private folder: (registry, served file)."""
+    import dataclasses
+    import hashlib
+
+    import keras
+
+    from cnnstudio.core.model.weights import VGG16_FILES, WeightsFile
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    tiny = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    served = tmp_path / "origin" / VGG16_FILES[0].fname
+    served.parent.mkdir()
+    tiny.save_weights(tmp_path / "tiny.weights.h5")
+    served.write_bytes((tmp_path / "tiny.weights.h5").read_bytes())
+    digest = hashlib.md5(served.read_bytes()).hexdigest()
+    registry = load_registry()
+    vgg16 = registry.backbones["vgg16"]
+    wf = WeightsFile(VGG16_FILES[0].fname, served.as_uri(), digest, served.stat().st_size)
+    monkeypatch.setitem(registry.backbones, "vgg16", dataclasses.replace(vgg16, imagenet_weights=wf))
+    return registry, served
+
+
+def weights_panel(qtbot, registry):
+    panel = ModelPanel(Session(registry))
+    qtbot.addWidget(panel)
+    panel.resize(1200, 800)
+    panel.show()
+    panel.select_model("vgg16")
+    return panel
+
+
+def test_a_backbone_says_its_weights_are_not_downloaded_and_downloads_them_in_place(
+        qtbot, served_weights, shown_errors, wait_for_workers):
+    from cnnstudio.core.model.weights import keras_cache_dir
+
+    registry, served = served_weights
+    panel = weights_panel(qtbot, registry)
+    assert "not downloaded yet" in panel.weights_note.text()
+    assert panel.download_button.isVisible() and panel.file_button.isVisible() and panel.random_button.isVisible()
+    with qtbot.waitSignal(panel.weightsReady, timeout=TIMEOUT):
+        panel.download_button.click()
+        assert panel.weights_progress.isVisible() and not panel.download_button.isEnabled()
+    cached = keras_cache_dir() / served.name
+    assert cached.read_bytes() == served.read_bytes()  # fetched through Keras' get_file, into its cache
+    assert "are in Keras' cache" in panel.weights_note.text() and served.name in panel.weights_note.text()
+    assert not panel.download_button.isVisible() and not panel.weights_progress.isVisible()
+    assert panel.session.spec.params["weights"] == "imagenet" and shown_errors == []
+    wait_for_workers()
+
+
+def test_a_failed_download_is_one_line_in_place_naming_no_command_line_flag(
+        qtbot, served_weights, shown_errors, wait_for_workers):
+    registry, served = served_weights
+    served.unlink()  # the origin has nothing: as good as offline
+    panel = weights_panel(qtbot, registry)
+    with qtbot.waitSignal(panel.weightsFailed, timeout=TIMEOUT):
+        panel.download_button.click()
+    text = panel.weights_error.text()
+    assert not panel.weights_error.isHidden() and "\n" not in text and "Traceback" not in text
+    assert text.startswith("Cannot download the ImageNet weights of VGG16") and "--weights" not in text
+    assert "choose a local weights file" in text and "random" in text
+    assert shown_errors == []  # not a modal
+    assert panel.download_button.isEnabled() and panel.random_button.isEnabled()
+    wait_for_workers()
+
+
+def test_a_chosen_weights_file_is_checked_before_it_is_used(qtbot, served_weights, tmp_path, monkeypatch,
+                                                             shown_errors, wait_for_workers):
+    import keras
+    from PySide6.QtWidgets import QFileDialog
+
+    registry, _ = served_weights
+    panel = weights_panel(qtbot, registry)
+    wrong = tmp_path / "tiny.weights.h5"  # a Keras weights file, of another architecture
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(wrong), ""))
+    with qtbot.waitSignal(panel.weightsFailed, timeout=TIMEOUT):
+        panel.file_button.click()
+    assert str(wrong) in panel.weights_error.text() and "\n" not in panel.weights_error.text()
+    assert panel.session.spec.params["weights"] == "imagenet"  # not trusted
+    with qtbot.waitSignal(panel.weightsFailed, timeout=TIMEOUT):  # the Weights row's File... checks it too
+        panel.param_editors["weights"].browse.click()
+    assert panel.session.spec.params["weights"] == "imagenet" and panel.param_editors["weights"].value() == "imagenet"
+
+    good = tmp_path / "vgg16_base.weights.h5"
+    keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3), name="backbone").save_weights(good)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(good), ""))
+    with qtbot.waitSignal(panel.weightsReady, timeout=TIMEOUT):
+        panel.file_button.click()
+    assert panel.session.spec.params["weights"] == str(good)
+    assert panel.weights_error.isHidden() and f"weights file {good}" in panel.weights_note.text()
+    assert panel.param_editors["weights"].value() == str(good) and shown_errors == []
+    wait_for_workers()
+
+
+def test_random_weights_switch_to_training_the_whole_network_and_say_so(qtbot, served_weights, wait_for_workers):
+    registry, _ = served_weights
+    panel = weights_panel(qtbot, registry)
+    assert panel.mode_combo.currentData() == "extract"
+    panel.random_button.click()
+    session = panel.session
+    assert session.train_config.mode == "scratch" and session.spec.params["weights"] == "none"
+    assert panel.mode_combo.currentText().startswith("From scratch")
+    note = panel.weights_note.text()
+    assert "not pretrained" in note and "whole network" in note and "ImageNet (pretrained)" not in note
+    assert session.undo_text() == "Random Weights"
+    wait_for_workers()

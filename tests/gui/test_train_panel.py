@@ -373,3 +373,39 @@ def test_the_legends_sit_out_of_the_data_and_the_reliability_diagram_is_square(q
     (x0, x1), (y0, y1) = box.viewRange()
     width, height = box.width(), box.height()
     assert abs((x1 - x0) / width - (y1 - y0) / height) < 1e-6 * (x1 - x0) / width  # one unit is as long both ways
+
+
+def test_a_dataset_without_class_folders_disables_start_with_the_reason_and_makes_no_run_folder(
+        qtbot, tmp_path, data_dir, shown_errors):
+    from PIL import Image
+
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for i in range(3):
+        Image.new("RGB", (16, 16), (10 * i, 0, 0)).save(loose / f"photo_{i}.png")
+    panel = TrainPanel(make_session(loose))
+    qtbot.addWidget(panel)
+    reason = "No class sub-folders: put each class's images in its own folder"
+    assert not panel.start_button.isEnabled()
+    assert panel.start_button.toolTip() == f"Cannot start: {reason}"
+    assert panel.ready_label.text() == reason + "."
+    assert panel.start() is None and not panel.is_training()
+    assert shown_errors == [("Cannot start training", reason, "")]
+    runs = panel.session.runs_folder()
+    assert not runs.exists() or not any(runs.iterdir())  # no empty run folder left behind
+
+
+def test_after_a_failed_run_a_valid_dataset_brings_the_status_back_to_idle(qtbot, panel, monkeypatch, shown_errors,
+                                                                         tmp_path):
+    from cnnstudio.core.data.dataset import scan_dataset
+
+    def boom(self, resume=False, fallback=None):
+        raise RuntimeError("boom in the trainer")
+
+    monkeypatch.setattr(Trainer, "run", boom)
+    assert panel.start() is not None
+    qtbot.waitUntil(lambda: bool(shown_errors) and not panel.is_training(), timeout=TIMEOUT)
+    assert panel.progress_label.text() == "Training failed"
+    other = make_dataset(tmp_path / "other")
+    panel.session.set_dataset(other, scan_dataset(other))
+    assert panel.progress_label.text() == "Idle" and panel.start_button.isEnabled()

@@ -403,3 +403,29 @@ def test_an_image_moved_to_another_class_in_evaluate_rescans_the_dataset(qtbot, 
     with qtbot.waitSignal(panel.scanFinished, timeout=TIMEOUT):
         window.session.datasetEdited.emit(str(tiny_dataset), "Moved red/red_00.png to green/red_00.png.")
     assert ("green", 6) in panel.class_rows() and ("red", 5) in panel.class_rows()
+
+
+def test_ctrl_enter_on_a_dataset_without_class_folders_does_nothing_and_start_says_why(
+        qtbot, window, shown_errors, tmp_path):
+    from PIL import Image
+    from PySide6.QtCore import Qt
+
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for i in range(3):
+        Image.new("RGB", (16, 16), (10 * i, 0, 0)).save(loose / f"photo_{i}.png")
+    with qtbot.waitSignal(window.data_panel.scanFinished, timeout=TIMEOUT):
+        window.open_dataset(loose)
+    reason = "No class sub-folders: put each class's images in its own folder"
+    assert window.data_panel.error.text() == reason and not window.data_panel.error.isHidden()
+    train = window.panel("train")
+    assert not train.start_button.isEnabled() and reason in train.start_button.toolTip()
+    qtbot.waitUntil(lambda: not window.train_action.isEnabled())
+
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    window.start_training()  # the action's slot itself refuses too
+    assert not train.is_training() and window.current_page() == "data" and shown_errors == []
+    runs = window.session.runs_folder()
+    assert not runs.exists() or not any(runs.iterdir())

@@ -263,6 +263,31 @@ def scan_dataset(
     return index
 
 
+def unusable_reason(index: DatasetIndex) -> str:
+    """Why no run can train on ``index``, in one line a person acts on ("" when one can).
+
+    No class sub-folders, class folders without a usable image, one class only, or a class or
+    dataset error (an unreadable class folder); a file that failed to decode does not count
+    (:meth:`DatasetIndex.raise_for_errors` leaves it out too).
+    """
+    folders = sorted({p.path for p in index.problems if p.scope == "class"} | set(index.class_names))
+    if not folders:
+        return "No class sub-folders: put each class's images in its own folder"
+    if not index.class_names:
+        unreadable = [p for p in index.problems if p.scope == "class" and p.level == "error"]
+        if unreadable:
+            return f"{unreadable[0].path}: {unreadable[0].reason}"
+        return (f"No images: {_plural(len(folders), 'class folder')} but none holds an image "
+                "that can be read")
+    if len(index.class_names) < 2:
+        return (f"One class only ({index.class_names[0]}): a classifier needs at least two, "
+                "each in its own folder")
+    for problem in index.errors:
+        if problem.scope != "file":
+            return str(problem)
+    return ""
+
+
 def _dataset_problems(index: DatasetIndex) -> list[Problem]:
     if len(index.class_names) < 2:
         found = ", ".join(index.class_names)

@@ -89,9 +89,9 @@ def cache_state(wf: WeightsFile) -> str:
 def offline_message(display_name: str, reason: str) -> str:
     return (
         f"cannot download the ImageNet weights of {display_name} ({reason}). "
-        "Without internet, choose a local weights file (--weights PATH, e.g. Keras' "
+        "Without internet, choose a local weights file (e.g. Keras' "
         f"*_notop.h5 file copied into {keras_cache_dir()}) or random initialisation "
-        "(--weights none, not pretrained)"
+        "(not pretrained)"
     )
 
 

@@ -300,7 +300,10 @@ class DataPanel(QWidget):
         self.top_bar.addWidget(self.rescan_button)
         self.top_bar.addWidget(self.path_label, 1)
         self.top_bar.addWidget(self.progress)
+        # Why the folder shown cannot be trained on, across the page in place of its classes.
         self.error = widgets.error_label()
+        self.error.setFrameShape(QLabel.Shape.StyledPanel)
+        self.error.setContentsMargins(8, 6, 8, 6)
 
     def _build_left(self) -> None:
         self.summary_label = QLabel()
@@ -532,8 +535,8 @@ class DataPanel(QWidget):
     def _on_scan_failed(self, message: str, details: str) -> None:
         if not self._scan_done():
             return
-        self._on_dataset()
-        widgets.set_error(self.error, message)
+        # The folder asked for is the dataset now, unreadable: nothing of the previous one stays.
+        self.session.set_dataset(self._scan_folder, None, touch=self._scan_touch, error=message)
         if details:  # a bug rather than a bad folder: the full report
             errors.show_error(self, "The dataset could not be scanned", message, details)
         self.scanFailed.emit(message)
@@ -546,6 +549,8 @@ class DataPanel(QWidget):
         if self._scan_worker is None:
             self.path_label.setText(str(root) if root else "No dataset: open a folder with one sub-folder per class, or drop one here.")
         self.rescan_button.setEnabled(root is not None and self._scan_worker is None)
+        if self._scan_worker is None:
+            widgets.set_error(self.error, self.refusal())
         self._fill_classes()
         self._fill_chart()
         self._fill_problems()
@@ -560,6 +565,10 @@ class DataPanel(QWidget):
         self._clear_preview()
         if self.tabs.currentIndex() == self.preview_tab:
             self.preview_augmentation()
+
+    def refusal(self) -> str:
+        """Why the folder shown cannot be trained on ("" when it can, or when none is open)."""
+        return self.session.dataset_refusal() if self.session.dataset_root is not None else ""
 
     def _split_counts(self):
         """Per-class (train, val, test) counts of the current split, or None."""
@@ -580,8 +589,9 @@ class DataPanel(QWidget):
         table = self.class_table
         blocked = table.blockSignals(True)
         table.setRowCount(0)
-        if index is None:
+        if index is None or self.refusal():  # nothing to split; the banner says why
             self.summary_label.setText("")
+            self.split_label.setText("")
             table.blockSignals(blocked)
             return
         counts = index.counts()
@@ -625,7 +635,10 @@ class DataPanel(QWidget):
             self.chart_box.addWidget(self.chart)
         plot = self.chart.getPlotItem()
         plot.clear()
-        if index is None or not index.class_names:
+        plot.getAxis("bottom").setTicks(None)
+        shown = index is not None and bool(index.class_names) and not self.refusal()
+        self.chart.setVisible(shown)  # no empty axes left at the previous dataset's scale
+        if not shown:
             return
         import pyqtgraph as pg
 

@@ -128,8 +128,8 @@ class _ExperimentTab(QWidget):
         if self.session.job_refusal():
             errors.show_error(self, title, self.session.job_refusal())
             return False
-        if self.session.index is None:
-            errors.show_error(self, title, "Load a dataset first (Data panel).")
+        if self.session.dataset_refusal():  # none loaded, or none a classifier learns from
+            errors.show_error(self, title, self.session.dataset_refusal())
             return False
         return True
 

@@ -24,7 +24,9 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QFileDialog,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -210,6 +212,8 @@ class BlockEditor(QWidget):
 class ModelPanel(QWidget):
     summaryReady = Signal(dict)  # the summary of the spec now in the session
     summaryFailed = Signal(str)
+    weightsReady = Signal()  # the ImageNet weights were downloaded, or a weights file checked and chosen
+    weightsFailed = Signal(str)  # why not, as shown in place
 
     def __init__(self, session, parent=None):
         super().__init__(parent)
@@ -384,7 +388,39 @@ class ModelPanel(QWidget):
         self.weights_note = QLabel()
         self.weights_note.setWordWrap(True)
         box.addWidget(self.weights_note)
+        self._build_weights_actions(box)
         self.transfer_box.setVisible(False)
+
+    def _build_weights_actions(self, box: QVBoxLayout) -> None:
+        """Where the pretrained weights come from, settled in place: download them now, choose a
+        weights file, or train the whole network from random weights."""
+        self._weights_worker: Worker | None = None
+        self.download_button = QPushButton(widgets.icon("download"), "Download now")
+        self.download_button.setToolTip("Fetch the ImageNet weights into Keras' cache now, with progress")
+        self.download_button.clicked.connect(self.download_weights)
+        self.file_button = QPushButton(widgets.icon("folder"), "Choose weights file\u2026")
+        self.file_button.setToolTip("A .weights.h5 / .h5 file of the base, checked against the architecture")
+        self.file_button.clicked.connect(self._choose_weights_file)
+        self.random_button = QPushButton("Random weights")
+        self.random_button.setToolTip("Train the whole network from random weights (not pretrained)")
+        self.random_button.clicked.connect(self.use_random_weights)
+        row = QHBoxLayout()
+        row.setSpacing(widgets.SPACING)
+        for button in (self.download_button, self.file_button, self.random_button):
+            row.addWidget(button)
+        row.addStretch(1)
+        self.weights_progress = QProgressBar()
+        self.weights_progress.setFormat("%p %")
+        self.weights_progress.hide()
+        self.weights_error = widgets.error_label()
+        self.weights_actions = QWidget()
+        col = QVBoxLayout(self.weights_actions)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.setSpacing(widgets.SPACING // 2)
+        col.addLayout(row)
+        col.addWidget(self.weights_progress)
+        col.addWidget(self.weights_error)
+        box.addWidget(self.weights_actions)
 
     def _show_transfer(self) -> None:
         """Show the transfer section for a pretrained backbone, filled from the session's config."""
@@ -427,16 +463,131 @@ class ModelPanel(QWidget):
         editor = self.param_editors.get("weights")
         if editor is not None:
             editor.setEnabled(mode != "scratch")
+        self.weights_note.setStyleSheet("")
+        busy = self._weights_worker is not None
+        self.download_button.setVisible(False)
+        self.random_button.setVisible(mode != "scratch")
+        self.file_button.setVisible(True)
+        for button in (self.download_button, self.file_button, self.random_button):
+            button.setEnabled(not busy)
         if weights == "none":
-            self.weights_note.setText("\u26a0 Random weights: this model is not pretrained.")
+            whole = " the whole network trains from scratch" if mode == "scratch" else ""
+            self.weights_note.setText("\u26a0 Random weights: this model is not pretrained;" + (whole or
+                                      " choose ImageNet or a weights file to start from pretrained ones") + ".")
             self.weights_note.setStyleSheet("color: #b3261e; font-weight: bold;")
         elif weights == "imagenet":
-            self.weights_note.setText(f"{describe(weights)}: downloaded once into {keras_cache_dir()}, "
-                                      "with progress when training starts.")
-            self.weights_note.setStyleSheet("")
+            wf = provider.weights_file(self.session.spec.params, self.session.spec.input_size)
+            if wf is None:
+                self.weights_note.setText(f"{describe(weights)}: {provider.display_name}'s plugin fetches them "
+                                          "when training starts.")
+            elif _in_cache(wf):
+                self.weights_note.setText(f"\u2714 {describe(weights)}: {provider.display_name}'s weights are in "
+                                          f"Keras' cache ({wf.fname}).")
+            else:
+                size = f" ({wf.size / 1e6:.0f} MB)" if wf.size else ""
+                self.weights_note.setText(f"{describe(weights)}: {provider.display_name}'s weights are not "
+                                          f"downloaded yet{size}. Download them now into {keras_cache_dir()}, "
+                                          "choose a weights file, or train from random weights.")
+                self.download_button.setVisible(True)
         else:
-            self.weights_note.setText(describe(weights) + " (checked against the architecture when built).")
-            self.weights_note.setStyleSheet("")
+            self.weights_note.setText(describe(weights) + " (checked against the architecture).")
+
+    # ------------------------------------------------------------------ where the weights come from
+
+    def _weights_provider(self):
+        return self.registry.backbones.get(self.session.spec.backbone)
+
+    def download_weights(self) -> Worker | None:
+        """Fetch the chosen backbone's ImageNet weights into Keras' cache (in a worker, with progress)."""
+        from cnnstudio.core.model import weights
+
+        provider = self._weights_provider()
+        wf = provider.weights_file(self.session.spec.params, self.session.spec.input_size) if provider else None
+        if wf is None or self._weights_worker is not None:
+            return None
+        worker = Worker(weights.fetch, wf, provider.display_name)
+        self.session.track(worker.describe(f"Downloading {provider.display_name} weights..."), worker.what)
+        worker.progress.connect(self._on_weights_progress)
+        worker.finished.connect(self._on_weights_done)
+        worker.errored.connect(self._on_weights_failed)
+        return self._start_weights_worker(worker)
+
+    def _start_weights_worker(self, worker: Worker) -> Worker:
+        self._weights_worker = worker
+        widgets.set_error(self.weights_error, "")
+        self.weights_progress.setRange(0, 0)
+        self.weights_progress.show()
+        self._show_transfer()
+        return worker.start()
+
+    def _on_weights_progress(self, task: str, done: int, total: int) -> None:
+        if total:
+            self.weights_progress.setRange(0, total)
+            self.weights_progress.setValue(min(done, total))
+
+    def _weights_worker_done(self) -> bool:
+        if self.sender() is not self._weights_worker:
+            return False
+        self._weights_worker = None
+        self.weights_progress.hide()
+        return True
+
+    def _on_weights_done(self, _result) -> None:
+        if self._weights_worker_done():
+            self._show_transfer()
+            self.weightsReady.emit()
+
+    def _on_weights_failed(self, message: str, details: str) -> None:
+        if not self._weights_worker_done():
+            return
+        self._show_transfer()
+        widgets.set_error(self.weights_error, message[:1].upper() + message[1:])  # one line, in place
+        if details:
+            errors.show_error(self, "The weights could not be prepared", message, details)
+        self.weightsFailed.emit(message)
+
+    def _choose_weights_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a weights file of the base", "",
+                                              "Keras weights (*.weights.h5 *.h5);;All files (*)")
+        if path:
+            self.use_weights_file(path)
+
+    def use_weights_file(self, path) -> Worker | None:
+        """Check ``path`` against the backbone's architecture (in a worker), then use it; a file that
+        does not fit is named in place with the reason and the weights stay as they were."""
+        provider = self._weights_provider()
+        if provider is None or self._weights_worker is not None:
+            return None
+        worker = Worker(_check_weights_file, provider, dict(self.session.spec.params), str(path), self.registry)
+        self.session.track(worker.describe("Checking the weights file..."), worker.what)
+        worker.finished.connect(self._on_weights_file_checked)
+        worker.errored.connect(self._on_weights_failed)
+        return self._start_weights_worker(worker)
+
+    def _on_weights_file_checked(self, path: str) -> None:
+        if not self._weights_worker_done():
+            return
+        import dataclasses
+
+        spec = copy.deepcopy(self.session.spec)
+        spec.params["weights"] = path
+        config = self.session.train_config
+        if (config.mode or "extract") == "scratch":  # a file is pretrained: the base starts frozen
+            config = dataclasses.replace(config, mode="extract")
+        self.session.set_model_and_training(spec, config, "Weights File")
+        self._show_spec(self.session.spec)
+        self.weightsReady.emit()
+
+    def use_random_weights(self) -> None:
+        """Random initialisation: no pretraining, so the whole network trains (mode From scratch)."""
+        import dataclasses
+
+        spec = copy.deepcopy(self.session.spec)
+        spec.params["weights"] = "none"
+        config = dataclasses.replace(self.session.train_config, mode="scratch")
+        self.session.set_model_and_training(spec, config, "Random Weights")
+        widgets.set_error(self.weights_error, "")
+        self._show_spec(self.session.spec)
 
     def _on_transfer_edit(self) -> None:
         import dataclasses
@@ -602,6 +753,9 @@ class ModelPanel(QWidget):
                 continue  # the transfer-learning mode decides what trains
             editor = widgets.param_editor(param)
             editor.changed.connect(self._on_edit)
+            if param.kind == "weights":  # a file is checked against the architecture before it is used
+                editor.browse.clicked.disconnect()
+                editor.browse.clicked.connect(self._choose_weights_file)
             label = QLabel(widgets.param_label(param))
             label.setToolTip(param.help)
             self.backbone_form.insertRow(row, label, editor)
@@ -807,6 +961,34 @@ class ModelPanel(QWidget):
             errors.show_error(self, "The model could not be built", message, details)
         self.summaryFailed.emit(message)
         self._summary_done()
+
+
+def _in_cache(wf) -> bool:
+    """Whether ``wf`` is in Keras' cache, at its full size (its hash is checked when it is used)."""
+    from cnnstudio.core.model.weights import cached_path
+
+    path = cached_path(wf)
+    try:
+        return path.is_file() and (not wf.size or path.stat().st_size == wf.size)
+    except OSError:
+        return False
+
+
+def _check_weights_file(provider, params: dict, path: str, registry) -> str:
+    """``path`` when it is a weights file of ``provider``'s base: built with it at its smallest input
+    size (the convolution weights do not depend on it); else a WeightsError naming the file."""
+    from pathlib import Path
+
+    from cnnstudio.core.errors import WeightsError
+    from cnnstudio.core.model.params import WEIGHTS_SUFFIXES
+
+    file = Path(path)
+    if not file.name.lower().endswith(WEIGHTS_SUFFIXES):
+        raise WeightsError(f"{file}: not a Keras weights file (.weights.h5 or .h5)")
+    if not file.is_file():
+        raise WeightsError(f"{file}: no such file")
+    provider.build({**params, "weights": str(file)}, provider.min_input_size, registry)
+    return str(file)
 
 
 def _line() -> QFrame:

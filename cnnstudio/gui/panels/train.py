@@ -152,6 +152,8 @@ class TrainPanel(QWidget):
         self._epoch = 0
         self._batch = 0
         self._tray: QSystemTrayIcon | None = None
+        self._start_tip = "Train a new run with these settings"
+        self._failed = False  # the progress line says the last run failed
 
         self._build_form()
         self._build_monitor()
@@ -165,7 +167,8 @@ class TrainPanel(QWidget):
         self._refreshes = 0
 
         session.configChanged.connect(self._pull_config)
-        session.datasetChanged.connect(self._update_ready)
+        session.datasetChanged.connect(self._on_dataset)
+        session.jobChanged.connect(self._update_ready)
         session.specChanged.connect(self._update_ready)
         session.splitChanged.connect(self._update_ready)
         session.configChanged.connect(self._update_ready)
@@ -393,10 +396,25 @@ class TrainPanel(QWidget):
         if config != self.session.train_config:
             self.session.set_train_config(config)
 
+    def set_start_tip(self, text: str) -> None:
+        """What Start's tooltip says when a run can start (the window adds its shortcut)."""
+        self._start_tip = text
+        self._update_ready()
+
+    def _on_dataset(self) -> None:
+        # A failure belonged to the dataset before: another one (or the same, rescanned) starts idle.
+        if self._failed and not self.is_training():
+            self._failed = False
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress_label.setText("Idle")
+        self._update_ready()
+
     def _update_ready(self) -> None:
         s = self.session
-        if s.index is None:
-            text = "Load a dataset in the Data panel to train."
+        refusal = s.dataset_refusal()
+        if refusal:
+            text = refusal + "."
         else:
             n = len(s.index.items)
             k = len(s.index.class_names)
@@ -413,7 +431,9 @@ class TrainPanel(QWidget):
                 if mode == "scratch" or s.spec.params.get("weights") == "none":
                     text += " \u00b7 random weights, not pretrained"
         self.ready_label.setText(text)
-        self.start_button.setEnabled(s.index is not None and not self.is_training())
+        why = refusal or s.job_refusal()
+        self.start_button.setEnabled(not why and not self.is_training())
+        self.start_button.setToolTip(f"Cannot start: {why}" if why and not self.is_training() else self._start_tip)
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -428,8 +448,8 @@ class TrainPanel(QWidget):
         if s.job_refusal():
             errors.show_error(self, "Cannot start training", s.job_refusal())
             return None
-        if s.index is None:
-            errors.show_error(self, "Cannot start training", "Load a dataset first (Data panel).")
+        if s.dataset_refusal():  # before the run folder: a run that cannot start leaves none
+            errors.show_error(self, "Cannot start training", s.dataset_refusal())
             return None
         try:
             config = s.train_config.validate()
@@ -523,6 +543,7 @@ class TrainPanel(QWidget):
             curves.flush()
         self.progress.setRange(0, 0)  # busy until the first batch
         self.notice.setVisible(False)
+        self._failed = False
         self._set_running(True)
         self.log.appendPlainText(title)
         self._log(f"Saving to {run_dir}")
@@ -562,8 +583,8 @@ class TrainPanel(QWidget):
         self._form_box.setEnabled(not running)
         self._compute_box.setEnabled(not running)
         self.stop_button.setEnabled(running)
-        self.start_button.setEnabled(not running and self.session.index is not None)
         self.resume_button.setEnabled(not running)
+        self._update_ready()
 
     # -- worker signals -------------------------------------------------------------------
 
@@ -700,6 +721,7 @@ class TrainPanel(QWidget):
 
     def _on_errored(self, message: str, details: str) -> None:
         self._end_run()
+        self._failed = True
         self.progress_label.setText("Training failed")
         self._log(f"Error: {message}")
         errors.show_error(self, "Training failed", message, details)
