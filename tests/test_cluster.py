@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from tinydata import history_losses as _losses
 from tinydata import make_dataset
+from tinydata import train_error_lines as _error_lines
 
 from cnnstudio.core.training.cluster import ClusterError, read_cluster
 
@@ -63,13 +65,6 @@ def _finish(procs, timeout=240) -> list[tuple[int, str, str]]:
     return results
 
 
-def _losses(run: Path) -> list[float]:
-    with open(run / "history.csv", newline="") as f:
-        return [float(row["loss"]) for row in csv.DictReader(f)]
-
-
-def _error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("cnnstudio train: error:")]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,9 @@ import zipfile
 
 import pytest
 from coretrain import train
+from tinydata import history_losses as _losses
 from tinydata import make_dataset
+from tinydata import train_error_lines as _error_lines
 
 from cnnstudio.cli import main
 from cnnstudio.core.training.devices import DeviceError, parse_devices
@@ -41,13 +43,6 @@ def _cli(*args, timeout=300) -> subprocess.CompletedProcess:
                           env=env, timeout=timeout)
 
 
-def _losses(run) -> list[float]:
-    with open(run / "history.csv", newline="") as f:
-        return [float(row["loss"]) for row in csv.DictReader(f)]
-
-
-def _error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("cnnstudio train: error:")]
 
 
 @pytest.fixture(scope="module")

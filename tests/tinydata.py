@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +63,14 @@ def mislabel_a_validation_image(run: Path, dest: Path) -> Path:
     config["dataset"]["root"] = str(data)
     config_file.write_text(json.dumps(config))
     return data
+
+
+def history_losses(run: Path) -> list[float]:
+    """The training loss of each epoch of ``run``, from its history.csv."""
+    with open(run / "history.csv", newline="") as f:
+        return [float(row["loss"]) for row in csv.DictReader(f)]
+
+
+def train_error_lines(err: str) -> list[str]:
+    """The one-line errors that ``cnnstudio train`` printed to ``err``."""
+    return [line for line in err.splitlines() if line.startswith("cnnstudio train: error:")]
