@@ -78,7 +78,12 @@ def test_choosing_a_pretrained_backbone_shows_its_form_mode_and_frozen_counts(qt
     assert panel.transfer_box.isVisible()
     assert panel.param_editors["weights"].value() == "imagenet"
     assert "ImageNet (pretrained)" in panel.weights_note.text()
-    panel.param_editors["weights"].set_value("none")
+    combo = panel.param_editors["weights"].combo
+    combo.setCurrentIndex(combo.findData("none"))  # as the user picks it
+    # Random weights train the whole network: a frozen random base would learn nothing.
+    assert panel.session.train_config.mode == "scratch" and panel.mode_combo.currentData() == "scratch"
+    assert panel.session.undo_text() == "Random Weights"
+    panel.mode_combo.setCurrentIndex(panel.mode_combo.findData("extract"))  # the user may still freeze it
     summary = summary_after(qtbot, panel, lambda: panel.input_size.setValue(32))  # small: fast to build
     assert "not pretrained" in panel.weights_note.text()
     assert panel.session.spec.input_size == 32

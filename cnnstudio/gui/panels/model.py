@@ -842,7 +842,32 @@ class ModelPanel(QWidget):
         except SpecError as exc:
             widgets.set_error(self.error, str(exc))
             return
+        if self._turns_random(spec):
+            # A frozen random base learns nothing: random weights train the whole network, as the
+            # Random weights button does (one Undo step).
+            import dataclasses
+
+            self._applying = True
+            try:
+                self.session.set_model_and_training(
+                    spec, dataclasses.replace(self.session.train_config, mode="scratch"), "Random Weights")
+            except SpecError as exc:
+                widgets.set_error(self.error, str(exc))
+                return
+            finally:
+                self._applying = False
+            widgets.set_error(self.error, "")
+            self._show_spec(self.session.spec)
+            self._schedule_summary()
+            return
         self._apply(spec, rebuild=False)
+
+    def _turns_random(self, spec) -> bool:
+        """Whether this edit sets a pretrained backbone's weights to random while its base is frozen."""
+        provider = self.registry.backbones.get(spec.backbone)
+        return (provider is not None and provider.pretrained and spec.params.get("weights") == "none"
+                and self.session.spec.params.get("weights") != "none"
+                and (self.session.train_config.mode or "extract") != "scratch")
 
     def _apply(self, spec, rebuild: bool) -> None:
         """Validate and set ``spec``; on error show the message in place and apply nothing."""
