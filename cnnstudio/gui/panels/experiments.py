@@ -44,7 +44,7 @@ from cnnstudio.core.errors import StudioError
 from cnnstudio.gui.dialogs import errors
 from cnnstudio.gui.qthreading import ExperimentWorker
 from cnnstudio.gui.widgets import common as widgets
-from cnnstudio.gui.widgets.plots import counted_plot, legend_below, style_plot
+from cnnstudio.gui.widgets.plots import counted_plot, format_seconds, legend_below, style_plot
 
 SPACE_CHOICES = (
     ("The seed report's space", "seed-report"),
@@ -596,6 +596,9 @@ class SearchTab(_ExperimentTab):
         text = f"Search: trial {number + 1}" + (f"/{total}" if total else "")
         if epoch is not None:
             text += f" \u00b7 epoch {epoch}/{self.session.train_config.epochs}"
+        took = [r.seconds for r in self.records.values() if r.status != "running" and r.seconds]
+        if total and took:  # the trials left, at the pace of those done
+            text += f" \u00b7 ETA {format_seconds(sum(took) / len(took) * max(0, total - number))}"
         self.session.report_progress(text, number if total else 0, total)
 
     def _on_trial_ended(self, record) -> None:
