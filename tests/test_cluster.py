@@ -10,12 +10,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from tinydata import history_losses as _losses
-from tinydata import make_dataset
+from tinydata import make_dataset, wait_for_epochs
 from tinydata import train_error_lines as _error_lines
 
 from cnnstudio.core.training.cluster import ClusterError, read_cluster
@@ -172,15 +171,7 @@ def test_a_killed_worker_ends_the_run_with_one_line_and_resume_goes_on_from_the_
     out = tmp_path / "run"
     chief = _start(data, out, files[0], "--epochs", "40")
     worker = _start(data, out, files[1], "--epochs", "40")
-    state = out / "checkpoints" / "state.json"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and chief.poll() is None:
-        try:
-            if json.loads(state.read_text())["epochs_done"] >= 2:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
+    wait_for_epochs(out, chief, 2, timeout=180)
     worker.send_signal(signal.SIGKILL)
     ((code, _out, err),) = _finish([chief])
     worker.wait()
@@ -188,7 +179,7 @@ def test_a_killed_worker_ends_the_run_with_one_line_and_resume_goes_on_from_the_
     (line,) = _error_lines(err)
     assert "the cluster lost worker 1 (127.0.0.1:" in line or "the cluster lost another worker" in line
     assert "--resume on every machine" in line and "Traceback" not in err
-    done = json.loads(state.read_text())["epochs_done"]
+    done = json.loads((out / "checkpoints" / "state.json").read_text())["epochs_done"]
     assert 2 <= done < 40
 
     files = _cluster_files(tmp_path / "again", 2) if (tmp_path / "again").mkdir() is None else None
@@ -213,19 +204,11 @@ def test_ctrl_c_on_the_chief_stops_every_worker_after_the_same_epoch(data, tmp_p
          "sys.argv = ['cnnstudio', *sys.argv[1:]]; runpy.run_module('cnnstudio', run_name='__main__')",
          "train", str(data), "--out", str(out), *TRAIN, "--cluster", str(files[0]), "--epochs", "200"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    state = out / "checkpoints" / "state.json"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and chief.poll() is None:
-        try:
-            if json.loads(state.read_text())["epochs_done"] >= 2:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
+    wait_for_epochs(out, chief, 2, timeout=180)
     chief.send_signal(signal.SIGINT)
     (code0, out0, err0), (code1, out1, err1) = _finish([chief, worker])
     assert code0 == 130 and code1 == 130, (err0[-2000:], err1[-2000:])
-    done = json.loads(state.read_text())["epochs_done"]
+    done = json.loads((out / "checkpoints" / "state.json").read_text())["epochs_done"]
     assert f"Stopped after {done} epoch" in out0 and "--cluster FILE` on every machine" in out0
     assert f"Trained {done} epoch(s) as worker 1" in out1  # the same epochs: the stop reached it
     assert json.loads((out / "metrics.json").read_text())["status"] == "cancelled"

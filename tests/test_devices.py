@@ -12,13 +12,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 
 import pytest
 from coretrain import train
 from tinydata import history_losses as _losses
-from tinydata import make_dataset
+from tinydata import make_dataset, wait_for_epochs
 from tinydata import train_error_lines as _error_lines
 
 from cnnstudio.cli import main
@@ -57,18 +56,10 @@ def _interrupted(data, out, *extra) -> tuple[int, subprocess.CompletedProcess]:
          "sys.argv = ['cnnstudio', *sys.argv[1:]]; runpy.run_module('cnnstudio', run_name='__main__')",
          "train", str(data), "--out", str(out), *TRAIN, *extra, "--epochs", "200"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    state = out / "checkpoints" / "state.json"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if json.loads(state.read_text())["epochs_done"] >= 2:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
+    wait_for_epochs(out, proc, 2, timeout=240)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
-    return json.loads(state.read_text())["epochs_done"], subprocess.CompletedProcess(proc.args, proc.returncode,
+    return json.loads((out / "checkpoints" / "state.json").read_text())["epochs_done"], subprocess.CompletedProcess(proc.args, proc.returncode,
                                                                                    stdout, stderr)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +76,16 @@ def history_losses(run: Path) -> list[float]:
 def train_error_lines(err: str) -> list[str]:
     """The one-line errors that ``cnnstudio train`` printed to ``err``."""
     return [line for line in err.splitlines() if line.startswith("cnnstudio train: error:")]
+
+
+def wait_for_epochs(run: Path, proc, epochs: int = 2, timeout: float = 180) -> None:
+    """Return once ``run``'s checkpoint records ``epochs`` epochs, ``proc`` ended, or ``timeout`` passed."""
+    state = run / "checkpoints" / "state.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads(state.read_text())["epochs_done"] >= epochs:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)

@@ -585,9 +585,8 @@ class ModelPanel(QWidget):
         spec = copy.deepcopy(self.session.spec)
         spec.params["weights"] = "none"
         config = dataclasses.replace(self.session.train_config, mode="scratch")
-        self.session.set_model_and_training(spec, config, "Random Weights")
+        self._apply(spec, rebuild=True, config=config, what="Random Weights")
         widgets.set_error(self.weights_error, "")
-        self._show_spec(self.session.spec)
 
     def _on_transfer_edit(self) -> None:
         import dataclasses
@@ -847,18 +846,8 @@ class ModelPanel(QWidget):
             # Random weights button does (one Undo step).
             import dataclasses
 
-            self._applying = True
-            try:
-                self.session.set_model_and_training(
-                    spec, dataclasses.replace(self.session.train_config, mode="scratch"), "Random Weights")
-            except SpecError as exc:
-                widgets.set_error(self.error, str(exc))
-                return
-            finally:
-                self._applying = False
-            widgets.set_error(self.error, "")
-            self._show_spec(self.session.spec)
-            self._schedule_summary()
+            config = dataclasses.replace(self.session.train_config, mode="scratch")
+            self._apply(spec, rebuild=True, config=config, what="Random Weights")
             return
         self._apply(spec, rebuild=False)
 
@@ -869,11 +858,15 @@ class ModelPanel(QWidget):
                 and self.session.spec.params.get("weights") != "none"
                 and (self.session.train_config.mode or "extract") != "scratch")
 
-    def _apply(self, spec, rebuild: bool) -> None:
-        """Validate and set ``spec``; on error show the message in place and apply nothing."""
+    def _apply(self, spec, rebuild: bool, config=None, what: str = "") -> None:
+        """Validate and set ``spec`` (with ``config``, as one Undo step ``what``, when given); on
+        error show the message in place and apply nothing."""
         self._applying = True
         try:
-            self.session.set_spec(spec)
+            if config is None:
+                self.session.set_spec(spec)
+            else:
+                self.session.set_model_and_training(spec, config, what)
         except SpecError as exc:
             widgets.set_error(self.error, str(exc))
             return
