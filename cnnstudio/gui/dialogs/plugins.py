@@ -423,13 +423,14 @@ class PluginsDialog(QDialog):
             self._say(f"Installed {what} into the plugins folder; {later}")
         return True
 
+    def _confirm_uninstall(self, question: str) -> bool:
+        answer = widgets.ask(self, "Uninstall plugin", question,
+                             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                             QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
     def _uninstall_from_folder(self, info) -> bool:
-        answer = widgets.ask(
-            self, "Uninstall plugin",
-            f"Remove {info.distribution} (plugin {info.name}) from the plugins folder?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
-        )
-        if answer != QMessageBox.StandardButton.Yes:
+        if not self._confirm_uninstall(f"Remove {info.distribution} (plugin {info.name}) from the plugins folder?"):
             return False
         try:
             plugin_folder.uninstall(info.distribution)
@@ -451,12 +452,8 @@ class PluginsDialog(QDialog):
             return self._uninstall_from_folder(info)
         if not pip_available(self.python):
             return False
-        answer = widgets.ask(
-            self, "Uninstall plugin",
-            f"Uninstall the package {info.distribution} (plugin {info.name}) from this Python installation?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
-        )
-        if answer != QMessageBox.StandardButton.Yes:
+        if not self._confirm_uninstall(
+                f"Uninstall the package {info.distribution} (plugin {info.name}) from this Python installation?"):
             return False
         return self._run_pip("uninstall", ["uninstall", "-y", info.distribution], f"Uninstalling {info.distribution}")
 
