@@ -204,7 +204,7 @@ class EvaluatePanel(QWidget):
             stats.addWidget(stat, 0, i)
 
         self.matrix_plot = SwitchableConfusionMatrixPlot()
-        self.matrix_plot.setMinimumSize(260, 240)
+        self.matrix_plot.setMinimumSize(220, 160)
         self.matrix_plot.cellClicked.connect(self.show_cell)
         self.normalized_check = QCheckBox("Normalised (share of each true class)")
         self.normalized_check.setToolTip("Show each row's share instead of the counts; a row sums to 1")
@@ -225,6 +225,7 @@ class EvaluatePanel(QWidget):
         for c in range(1, len(self.TABLE_COLUMNS)):
             header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setMinimumWidth(420)
+        self.table.setMinimumHeight(120)  # the page fits a 1024x640 screen; a splitter gives more
         self.topk_label = QLabel()
         self.topk_label.setWordWrap(True)
         self.topk_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -248,6 +249,7 @@ class EvaluatePanel(QWidget):
         self.cell_list.setMovement(QListView.Movement.Static)
         self.cell_list.setWordWrap(True)
         self.cell_list.setUniformItemSizes(True)
+        self.cell_list.setMinimumHeight(100)
         cells_box = QWidget()
         cells_layout = QVBoxLayout(cells_box)
         cells_layout.addWidget(self.cell_label)
@@ -329,6 +331,7 @@ class EvaluatePanel(QWidget):
         self.wrong_list = QListWidget()
         self.wrong_list.setIconSize(QSize(THUMB * 3 // 4, THUMB * 3 // 4))
         self.wrong_list.setUniformItemSizes(True)
+        self.wrong_list.setMinimumHeight(100)
         self.wrong_list.currentRowChanged.connect(self._on_wrong_selected)
         left = QWidget()
         left_layout = QVBoxLayout(left)
@@ -341,7 +344,7 @@ class EvaluatePanel(QWidget):
 
         self.preview = QLabel()
         self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview.setMinimumSize(200, 160)
+        self.preview.setMinimumSize(200, 110)
         self.preview_info = QLabel("Select an image.")
         self.preview_info.setWordWrap(True)
         self.preview_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

@@ -371,7 +371,7 @@ class CurvePlot(pg.PlotWidget):
         item.setLabel("left", y_label)
         item.setRange(xRange=(0, 1), yRange=(0, 1.02), padding=0.02)
         item.getViewBox().setAspectLocked(True)  # square: the diagonal at 45 degrees, whatever the widget
-        self.setMinimumSize(240, 240)
+        self.setMinimumSize(160, 120)
         self.setMouseEnabled(x=False, y=False)
         self.reference = item.plot([], [], pen=_dimmed_pen(self))
         self.curve = item.plot([], [], pen=pg.mkPen(TRAIN_COLOUR, width=2))
@@ -404,7 +404,7 @@ class ReliabilityPlot(pg.PlotWidget):
         item.setLabel("left", "accuracy")
         item.setRange(xRange=(0, 1), yRange=(0, 1.02), padding=0.02)
         item.getViewBox().setAspectLocked(True)  # square: the diagonal at 45 degrees, whatever the widget
-        self.setMinimumSize(240, 240)
+        self.setMinimumSize(160, 120)
         self.setMouseEnabled(x=False, y=False)
         self.bars = pg.BarGraphItem(x0=[], height=[], width=[], brush=TRAIN_COLOUR, pen=pg.mkPen("#ffffff"))
         self.gap = pg.BarGraphItem(x0=[], y0=[], height=[], width=[], brush=pg.mkBrush(214, 39, 40, 70),
